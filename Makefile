@@ -1,0 +1,41 @@
+# driftloop: `make demo` runs the whole loop on the embedded default, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: install demo test test-postgres lint typecheck asyncapi clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+demo: install
+	$(BIN)/driftloop demo
+
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest
+
+test-postgres: $(DEV_STAMP)
+	DRIFTLOOP_TEST_POSTGRES_URL=$${DRIFTLOOP_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} $(BIN)/python -m pytest -m postgres
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy shared services cli
+
+asyncapi: install
+	$(BIN)/python -m driftloop.shared.asyncapi > docs/asyncapi.json
+
+clean:
+	rm -rf $(VENV) .driftloop .pytest_cache

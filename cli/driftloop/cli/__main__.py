@@ -1,0 +1,3 @@
+from driftloop.cli.main import main
+
+main()

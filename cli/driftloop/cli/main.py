@@ -1,0 +1,557 @@
+"""The `driftloop` command: one entry point for running, feeding and watching the loop.
+
+Exit codes: 0 success, 1 the request failed (reason on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+
+from driftloop.cli import supervisor
+from driftloop.cli.client import Received, read_events, wait_for_cycle
+from driftloop.shared.config import SERVICES, Settings
+from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
+from driftloop.shared.spec import SpecError, parse_spec
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="driftloop keeps deployed models good: drift, retraining, evaluation, "
+    "progressive delivery.",
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+class FailedError(Exception):
+    """The request failed; the message goes to stderr and the exit code is 1."""
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except FailedError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+async def _connect(s: Settings) -> Any:
+    from driftloop.shared.bus import connect_bus
+
+    try:
+        s.resolved_nats_url()
+    except RuntimeError as exc:
+        raise FailedError(str(exc)) from exc
+    return connect_bus(s, service="cli")
+
+
+async def _bus_call(s: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
+    import nats.errors
+
+    try:
+        async with await _connect(s) as bus:
+            return await body(bus)
+    except (nats.errors.NoServersError, OSError) as exc:
+        raise FailedError(f"cannot reach NATS at {s.resolved_nats_url()}: {exc}") from exc
+
+
+# Life cycle --------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="return once every service is ready")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = 180.0,
+) -> None:
+    """Start NATS (embedded unless DRIFTLOOP_NATS_URL is set) and the five services."""
+    s = settings()
+    if detach:
+        _up_detached(s, timeout)
+        return
+    from driftloop.shared.telemetry import configure_logging
+
+    configure_logging(s, service="supervisor")
+    sup = supervisor.Supervisor(s)
+    try:
+        url = sup.prepare()
+        _initialise_stores(s.model_copy(update={"nats_url": url}))
+        sup.start_services(url)
+    except (supervisor.SupervisorError, OSError) as exc:
+        sup.shutdown()
+        fail(str(exc))
+    err.print(f"driftloop up: NATS {url}, gateway {s.gateway_url()} (Ctrl-C stops)")
+    sup.watch()
+
+
+def _initialise_stores(s: Settings) -> None:
+    """Create the MLflow store and the bus topology once, before services race for them."""
+    from driftloop.shared.bus import connect_bus
+    from driftloop.shared.registry import configure_mlflow
+
+    configure_mlflow(s).search_experiments(max_results=1)
+
+    async def topology() -> None:
+        async with connect_bus(s, service="cli"):
+            pass
+
+    asyncio.run(topology())
+
+
+def _up_detached(s: Settings, timeout: float) -> None:
+    if supervisor.read_pid(s.run_dir / "supervisor.pid") is not None:
+        fail(f"driftloop is already up under {s.home}; `driftloop down` stops it")
+    s.log_dir.mkdir(parents=True, exist_ok=True)
+    log = s.log_dir / "supervisor.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "driftloop.cli", "up"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "DRIFTLOOP_HOME": str(s.home)},
+    )
+    deadline = time.monotonic() + timeout
+    with err.status("starting driftloop ...") as status:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                fail(f"driftloop up exited with {proc.returncode}; see {log}:\n" + _tail(log))
+            states = _service_states(s)
+            status.update("starting driftloop: " + ", ".join(f"{k} {v}" for k, v in states.items()))
+            if all(v == "running" for v in states.values()):
+                err.print(f"driftloop is up: gateway {s.gateway_url()}, home {s.home}")
+                return
+            time.sleep(0.5)
+    supervisor.stop(s)
+    fail(f"services not ready after {timeout:.0f}s; see the logs in {s.log_dir}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _service_states(s: Settings) -> dict[str, str]:
+    states = dict.fromkeys(SERVICES, "down")
+    try:
+        url = s.resolved_nats_url()
+    except RuntimeError:
+        return states
+
+    async def ping() -> None:
+        import nats
+
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False
+            )
+        except Exception:
+            return
+        try:
+            for name in SERVICES:
+                if name == "gateway":
+                    continue
+                try:
+                    await nc.request(f"driftloop.rpc.ping.{name}", b"{}", timeout=0.5)
+                    states[name] = "running"
+                except Exception:
+                    states[name] = "down"
+        finally:
+            await nc.close()
+
+    asyncio.run(ping())
+    try:
+        ready = httpx.get(f"{s.gateway_url()}/readyz", timeout=1.0)
+        states["gateway"] = "running" if ready.status_code == 200 else "starting"
+    except httpx.HTTPError:
+        states["gateway"] = "down"
+    return states
+
+
+@app.command()
+def down(
+    timeout: Annotated[float, typer.Option(help="seconds before a hard kill")] = 40.0,
+) -> None:
+    """Stop what `driftloop up` started, and return when it is gone."""
+    s = settings()
+    if supervisor.stop(s, timeout=timeout):
+        err.print("driftloop is down")
+    else:
+        err.print(f"driftloop is not running under {s.home}")
+
+
+@app.command("run")
+def run_service(service: Annotated[str, typer.Argument(help="|".join(SERVICES))]) -> None:
+    """Run one service in the foreground (what `up` supervises)."""
+    if service not in SERVICES:
+        err.print(f"unknown service {service!r}; one of: {', '.join(SERVICES)}")
+        raise typer.Exit(2)
+    import importlib
+
+    importlib.import_module(f"driftloop.{service}.main").main()
+
+
+# Models ------------------------------------------------------------------------------------
+
+
+@app.command()
+def apply(file: Annotated[Path, typer.Argument(help="model spec (YAML)")]) -> None:
+    """Validate a model spec and store it; the services pick it up at once."""
+    try:
+        spec = parse_spec(file.read_text())
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror}")
+        return
+    except SpecError as exc:
+        fail(f"{file}: {exc}")
+        return
+    s = settings()
+
+    async def put(bus: Any) -> None:
+        kv = await bus.kv(SPECS_BUCKET)
+        await kv.put(spec.model, spec.to_json())
+
+    run_async(lambda: _bus_call(s, put))
+    out.print(f"applied spec for model [bold]{spec.model}[/bold]")
+
+
+@app.command()
+def train(
+    model: str,
+    data: Annotated[Path, typer.Option("--data", help="CSV or Parquet training file")],
+    no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the cycle")] = 1800,
+) -> None:
+    """Bootstrap a version from a file; waits for the cycle (exit 0 on Deployed)."""
+    from driftloop.shared.registry import read_table
+
+    s = settings()
+    try:
+        frame = read_table(data)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    spec = run_async(lambda: _bus_call(s, lambda bus: _spec(bus, model)))
+    missing = [c for c in [spec.target, *(spec.features or [])] if c not in frame.columns]
+    if missing:
+        fail(f"{data}: missing column(s) {', '.join(missing)} named by the spec of {model}")
+    uri = _upload(s, model, data)
+    cycle = str(uuid.uuid4())
+    event = RetrainRequested(
+        model=model,
+        cycle_id=cycle,
+        trigger="bootstrap",
+        reason=f"bootstrap from {data.name} ({len(frame)} rows)",
+        data_uri=uri,
+        requested_at=datetime.now(UTC),
+    )
+    _start_cycle(s, event, wait=not no_wait, timeout=timeout)
+
+
+@app.command()
+def retrain(
+    model: str,
+    no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the cycle")] = 1800,
+) -> None:
+    """Start a retraining cycle now (trigger: manual); waits for it to end."""
+    s = settings()
+    run_async(lambda: _bus_call(s, lambda bus: _spec(bus, model)))
+    event = RetrainRequested(
+        model=model,
+        cycle_id=str(uuid.uuid4()),
+        trigger="manual",
+        reason="requested from the command line",
+        requested_at=datetime.now(UTC),
+    )
+    _start_cycle(s, event, wait=not no_wait, timeout=timeout)
+
+
+async def _spec(bus: Any, model: str) -> Any:
+    from driftloop.shared.service import SpecSource
+
+    spec = await SpecSource(bus).get(model)
+    if spec is None:
+        raise FailedError(f"unknown model {model!r}: apply its spec first (driftloop apply FILE)")
+    return spec
+
+
+def _upload(s: Settings, model: str, data: Path) -> str:
+    """Put the training file into MLflow, where the trainer reads it from."""
+    import mlflow
+
+    from driftloop.shared.registry import configure_mlflow, experiment_id
+
+    client = configure_mlflow(s)
+    exp = experiment_id(client, s, model)
+    with mlflow.start_run(
+        experiment_id=exp,
+        run_name=f"{model}-bootstrap-data",
+        tags={"driftloop.kind": "bootstrap-data"},
+    ) as run:
+        mlflow.log_artifact(str(data), artifact_path="bootstrap")
+        return f"{run.info.artifact_uri}/bootstrap/{data.name}"
+
+
+def _start_cycle(s: Settings, event: RetrainRequested, *, wait: bool, timeout: float) -> None:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from driftloop.shared.telemetry import configure_tracing
+
+    provider = configure_tracing(s, service="cli")
+    tracer = trace.get_tracer("driftloop.cli")
+
+    async def go(bus: Any) -> Received | None:
+        with tracer.start_as_current_span(
+            "retrain cycle",
+            context=otel_context.Context(),
+            attributes={"driftloop.cycle_id": event.cycle_id, "driftloop.model": event.model},
+        ):
+            await bus.publish(event)
+        err.print(f"cycle {event.cycle_id} started ({event.trigger}) for {event.model}")
+        if not wait:
+            return None
+        queue: asyncio.Queue[Received] = asyncio.Queue()
+        printer = asyncio.create_task(_print_progress(queue))
+        try:
+            return await wait_for_cycle(
+                bus, event.model, event.cycle_id, queue=queue, timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise FailedError(f"cycle {event.cycle_id} did not end within {timeout:.0f}s") from exc
+        finally:
+            await queue.join()
+            printer.cancel()
+
+    try:
+        last = run_async(lambda: _bus_call(s, go))
+    finally:
+        provider.shutdown()
+    if last is None:
+        return
+    if last.type != "Deployed":
+        fail(f"cycle ended with {last.type}: {describe(last)}")
+    out.print(f"[green]deployed[/green] {event.model} version {last.data.get('version')}")
+
+
+async def _print_progress(queue: asyncio.Queue[Received]) -> None:
+    started = time.monotonic()
+    while True:
+        received = await queue.get()
+        err.print(
+            f"  [{time.monotonic() - started:6.1f}s] {received.type:<18} {describe(received)}"
+        )
+        queue.task_done()
+
+
+def describe(received: Received) -> str:
+    """One line saying what an event means."""
+    d = received.data
+    t = received.type
+    if t == "RetrainRequested":
+        return f"trigger={d.get('trigger')} {d.get('reason', '')}"
+    if t == "ModelTrained":
+        metrics = ", ".join(
+            f"{k}={v:.3f}"
+            for k, v in sorted(d.get("metrics", {}).items())
+            if isinstance(v, int | float)
+        )
+        return f"version {d.get('version')} dataset {d.get('dataset_version')} {metrics}"
+    if t in ("EvaluationPassed", "EvaluationFailed"):
+        return f"version {d.get('version')}: {d.get('reason')}"
+    if t == "Deployed":
+        return f"version {d.get('version')} (was {d.get('previous_version') or 'none'})"
+    if t == "DriftDetected":
+        return f"{d.get('rows')} rows, drifted: {', '.join(d.get('drifted_features', []))}"
+    if t in ("TrainingFailed", "DataRejected", "RolledBack"):
+        return str(d.get("reason"))
+    if t == "RolloutAdvanced":
+        return f"version {d.get('version')} {d.get('stage')} {d.get('weight')}%"
+    return json.dumps(d)[:200]
+
+
+# Watching ----------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    model: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Services and models at a glance."""
+    s = settings()
+    states = _service_states(s)
+    models: list[dict[str, Any]] = []
+    try:
+        names = [model] if model else sorted(run_async(lambda: _bus_call(s, _spec_names)))
+    except typer.Exit:
+        names = [model] if model else []
+    for name in names:
+        try:
+            resp = httpx.get(f"{s.gateway_url()}/v1/models/{name}", timeout=3.0)
+        except httpx.HTTPError as exc:
+            fail(f"gateway at {s.gateway_url()} unreachable: {exc}")
+            return
+        if resp.status_code == 404:
+            fail(f"unknown model {name!r}")
+        models.append(resp.json())
+    if as_json:
+        if model:
+            out.print_json(data=models[0] if models else None)
+        else:
+            out.print_json(
+                data={
+                    "home": str(s.home),
+                    "nats_url": _nats_url_or_none(s),
+                    "gateway_url": s.gateway_url(),
+                    "services": states,
+                    "models": models,
+                }
+            )
+        return
+    out.print(f"home      {s.home}\nnats      {_nats_url_or_none(s)}\ngateway   {s.gateway_url()}")
+    for name, state in states.items():
+        colour = "green" if state == "running" else "red"
+        out.print(f"  {name:<10} [{colour}]{state}[/{colour}]")
+    for m in models:
+        champion = (m.get("champion") or {}).get("version", "-")
+        drift = m.get("last_drift") or {}
+        mon = m.get("monitor") or {}
+        out.print(
+            f"[bold]{m['model']}[/bold] champion v{champion}  rollout "
+            f"{(m.get('rollout') or {}).get('state', '-')}  last drift "
+            f"{', '.join(drift.get('drifted_features', [])) or 'none'}  "
+            f"window {mon.get('window_rows', 0)} rows"
+        )
+        decision = mon.get("last_decision")
+        if decision:
+            out.print(
+                f"  last decision: {'fired' if decision['fired'] else 'suppressed'} "
+                f"({decision['reason']})"
+            )
+
+
+def _nats_url_or_none(s: Settings) -> str | None:
+    try:
+        return s.resolved_nats_url()
+    except RuntimeError:
+        return None
+
+
+async def _spec_names(bus: Any) -> list[str]:
+    from nats.js.errors import NoKeysError
+
+    kv = await bus.kv(SPECS_BUCKET)
+    try:
+        return list(await kv.keys())
+    except NoKeysError:
+        return []
+
+
+@app.command()
+def events(
+    model: Annotated[str | None, typer.Argument()] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The event history (the audit log); --follow keeps printing as events arrive."""
+    s = settings()
+
+    async def show(bus: Any) -> None:
+        async for received in read_events(bus, model, follow=follow):
+            if as_json:
+                print(json.dumps(received.envelope), flush=True)
+            else:
+                env = received.envelope
+                cycle = received.data.get("cycle_id") or "-"
+                out.print(
+                    f"{env.get('time', '')[:19]}  {env.get('subject', ''):<12} "
+                    f"{received.type:<18} cycle={str(cycle)[:8]}  {describe(received)}"
+                )
+
+    try:
+        run_async(lambda: _bus_call(s, show))
+    except KeyboardInterrupt:
+        return
+
+
+@app.command("trace")
+def trace_cmd(cycle_id: str) -> None:
+    """The span tree of one retraining cycle (from the span files under HOME)."""
+    from driftloop.shared.telemetry import read_spans
+
+    s = settings()
+    spans = read_spans(s.trace_dir)
+    trace_ids = {
+        sp["trace_id"]
+        for sp in spans
+        if sp.get("attributes", {}).get("driftloop.cycle_id") == cycle_id
+    }
+    if not trace_ids:
+        fail(
+            f"no spans of cycle {cycle_id} under {s.trace_dir} (with OTEL_EXPORTER_OTLP_"
+            "ENDPOINT set, spans go to your collector instead)"
+        )
+    chosen = [sp for sp in spans if sp["trace_id"] in trace_ids]
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    ids = {sp["span_id"] for sp in chosen}
+    for sp in chosen:
+        parent = sp["parent_id"] if sp["parent_id"] in ids else None
+        by_parent.setdefault(parent, []).append(sp)
+    origin = min(sp["start"] for sp in chosen)
+
+    def show(parent: str | None, depth: int) -> None:
+        for sp in sorted(by_parent.get(parent, []), key=lambda x: x["start"]):
+            ms = (sp["end"] - sp["start"]) / 1e6
+            at = (sp["start"] - origin) / 1e6
+            out.print(
+                f"{'  ' * depth}{sp['name']:<{max(1, 40 - 2 * depth)}} "
+                f"{sp.get('service', ''):<22} +{at:9.1f} ms {ms:9.1f} ms {sp['status']}"
+            )
+            show(sp["span_id"], depth + 1)
+
+    out.print(f"trace {', '.join(sorted(trace_ids))} ({len(chosen)} spans)")
+    show(None, 0)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="leave driftloop running afterwards")] = False,
+) -> None:
+    """A whole cycle on synthetic data: first champion, drift, retraining, new champion."""
+    from driftloop.cli.demo import run_demo
+
+    code = run_demo(settings(), console=out, keep=keep)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

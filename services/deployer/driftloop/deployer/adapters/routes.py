@@ -1,0 +1,40 @@
+"""Where a release takes effect: the MLflow `champion` alias and the KV routing table."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mlflow import MlflowClient
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from driftloop.shared.bus import Bus
+from driftloop.shared.events import ROUTES_BUCKET
+from driftloop.shared.registry import CHAMPION
+from driftloop.shared.routes import Routes
+
+
+class RouteWriter:
+    def __init__(self, bus: Bus, client: MlflowClient) -> None:
+        self.bus = bus
+        self.client = client
+
+    async def current(self, model: str) -> Routes | None:
+        kv = await self.bus.kv(ROUTES_BUCKET)
+        try:
+            entry = await kv.get(model)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        return Routes.model_validate_json(entry.value) if entry.value else None
+
+    async def apply(self, routes: Routes) -> None:
+        """Move the alias first, then the routes: both are idempotent, so a crash between
+        them is mended by the redelivery that repeats the pair."""
+        if routes.champion is not None:
+            await asyncio.to_thread(
+                self.client.set_registered_model_alias,
+                routes.model,
+                CHAMPION,
+                routes.champion.version,
+            )
+        kv = await self.bus.kv(ROUTES_BUCKET)
+        await kv.put(routes.model, routes.to_json())

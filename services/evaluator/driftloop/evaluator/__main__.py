@@ -1,0 +1,3 @@
+from driftloop.evaluator.main import main
+
+main()

@@ -1,0 +1,3 @@
+from driftloop.gateway.main import main
+
+main()

@@ -1,0 +1,329 @@
+"""The gateway's REST API: predict, feedback, model status, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftloop.gateway.adapters.models import LoadedModel, RouteTable
+from driftloop.gateway.adapters.records import RecordPublisher
+from driftloop.gateway.domain.validation import choose_route, validate_instances
+from driftloop.shared.bus import Bus, connect_bus
+from driftloop.shared.config import Settings
+from driftloop.shared.events import (
+    ROUTES_BUCKET,
+    SPECS_BUCKET,
+    FeedbackBatch,
+    Label,
+    PredictionBatch,
+)
+from driftloop.shared.registry import configure_mlflow
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+MONITOR_STATUS = "driftloop.rpc.monitor.status"
+MAX_INSTANCES = 10_000
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INSTANCES)
+    ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = None
+    key: str | None = Field(default=None, max_length=256, description="routing key (sticky)")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    route: str
+    ids: list[str]
+    predictions: list[Any]
+    classes: list[Any] | None = None
+    probabilities: list[list[float]] | None = None
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    labels: list[Label] = Field(min_length=1, max_length=MAX_INSTANCES)
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+class ModelStatus(BaseModel):
+    model: str
+    champion: dict[str, Any] | None
+    canary: dict[str, Any] | None
+    shadow: dict[str, Any] | None
+    rollout: dict[str, Any] | None
+    last_drift: dict[str, Any] | None
+    monitor: dict[str, Any] | None = None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class InsecureBindError(RuntimeError):
+    """Refusing to serve writes without tokens on a non-loopback address."""
+
+
+def check_access_mode(settings: Settings) -> None:
+    if not settings.api_tokens and not is_loopback(settings.gateway_host):
+        raise InsecureBindError(
+            f"refusing to listen on {settings.gateway_host} without DRIFTLOOP_API_TOKENS: "
+            "with no tokens the gateway serves writes on a loopback address only "
+            "(set DRIFTLOOP_API_TOKENS, or DRIFTLOOP_GATEWAY_HOST=127.0.0.1)"
+        )
+
+
+def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None = None) -> FastAPI:
+    """The gateway application; nothing connects until the lifespan starts."""
+    check_access_mode(settings)
+    registry = CollectorRegistry()
+    requests = Counter(
+        "driftloop_requests", "predict requests", ["model", "version", "route"], registry=registry
+    )
+    errors = Counter(
+        "driftloop_errors", "failed predict requests", ["model", "status"], registry=registry
+    )
+    latency = Histogram(
+        "driftloop_predict_seconds",
+        "predict latency",
+        ["model", "version", "route"],
+        registry=registry,
+    )
+    dropped = Counter(
+        "driftloop_records_dropped", "prediction records dropped", ["model"], registry=registry
+    )
+    table = RouteTable()
+    state: dict[str, Any] = {}
+    tokens = {t.strip() for t in (settings.api_tokens or "").split(",") if t.strip()}
+    rng = random.Random()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        configure_mlflow(settings)
+        connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
+        async with connect(settings) as bus:
+            publisher = RecordPublisher(bus, dropped=dropped)
+            state["bus"], state["publisher"] = bus, publisher
+            tasks = [
+                asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
+                asyncio.create_task(table.watch_specs(await bus.kv(SPECS_BUCKET))),
+                asyncio.create_task(publisher.run()),
+            ]
+            try:
+                yield
+            finally:
+                await publisher.flush()
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    app = FastAPI(title="driftloop gateway", version="0.1.0", lifespan=lifespan)
+
+    @app.middleware("http")
+    async def traced(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        route = request.scope.get("route")
+        name = f"{request.method} {getattr(route, 'path', request.url.path)}"
+        with _tracer.start_as_current_span(name, kind=SpanKind.SERVER) as span:
+            response = await call_next(request)
+            span.set_attribute("http.status_code", response.status_code)
+            return response
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not tokens:
+            return
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(
+                401,
+                "a bearer token is required (DRIFTLOOP_API_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        given = authorization[7:].strip()
+        if not any(secrets.compare_digest(given, t) for t in tokens):
+            raise HTTPException(403, "this token is not accepted")
+
+    def serving_for(model: str) -> Any:
+        if not table.known(model):
+            raise HTTPException(404, f"unknown model {model!r}")
+        serving = table.serving.get(model)
+        if serving is None or serving.champion is None:
+            raise HTTPException(503, f"model {model!r} has no champion yet")
+        return serving
+
+    @app.post(
+        "/v1/models/{model}/predict",
+        response_model=PredictResponse,
+        responses={
+            404: {"description": "unknown model"},
+            422: {"description": "input does not match the signature"},
+            503: {"description": "no champion yet"},
+        },
+    )
+    async def predict(
+        model: str, body: PredictRequest, x_routing_key: Annotated[str | None, Header()] = None
+    ) -> PredictResponse:
+        serving = serving_for(model)
+        route = choose_route(
+            body.key or x_routing_key,
+            serving.routes.canary.weight if serving.canary else 0,
+            rng=rng,
+        )
+        chosen: LoadedModel = serving.canary if route == "canary" else serving.champion
+        if body.ids is not None and len(body.ids) != len(body.instances):
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", "ids"],
+                        "type": "value_error",
+                        "msg": "ids must have one entry per instance",
+                    }
+                ],
+            )
+        problems = validate_instances(body.instances, chosen.schema)
+        if problems:
+            errors.labels(model, "422").inc()
+            raise HTTPException(422, [p.as_dict() for p in problems])
+        ids = body.ids or [str(uuid.uuid4()) for _ in body.instances]
+        started = time.perf_counter()
+        try:
+            predictions, probabilities = chosen.predict(body.instances)
+        except Exception as exc:
+            errors.labels(model, "500").inc()
+            logger.exception("predict failed", extra={"model": model, "version": chosen.version})
+            raise HTTPException(
+                500, f"model {model} version {chosen.version} failed: {type(exc).__name__}"
+            ) from exc
+        elapsed = time.perf_counter() - started
+        requests.labels(model, chosen.version, route).inc()
+        latency.labels(model, chosen.version, route).observe(elapsed)
+        state["publisher"].offer(
+            PredictionBatch(
+                model=model,
+                version=chosen.version,
+                route=route,
+                ids=ids,
+                instances=[{f: inst.get(f) for f in chosen.features} for inst in body.instances],
+                predictions=predictions,
+                latency_ms=elapsed * 1000,
+                at=datetime.now(UTC),
+            )
+        )
+        return PredictResponse(
+            model=model,
+            version=chosen.version,
+            route=route,
+            ids=ids,
+            predictions=predictions,
+            classes=chosen.classes,
+            probabilities=probabilities,
+        )
+
+    @app.post(
+        "/v1/models/{model}/feedback",
+        dependencies=[Depends(require_token)],
+        status_code=202,
+        response_model=Accepted,
+        responses={
+            404: {"description": "unknown model"},
+            503: {"description": "the bus is unavailable"},
+        },
+    )
+    async def feedback(
+        model: str,
+        body: FeedbackRequest,
+    ) -> Accepted:
+        if not table.known(model):
+            raise HTTPException(404, f"unknown model {model!r}")
+        batch = FeedbackBatch(model=model, labels=body.labels, at=datetime.now(UTC))
+        try:
+            await state["bus"].publish_record(
+                f"driftloop.feedback.{model}", batch, msg_id=batch.batch_id
+            )
+        except Exception as exc:
+            raise HTTPException(503, f"labels not accepted, the bus is unavailable: {exc}") from exc
+        return Accepted(accepted=len(body.labels))
+
+    @app.get(
+        "/v1/models/{model}",
+        response_model=ModelStatus,
+        responses={404: {"description": "unknown model"}},
+    )
+    async def model_status(model: str) -> ModelStatus:
+        if not table.known(model):
+            raise HTTPException(404, f"unknown model {model!r}")
+        serving = table.serving.get(model)
+        routes = serving.routes if serving else None
+        monitor: dict[str, Any] | None = None
+        with suppress(Exception):
+            monitor = await state["bus"].request(MONITOR_STATUS, {"model": model}, timeout=1.0)
+        return ModelStatus(
+            model=model,
+            champion={"version": routes.champion.version} if routes and routes.champion else None,
+            canary={"version": routes.canary.version, "weight": routes.canary.weight}
+            if routes and routes.canary
+            else None,
+            shadow={"version": routes.shadow.version} if routes and routes.shadow else None,
+            rollout=routes.rollout if routes else None,
+            last_drift=(monitor or {}).get("last_drift"),
+            monitor=monitor,
+        )
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, list[str]]:
+        return {"models": sorted(set(table.serving) | table.specs)}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        bus: Bus | None = state.get("bus")
+        connected = bool(bus and bus.nc.is_connected)
+        ready = connected and table.ready.is_set()
+        return JSONResponse(
+            {"ready": ready, "nats": connected, "routes_loaded": table.ready.is_set()},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,32 @@
+"""Gateway entry point: settings -> app -> uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from driftloop.gateway.app import create_app
+from driftloop.shared import service
+from driftloop.shared.config import Settings
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    await uvicorn.Server(config).serve()
+
+
+def main() -> None:
+    service.run("gateway", serve)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(Settings()))

@@ -1,0 +1,3 @@
+from driftloop.monitor.main import main
+
+main()

@@ -1,0 +1,66 @@
+"""The monitor's own tables: per-model reference, window and trigger state; decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from driftloop.shared.db import messaging_tables
+
+SERVICE = "monitor"
+metadata = sa.MetaData()
+messaging = messaging_tables(metadata, SERVICE)
+models = sa.Table(
+    "monitor_models",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("reference_version", sa.String(32), nullable=True),
+    sa.Column("reference_run_id", sa.String(64), nullable=True),
+    sa.Column("profile", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("window", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("last_retrain_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("open_cycle_id", sa.String(64), nullable=True),
+    sa.Column("rows_seen", sa.BigInteger, nullable=False, default=0),
+)
+decisions = sa.Table(
+    "monitor_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("fired", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("cycle_id", sa.String(64), nullable=True),
+)
+VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+
+
+def load(conn: Connection, model: str) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(models).where(models.c.model == model)).mappings().first()
+    return dict(row) if row else None
+
+
+def save(conn: Connection, model: str, **values: Any) -> None:
+    """Insert or update the model's row (only the given columns change)."""
+    done = conn.execute(models.update().where(models.c.model == model).values(**values))
+    if done.rowcount == 0:
+        conn.execute(models.insert().values(model=model, rows_seen=0, **values))
+
+
+def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            sa.select(decisions)
+            .where(decisions.c.model == model)
+            .order_by(decisions.c.id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None

@@ -1,0 +1,194 @@
+"""The monitor's handlers: windows of live inputs, drift, and the retrain decision."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from mlflow import MlflowClient
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from driftloop.monitor.adapters.store import decisions, last_decision, load, save
+from driftloop.monitor.domain.drift import Window, add_batch, drift_report
+from driftloop.monitor.domain.policy import TriggerState, decide_retrain
+from driftloop.shared.db import SqlUnitOfWork, new_id
+from driftloop.shared.events import (
+    Deployed,
+    DriftDetected,
+    Event,
+    PredictionBatch,
+    RetrainRequested,
+)
+from driftloop.shared.profile import ReferenceProfile
+from driftloop.shared.registry import read_json_artifact
+from driftloop.shared.service import SpecSource
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+
+async def on_predictions(
+    batch: PredictionBatch, *, uow: SqlUnitOfWork, specs: SpecSource, now: Callable[[], datetime]
+) -> None:
+    """Add the champion's inputs to the window; judge the window when it is full."""
+    if batch.route != "champion" or batch.error:
+        return
+    spec = await specs.get(batch.model)
+    async with uow.handling() as tx:
+        state = load(tx.conn, batch.model)
+        if spec is None or state is None or state["profile"] is None:
+            return  # no reference yet: nothing to compare against
+        profile = ReferenceProfile.model_validate(state["profile"])
+        window = add_batch(
+            Window.model_validate(state["window"] or {}), profile, batch.instances, batch.at
+        )
+        rows_seen = (state["rows_seen"] or 0) + len(batch.instances)
+        if window.rows < spec.monitor.window:
+            save(tx.conn, batch.model, window=window.model_dump(mode="json"), rows_seen=rows_seen)
+            return
+        report = drift_report(profile, window, spec.monitor.drift)
+        summary = {
+            "rows": report.rows,
+            "window_start": report.start,
+            "window_end": report.end,
+            "drifted_features": report.drifted,
+            "at": now(),
+            "features": {f.feature: f.psi for f in report.features},
+        }
+        values: dict[str, Any] = {
+            "window": Window().model_dump(mode="json"),
+            "rows_seen": rows_seen,
+            "last_drift": _jsonable(summary),
+        }
+        if report.drifted:
+            tx.emit(
+                DriftDetected(
+                    model=batch.model,
+                    window_start=report.start or now(),
+                    window_end=report.end or now(),
+                    rows=report.rows,
+                    reference_version=state["reference_version"],
+                    features=report.features,
+                    drifted_features=report.drifted,
+                )
+            )
+            trigger = TriggerState(state["last_retrain_at"], state["open_cycle_id"])
+            decision = decide_retrain(report, trigger, spec.monitor, now=now())
+            cycle_id = new_id() if decision.fire else None
+            logger.info(
+                "retrain decision",
+                extra={
+                    "model": batch.model,
+                    "fired": decision.fire,
+                    "reason": decision.reason,
+                    "cycle_id": cycle_id,
+                },
+            )
+            tx.conn.execute(
+                sa.insert(decisions).values(
+                    model=batch.model,
+                    at=now(),
+                    trigger="drift",
+                    fired=decision.fire,
+                    reason=decision.reason,
+                    cycle_id=cycle_id,
+                )
+            )
+            if cycle_id is not None:
+                # A cycle is its own trace: a new root span, not a child of this batch.
+                with _tracer.start_as_current_span(
+                    "retrain cycle",
+                    context=otel_context.Context(),
+                    attributes={"driftloop.cycle_id": cycle_id, "driftloop.model": batch.model},
+                ):
+                    tx.emit(
+                        RetrainRequested(
+                            model=batch.model,
+                            cycle_id=cycle_id,
+                            trigger="drift",
+                            reason=decision.reason,
+                            cause_id=None,
+                            requested_at=now(),
+                        )
+                    )
+                values |= {"open_cycle_id": cycle_id, "last_retrain_at": now()}
+        save(tx.conn, batch.model, **values)
+
+
+async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -> None:
+    """A cycle started (by us, the CLI or a bootstrap): remember it so none runs beside it."""
+    async with uow.handling(event) as tx:
+        save(tx.conn, event.model, open_cycle_id=event.cycle_id)
+
+
+async def on_deployed(event: Deployed, *, uow: SqlUnitOfWork, client: MlflowClient) -> None:
+    """The new champion's training profile becomes the reference; the window restarts."""
+    if uow.already_handled():
+        return
+    raw = await asyncio.to_thread(
+        read_json_artifact, client, event.run_id, "data/reference_profile.json"
+    )
+    profile = ReferenceProfile.model_validate(raw)
+    async with uow.handling(event) as tx:
+        state = load(tx.conn, event.model) or {}
+        values: dict[str, Any] = {
+            "reference_version": event.version,
+            "reference_run_id": event.run_id,
+            "profile": profile.model_dump(mode="json"),
+            "window": Window().model_dump(mode="json"),
+        }
+        if state.get("open_cycle_id") in (None, event.cycle_id):
+            values["open_cycle_id"] = None
+        save(tx.conn, event.model, **values)
+    logger.info("reference replaced", extra={"model": event.model, "version": event.version})
+
+
+async def on_cycle_ended(event: Event, *, uow: SqlUnitOfWork) -> None:
+    """EvaluationFailed, DataRejected, TrainingFailed, RolledBack: the cycle is over."""
+    cycle_id = getattr(event, "cycle_id", None)
+    async with uow.handling(event) as tx:
+        state = load(tx.conn, event.model)
+        if state is not None and state["open_cycle_id"] == cycle_id:
+            save(tx.conn, event.model, open_cycle_id=None)
+
+
+async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
+    """What `GET /v1/models/{model}` shows of the monitor (answered over request-reply)."""
+    with uow.engine.connect() as conn:
+        state = load(conn, model)
+        decision = last_decision(conn, model)
+    if state is None:
+        return {"model": model, "known": False}
+    window = state["window"] or {}
+    return _jsonable(
+        {
+            "model": model,
+            "known": True,
+            "reference_version": state["reference_version"],
+            "window_rows": window.get("rows", 0),
+            "rows_seen": state["rows_seen"],
+            "last_drift": state["last_drift"],
+            "open_cycle_id": state["open_cycle_id"],
+            "last_retrain_at": state["last_retrain_at"],
+            "last_decision": {
+                k: decision[k] for k in ("at", "trigger", "fired", "reason", "cycle_id")
+            }
+            if decision
+            else None,
+        }
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

@@ -1,0 +1,61 @@
+"""Monitor entry point: settings -> adapters -> subscriptions."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from driftloop.monitor import handlers
+from driftloop.monitor.adapters.store import SERVICE, VERSIONS, messaging
+from driftloop.shared import service
+from driftloop.shared.bus import connect_bus
+from driftloop.shared.config import Settings
+from driftloop.shared.events import (
+    PREDICTIONS_STREAM,
+    DataRejected,
+    Deployed,
+    EvaluationFailed,
+    PredictionBatch,
+    RetrainRequested,
+    RolledBack,
+    TrainingFailed,
+)
+from driftloop.shared.registry import configure_mlflow
+
+STATUS_SUBJECT = "driftloop.rpc.monitor.status"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def serve(settings: Settings) -> None:
+    uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
+    client = configure_mlflow(settings)
+    async with connect_bus(settings, service=SERVICE) as bus:
+        specs = service.SpecSource(bus)
+        bus.subscribe_records(
+            PREDICTIONS_STREAM,
+            "driftloop.predictions.>",
+            PredictionBatch,
+            partial(handlers.on_predictions, uow=uow, specs=specs, now=utcnow),
+            durable="predictions",
+        )
+        bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
+        bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client))
+        for ended in (EvaluationFailed, DataRejected, TrainingFailed, RolledBack):
+            bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
+
+        async def answer_status(data: bytes) -> dict[str, Any]:
+            model = str(json.loads(data or b"{}").get("model", ""))
+            return await handlers.status(model, uow=uow)
+
+        await bus.respond(STATUS_SUBJECT, answer_status)
+        bus.start_relay(uow)
+        await bus.run_until_stopped()
+
+
+def main() -> None:
+    service.run(SERVICE, serve)

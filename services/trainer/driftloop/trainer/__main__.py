@@ -1,0 +1,3 @@
+from driftloop.trainer.main import main
+
+main()

@@ -1,0 +1,98 @@
+"""Assembling and checking a training set: pure functions over DataFrames."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from driftloop.shared.events import CheckResult
+from driftloop.shared.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    frame: pd.DataFrame
+    features: list[str]
+    recent_rows: int
+    reference_rows: int
+    version: str  # content hash
+
+
+def feature_columns(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
+    """The spec's features, or every column but the target."""
+    if spec.features is not None:
+        return list(spec.features)
+    return [c for c in frame.columns if c != spec.target]
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """A stable hash of the rows and columns (order included): the dataset's version."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(hashed.tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()[:16]
+
+
+def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSpec) -> TrainingSet:
+    """Recent labelled rows first (up to max_rows), filled from the reference; de-duplicated."""
+    recent = recent.head(spec.trainer.max_rows)
+    room = spec.trainer.max_rows - len(recent)
+    fill = reference.head(room) if reference is not None and room > 0 else recent.iloc[0:0]
+    frame = pd.concat([recent, fill], ignore_index=True) if len(fill) else recent
+    features = feature_columns(spec, frame)
+    columns = [*features, spec.target]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        frame = frame.reindex(columns=[*frame.columns, *missing])
+    frame = frame[columns].reset_index(drop=True)
+    return TrainingSet(
+        frame=frame,
+        features=features,
+        recent_rows=len(recent),
+        reference_rows=len(fill),
+        version=content_hash(frame),
+    )
+
+
+def validate(ts: TrainingSet, spec: ModelSpec) -> list[CheckResult]:
+    """Schema, size and label checks; any failed check means the set is rejected."""
+    frame = ts.frame
+    checks: list[CheckResult] = []
+    absent = [c for c in [*ts.features, spec.target] if frame[c].isna().all()]
+    checks.append(
+        CheckResult(
+            name="columns_present",
+            figure=float(len(absent)),
+            threshold=0,
+            passed=not absent,
+            detail=f"missing columns: {absent}" if absent else "",
+        )
+    )
+    labelled = int(frame[spec.target].notna().sum())
+    checks.append(
+        CheckResult(
+            name="min_rows",
+            figure=labelled,
+            threshold=spec.trainer.min_rows,
+            passed=labelled >= spec.trainer.min_rows,
+        )
+    )
+    if spec.task == "classification":
+        classes = int(frame[spec.target].nunique(dropna=True))
+        checks.append(
+            CheckResult(
+                name="label_classes",
+                figure=classes,
+                threshold=2,
+                passed=classes >= 2,
+                detail="a classifier needs at least two classes",
+            )
+        )
+    else:
+        numeric = bool(pd.api.types.is_numeric_dtype(frame[spec.target]))
+        checks.append(
+            CheckResult(name="numeric_target", figure=float(numeric), threshold=1, passed=numeric)
+        )
+    return checks

@@ -1,0 +1,1 @@
+"""Code every driftloop service shares: events, bus, database, settings, telemetry."""

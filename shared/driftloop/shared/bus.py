@@ -1,0 +1,454 @@
+"""The bus: JetStream streams, durable pull consumers, KV buckets and the outbox relay.
+
+Handlers never ack, publish or retry: this module does. A message that cannot be parsed is
+logged and terminated (no redelivery storm); a handler error is retried with backoff up to
+`max_deliver`; a repeat (its inbox row exists) is acked and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import Engine
+
+from driftloop.shared.config import Settings
+from driftloop.shared.db import (
+    DuplicateMessageError,
+    Messaging,
+    SqlUnitOfWork,
+    current_message_id,
+    mark_published,
+    pending_outbox,
+)
+from driftloop.shared.events import (
+    EVENTS_STREAM,
+    FEEDBACK_STREAM,
+    PREDICTIONS_STREAM,
+    ROUTES_BUCKET,
+    SPECS_BUCKET,
+    Event,
+    UnknownEventError,
+    envelope,
+    parse_envelope,
+    subject_for,
+)
+from driftloop.shared.telemetry import extract_context, inject_headers
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+E = TypeVar("E", bound=Event)
+R = TypeVar("R", bound=BaseModel)
+
+DAY = 86_400.0
+STREAMS = (
+    StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=["driftloop.events.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=600.0,
+        description="the audit log: every event of every cycle, kept",
+    ),
+    StreamConfig(
+        name=PREDICTIONS_STREAM,
+        subjects=["driftloop.predictions.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * DAY,
+        max_bytes=2 * 1024**3,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120.0,
+        description="prediction records, bounded by age and bytes",
+    ),
+    StreamConfig(
+        name=FEEDBACK_STREAM,
+        subjects=["driftloop.feedback.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=90 * DAY,
+        duplicate_window=120.0,
+        description="delayed labels, joined to predictions by id",
+    ),
+)
+
+
+class RetryLaterError(Exception):
+    """Not a failure: the handler wants the message again after `delay` seconds."""
+
+    def __init__(self, reason: str, *, delay: float = 5.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before redelivery attempt `attempt` (1-based): 1, 2, 4 ... capped at 60."""
+    return float(min(60, 2 ** max(0, attempt - 1)))
+
+
+@dataclass
+class Bus:
+    nc: NatsClient
+    js: JetStreamContext
+    service: str
+
+    def __post_init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    # Topology ----------------------------------------------------------------------------
+
+    async def ensure_topology(self) -> None:
+        """Create (or update) the three streams and the two KV buckets; idempotent."""
+        for config in STREAMS:
+            try:
+                await self.js.add_stream(config)
+            except BadRequestError:
+                await self.js.update_stream(config)
+        for bucket in (ROUTES_BUCKET, SPECS_BUCKET):
+            await self.kv(bucket)
+
+    async def kv(self, bucket: str) -> KeyValue:
+        try:
+            return await self.js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            return await self.js.create_key_value(bucket=bucket, history=16)
+
+    # Publishing --------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, event_id: str | None = None) -> str:
+        """Publish an event now (control clients; services emit through their outbox)."""
+        env = envelope(event, service=self.service, event_id=event_id)
+        with _tracer.start_as_current_span(
+            f"publish {env.type}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.destination": subject_for(event), **_cycle_attr(event)},
+        ):
+            headers = inject_headers({"Nats-Msg-Id": env.id})
+            await self.js.publish(
+                subject_for(event), env.model_dump_json().encode(), headers=headers
+            )
+        return env.id
+
+    async def publish_record(self, subject: str, record: BaseModel, *, msg_id: str) -> None:
+        await self.js.publish(
+            subject, record.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id}
+        )
+
+    # Consuming ---------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        event_type: type[E],
+        handler: Callable[[E], Awaitable[None]],
+        *,
+        max_deliver: int = 20,
+        ack_wait: float = 60.0,
+    ) -> None:
+        """Durable pull consumer `<service>-<EventType>` over every model's events of a type."""
+        subject = f"driftloop.events.*.{event_type.event_type()}"
+        durable = f"{self.service}-{event_type.event_type()}"
+
+        def parse(raw: bytes) -> tuple[str | None, E]:
+            env, event = parse_envelope(raw)
+            if not isinstance(event, event_type):
+                raise UnknownEventError(f"expected {event_type.event_type()}, got {env.type}")
+            return env.id, event
+
+        self._start(EVENTS_STREAM, subject, durable, parse, handler, max_deliver, ack_wait)
+
+    def subscribe_records(
+        self,
+        stream: str,
+        subject: str,
+        record_type: type[R],
+        handler: Callable[[R], Awaitable[None]],
+        *,
+        durable: str,
+        max_deliver: int = 20,
+        ack_wait: float = 60.0,
+    ) -> None:
+        def parse(raw: bytes) -> tuple[str | None, R]:
+            try:
+                return None, record_type.model_validate_json(raw)
+            except ValidationError as exc:
+                raise UnknownEventError(f"bad {record_type.__name__}: {exc}") from exc
+
+        self._start(
+            stream, subject, f"{self.service}-{durable}", parse, handler, max_deliver, ack_wait
+        )
+
+    def _start(
+        self,
+        stream: str,
+        subject: str,
+        durable: str,
+        parse: Callable[[bytes], tuple[str | None, Any]],
+        handler: Callable[[Any], Awaitable[None]],
+        max_deliver: int,
+        ack_wait: float,
+    ) -> None:
+        self._tasks.append(
+            asyncio.create_task(
+                self._consume(stream, subject, durable, parse, handler, max_deliver, ack_wait),
+                name=durable,
+            )
+        )
+
+    async def _consume(
+        self,
+        stream: str,
+        subject: str,
+        durable: str,
+        parse: Callable[[bytes], tuple[str | None, Any]],
+        handler: Callable[[Any], Awaitable[None]],
+        max_deliver: int,
+        ack_wait: float,
+    ) -> None:
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait,
+            filter_subject=subject,
+            max_ack_pending=1000,
+        )
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+        logger.info("consuming", extra={"durable": durable, "subject": subject})
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(50, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                logger.exception("fetch failed", extra={"durable": durable})
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self._deliver(msg, durable, parse, handler, ack_wait)
+
+    async def _deliver(
+        self,
+        msg: Msg,
+        durable: str,
+        parse: Callable[[bytes], tuple[str | None, Any]],
+        handler: Callable[[Any], Awaitable[None]],
+        ack_wait: float,
+    ) -> None:
+        headers = msg.headers or {}
+        try:
+            event_id, payload = parse(msg.data)
+        except UnknownEventError as exc:
+            logger.error(
+                "unreadable message terminated",
+                extra={"durable": durable, "subject": msg.subject, "error": str(exc)},
+            )
+            await msg.term()
+            return
+        message_id = (
+            event_id
+            or headers.get("Nats-Msg-Id")
+            or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
+        )
+        token = current_message_id.set(message_id)
+        name = f"consume {getattr(payload, 'event_type', lambda: msg.subject)()}"
+        heartbeat = asyncio.create_task(_keep_alive(msg, ack_wait))
+        try:
+            with _tracer.start_as_current_span(
+                name,
+                context=extract_context(headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.consumer": durable,
+                    "messaging.message_id": message_id,
+                    **_cycle_attr(payload),
+                },
+            ) as span:
+                try:
+                    await handler(payload)
+                except DuplicateMessageError:
+                    logger.debug("duplicate ignored", extra={"message_id": message_id})
+                except RetryLaterError as exc:
+                    heartbeat.cancel()
+                    logger.info("retry later", extra={"message_id": message_id, "reason": str(exc)})
+                    await msg.nak(delay=exc.delay)
+                    return
+                except Exception as exc:
+                    heartbeat.cancel()
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    attempt = msg.metadata.num_delivered
+                    logger.exception(
+                        "handler failed",
+                        extra={"durable": durable, "message_id": message_id, "attempt": attempt},
+                    )
+                    await msg.nak(delay=backoff(attempt))
+                    return
+            heartbeat.cancel()
+            await msg.ack()
+        finally:
+            heartbeat.cancel()
+            current_message_id.reset(token)
+
+    # Outbox relay ------------------------------------------------------------------------
+
+    def start_relay(self, uow: SqlUnitOfWork) -> None:
+        self._tasks.append(
+            asyncio.create_task(
+                relay_outbox(self, uow.engine, uow.messaging, uow.committed, self._stopping),
+                name=f"{self.service}-outbox",
+            )
+        )
+
+    # Request-reply -----------------------------------------------------------------------
+
+    async def respond(
+        self, subject: str, handler: Callable[[bytes], Awaitable[dict[str, Any]]]
+    ) -> None:
+        """Answer requests on `subject` with a JSON document (shared by the replicas)."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                answer = await handler(msg.data)
+            except Exception as exc:
+                logger.exception("request failed", extra={"subject": subject})
+                answer = {"error": str(exc)}
+            await msg.respond(json.dumps(answer, default=str).encode())
+
+        await self.nc.subscribe(subject, queue=f"{self.service}-rpc", cb=on_request)
+
+    async def request(
+        self, subject: str, payload: dict[str, Any] | None = None, *, timeout: float = 2.0
+    ) -> dict[str, Any]:
+        reply = await self.nc.request(subject, json.dumps(payload or {}).encode(), timeout=timeout)
+        result: dict[str, Any] = json.loads(reply.data)
+        return result
+
+    # Life cycle --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        await self.respond(f"driftloop.rpc.ping.{self.service}", _pong(self.service))
+        logger.info("ready", extra={"service": self.service})
+        await self._stopping.wait()
+
+    async def close(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        with suppress(Exception):
+            await self.nc.drain()
+
+
+def _pong(service: str) -> Callable[[bytes], Awaitable[dict[str, Any]]]:
+    async def pong(_data: bytes) -> dict[str, Any]:
+        return {"service": service, "state": "running"}
+
+    return pong
+
+
+def _cycle_attr(payload: Any) -> dict[str, str]:
+    cycle = getattr(payload, "cycle_id", None)
+    model = getattr(payload, "model", None)
+    attrs = {"driftloop.model": str(model)} if model else {}
+    if cycle:
+        attrs["driftloop.cycle_id"] = str(cycle)
+    return attrs
+
+
+async def _keep_alive(msg: Msg, ack_wait: float) -> None:
+    """Tell the server a long handler (training) is still working, so it does not redeliver."""
+    with suppress(asyncio.CancelledError, Exception):
+        while True:
+            await asyncio.sleep(max(1.0, ack_wait / 3))
+            await msg.in_progress()
+
+
+async def relay_outbox(
+    bus: Bus,
+    engine: Engine,
+    messaging: Messaging,
+    committed: asyncio.Event,
+    stopping: asyncio.Event,
+) -> None:
+    """Publish committed outbox rows in order; `Nats-Msg-Id` makes a re-publish harmless."""
+    while not stopping.is_set():
+        committed.clear()
+        try:
+            rows = pending_outbox(engine, messaging)
+            for row in rows:
+                headers = json.loads(row.headers)
+                headers["Nats-Msg-Id"] = row.event_id
+                await bus.js.publish(row.subject, row.payload.encode(), headers=headers)
+                mark_published(engine, messaging, [row.seq])
+        except Exception:
+            logger.exception("outbox relay failed; retrying")
+            await asyncio.sleep(1.0)
+            continue
+        if len(rows) == 100:
+            continue
+        with suppress(TimeoutError):
+            await asyncio.wait_for(committed.wait(), timeout=1.0)
+
+
+@asynccontextmanager
+async def connect_bus(
+    settings: Settings, *, service: str, ensure: bool = True
+) -> AsyncIterator[Bus]:
+    """Connect to NATS (reconnecting forever), create the topology, close cleanly."""
+    url = settings.resolved_nats_url()
+
+    async def on_error(exc: Exception) -> None:
+        logger.warning("nats error", extra={"error": str(exc)})
+
+    nc = await nats.connect(
+        url,
+        name=f"driftloop-{service}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+    )
+    bus = Bus(nc, nc.jetstream(), service)
+    try:
+        if ensure:
+            await bus.ensure_topology()
+        yield bus
+    finally:
+        await bus.close()

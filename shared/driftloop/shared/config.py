@@ -1,0 +1,91 @@
+"""Settings from `DRIFTLOOP_*` environment variables (one base class, a subclass per service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("gateway", "monitor", "trainer", "evaluator", "deployer")
+
+
+class Settings(BaseSettings):
+    """What every process needs: where its state lives and how to reach the bus and MLflow."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore")
+
+    home: Path = Path(".driftloop")
+    nats_url: str | None = None  # unset: `driftloop up` starts an embedded server
+    database_url: str | None = None  # unset: one SQLite file per service under home
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    api_tokens: str | None = None
+    api_token: str | None = None  # what the CLI sends
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DRIFTLOOP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+    log_level: str = "INFO"
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("gateway_port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        if not 0 < value < 65536:
+            raise ValueError("DRIFTLOOP_GATEWAY_PORT must be between 1 and 65535")
+        return value
+
+    @field_validator("nats_url", "database_url", "mlflow_tracking_uri", "api_tokens")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    # Derived locations -------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        """Pids, ports and the embedded server's URL, written by `driftloop up`."""
+        return self.home / "run"
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.home / "traces"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    def resolved_nats_url(self) -> str:
+        """The configured URL, else the embedded server's recorded by `driftloop up`."""
+        if self.nats_url:
+            return self.nats_url
+        recorded = self.run_dir / "nats.url"
+        if recorded.exists():
+            return recorded.read_text().strip()
+        raise RuntimeError(
+            "no NATS server: set DRIFTLOOP_NATS_URL or start the embedded one with `driftloop up`"
+        )
+
+    def database_url_for(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'db' / f'{service}.sqlite'}"
+
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    def artifact_root(self) -> str:
+        return (self.home / "mlartifacts").as_uri()
+
+    def gateway_url(self) -> str:
+        recorded = self.run_dir / "gateway.url"
+        if recorded.exists():
+            return recorded.read_text().strip()
+        return f"http://{self.gateway_host}:{self.gateway_port}"

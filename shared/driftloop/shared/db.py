@@ -1,0 +1,232 @@
+"""Each service's own store: engine, migrations, inbox (idempotency) and outbox (atomic emit).
+
+SQLite by default (one file per service under HOME, WAL mode); with DRIFTLOOP_DATABASE_URL one
+PostgreSQL database whose tables carry their service's prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from driftloop.shared.events import Event, envelope, subject_for
+from driftloop.shared.telemetry import inject_headers
+
+# The id of the message being handled, set by the bus around each handler call.
+current_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_message_id", default=None
+)
+
+
+class DuplicateMessageError(Exception):
+    """This message was already handled (its inbox row exists); ack it and do nothing."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite files get WAL mode, a busy timeout and their folder."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+            # Let SQLAlchemy own transactions, DDL included (so a failed migration rolls back).
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine, *, service: str, versions: Path) -> None:
+    """Bring the service's tables to the newest revision (idempotent, safe at every start)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("version_locations", str(versions))
+    cfg.attributes["version_table"] = f"{service}_alembic_version"
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+# Inbox and outbox tables, one pair per service ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Messaging:
+    inbox: sa.Table
+    outbox: sa.Table
+
+
+def messaging_tables(metadata: sa.MetaData, service: str) -> Messaging:
+    inbox = sa.Table(
+        f"{service}_inbox",
+        metadata,
+        sa.Column("message_id", sa.String(64), primary_key=True),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    outbox = sa.Table(
+        f"{service}_outbox",
+        metadata,
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("subject", sa.String(512), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("headers", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    )
+    return Messaging(inbox, outbox)
+
+
+def create_messaging_tables(op: Any, service: str) -> None:
+    """For a service's first migration: its inbox and outbox."""
+    op.create_table(
+        f"{service}_inbox",
+        sa.Column("message_id", sa.String(64), primary_key=True),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        f"{service}_outbox",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("subject", sa.String(512), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("headers", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index(f"ix_{service}_outbox_published_at", f"{service}_outbox", ["published_at"])
+
+
+# Unit of work ------------------------------------------------------------------------------
+
+
+@dataclass
+class Tx:
+    """One transaction: the handler's writes, the inbox row and the events to emit."""
+
+    conn: Connection
+    service: str
+    messaging: Messaging
+    now: Callable[[], datetime]
+    emitted: list[str] = field(default_factory=list)
+
+    def emit(self, event: Event, *, headers: dict[str, str] | None = None) -> str:
+        """Queue an event in the outbox; it is published after the transaction commits."""
+        env = envelope(event, service=self.service, at=self.now())
+        self.conn.execute(
+            self.messaging.outbox.insert().values(
+                event_id=env.id,
+                subject=subject_for(event),
+                payload=env.model_dump_json(),
+                headers=json.dumps(inject_headers(headers)),
+                created_at=self.now(),
+            )
+        )
+        self.emitted.append(env.id)
+        return env.id
+
+
+class SqlUnitOfWork:
+    """Handler writes + inbox row + outbox rows in one transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        service: str,
+        messaging: Messaging,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.service = service
+        self.messaging = messaging
+        self.now = now
+        self.committed = asyncio.Event()  # wakes the outbox relay
+
+    def already_handled(self, message_id: str | None = None) -> bool:
+        message_id = message_id or current_message_id.get()
+        if message_id is None:
+            return False
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self.messaging.inbox.c.message_id).where(
+                    self.messaging.inbox.c.message_id == message_id
+                )
+            ).first()
+        return row is not None
+
+    @asynccontextmanager
+    async def handling(self, _event: Event | None = None) -> AsyncIterator[Tx]:
+        """A transaction for handling the current message; a repeat raises DuplicateMessageError."""
+        message_id = current_message_id.get()
+        with self.engine.connect() as conn, conn.begin():
+            tx = Tx(conn, self.service, self.messaging, self.now)
+            yield tx
+            if message_id is not None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            self.messaging.inbox.insert().values(
+                                message_id=message_id, handled_at=self.now()
+                            )
+                        )
+                except IntegrityError as exc:
+                    raise DuplicateMessageError(message_id) from exc
+        if tx.emitted:
+            self.committed.set()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A transaction outside message handling (timers, RPC); may emit too."""
+        with self.engine.connect() as conn, conn.begin():
+            tx = Tx(conn, self.service, self.messaging, self.now)
+            yield tx
+        if tx.emitted:
+            self.committed.set()
+
+
+def pending_outbox(engine: Engine, messaging: Messaging, *, limit: int = 100) -> list[sa.Row[Any]]:
+    ob = messaging.outbox
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(ob.c.seq, ob.c.event_id, ob.c.subject, ob.c.payload, ob.c.headers)
+                .where(ob.c.published_at.is_(None))
+                .order_by(ob.c.seq)
+                .limit(limit)
+            )
+        )
+
+
+def mark_published(engine: Engine, messaging: Messaging, seqs: list[int]) -> None:
+    ob = messaging.outbox
+    with engine.begin() as conn:
+        conn.execute(ob.update().where(ob.c.seq.in_(seqs)).values(published_at=datetime.now(UTC)))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,125 @@
+"""The join of predictions and delayed labels by prediction id, shared by every service that
+keeps labelled samples in its own table (the trainer now, the monitor's performance later).
+
+A label may arrive before its prediction record (the streams are independent), after it, or
+twice: each side upserts its half of the row, so the order never matters and a repeat changes
+nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from driftloop.shared.events import FeedbackBatch, PredictionBatch
+
+
+def samples_table(metadata: sa.MetaData, service: str) -> sa.Table:
+    return sa.Table(
+        f"{service}_samples",
+        metadata,
+        sa.Column("model", sa.String(64), primary_key=True),
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("features", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("version", sa.String(32), nullable=True),
+        sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    )
+
+
+def create_samples_table(op: Any, service: str) -> None:
+    """For a migration: the samples table of `service`."""
+    op.create_table(
+        f"{service}_samples",
+        sa.Column("model", sa.String(64), primary_key=True),
+        sa.Column("id", sa.String(256), primary_key=True),
+        sa.Column("features", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("version", sa.String(32), nullable=True),
+        sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index(
+        f"ix_{service}_samples_labelled_at", f"{service}_samples", ["model", "labelled_at"]
+    )
+
+
+def _upsert(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], update: list[str]
+) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(rows)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(rows)
+    else:  # pragma: no cover - SQLite and PostgreSQL are the supported stores
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["model", "id"], set_={c: stmt.excluded[c] for c in update}
+    )
+    conn.execute(stmt)
+
+
+def record_predictions(conn: Connection, table: sa.Table, batch: PredictionBatch) -> int:
+    """Store the inputs and answers of a served batch (shadow answers are not samples)."""
+    if batch.error or batch.route == "shadow":
+        return 0
+    rows = [
+        {
+            "model": batch.model,
+            "id": i,
+            "features": inst,
+            "prediction": pred,
+            "version": batch.version,
+            "predicted_at": batch.at,
+        }
+        for i, inst, pred in zip(batch.ids, batch.instances, batch.predictions, strict=False)
+    ]
+    _upsert(conn, table, rows, ["features", "prediction", "version", "predicted_at"])
+    return len(rows)
+
+
+def record_labels(conn: Connection, table: sa.Table, batch: FeedbackBatch) -> int:
+    """Store labels; the first label of an id wins, so a repeated label changes nothing."""
+    seen: dict[str, Any] = {}
+    for item in batch.labels:
+        seen.setdefault(item.id, item.label)
+    existing = {
+        r.id
+        for r in conn.execute(
+            sa.select(table.c.id).where(
+                table.c.model == batch.model, table.c.id.in_(list(seen)), table.c.label.is_not(None)
+            )
+        )
+    }
+    rows = [
+        {"model": batch.model, "id": i, "label": label, "labelled_at": batch.at}
+        for i, label in seen.items()
+        if i not in existing
+    ]
+    _upsert(conn, table, rows, ["label", "labelled_at"])
+    return len(rows)
+
+
+def recent_labelled(
+    conn: Connection, table: sa.Table, model: str, *, after: datetime | None, limit: int
+) -> list[sa.Row[Any]]:
+    """Joined samples (features and label) labelled after `after`, newest first."""
+    query = (
+        sa.select(table.c.id, table.c.features, table.c.label, table.c.labelled_at)
+        .where(table.c.model == model, table.c.label.is_not(None), table.c.features.is_not(None))
+        .order_by(table.c.labelled_at.desc(), table.c.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(table.c.labelled_at > after)
+    return list(conn.execute(query))

@@ -1,0 +1,66 @@
+"""What every service does the same way at start-up: its store, the specs, its entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from driftloop.shared.bus import Bus
+from driftloop.shared.config import Settings
+from driftloop.shared.db import Messaging, SqlUnitOfWork, make_engine, migrate
+from driftloop.shared.events import SPECS_BUCKET
+from driftloop.shared.spec import ModelSpec
+from driftloop.shared.telemetry import configure_logging, configure_tracing
+
+logger = logging.getLogger(__name__)
+
+
+def open_store(
+    settings: Settings, *, service: str, messaging: Messaging, versions: Path
+) -> SqlUnitOfWork:
+    """The service's engine, migrated to head, wrapped in its unit of work."""
+    engine = make_engine(settings.database_url_for(service))
+    migrate(engine, service=service, versions=versions)
+    return SqlUnitOfWork(engine, service=service, messaging=messaging)
+
+
+class SpecSource:
+    """Model specs from the `driftloop_specs` KV bucket (written by `driftloop apply`)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def get(self, model: str) -> ModelSpec | None:
+        kv = await self.bus.kv(SPECS_BUCKET)
+        try:
+            entry = await kv.get(model)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        if entry.value is None:
+            return None
+        return ModelSpec.model_validate_json(entry.value)
+
+
+def run(
+    service: str,
+    serve: Callable[[Settings], Coroutine[Any, Any, None]],
+    settings: Settings | None = None,
+) -> None:
+    """Entry point of a service process: logging, tracing, then serve until SIGTERM."""
+    settings = settings or Settings()
+    configure_logging(settings, service=service)
+    provider = configure_tracing(settings, service=service)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        provider.shutdown()
+
+
+def json_column(name: str, *, nullable: bool = True) -> sa.Column[Any]:
+    return sa.Column(name, sa.JSON, nullable=nullable)

@@ -1,0 +1,155 @@
+"""The model spec users apply with `driftloop apply FILE`: every field has a default."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`30s`, `10m`, `7d` (also ms, h) into a timedelta; numbers are seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 30s, 10m or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of parse_duration, so a spec read back from JSON parses again."""
+    seconds = value.total_seconds()
+    return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Recipe(_Part):
+    estimator: str = Field(
+        default="sklearn.ensemble.HistGradientBoostingClassifier",
+        pattern=r"^sklearn\.[A-Za-z_][\w.]*$",
+        description="dotted path of a scikit-learn estimator class",
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DriftPolicy(_Part):
+    psi_warn: float = Field(default=0.2, ge=0)
+    psi_retrain: float = Field(default=0.25, ge=0)
+    min_features: int = Field(default=1, ge=1)
+
+
+class PerformancePolicy(_Part):
+    metric: str = "accuracy"
+    min: float = Field(default=0.0, ge=0)
+    min_labels: int = Field(default=200, ge=1)
+
+
+class MonitorSpec(_Part):
+    window: int = Field(default=2000, ge=10, description="predicted rows per drift window")
+    drift: DriftPolicy = DriftPolicy()
+    performance: PerformancePolicy = PerformancePolicy()
+    schedule: Duration | None = None
+    min_new_labels: int = Field(default=1000, ge=1)
+    cooldown: Duration = timedelta(minutes=10)
+
+
+class TrainerSpec(_Part):
+    max_rows: int = Field(default=50_000, ge=10)
+    min_rows: int = Field(default=500, ge=1)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    label_wait: Duration = Field(
+        default=timedelta(minutes=30),
+        description="how long a retraining waits for min_rows new labels before TrainingFailed",
+    )
+    seed: int = 0
+
+
+class EvaluatorSpec(_Part):
+    metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = "f1"
+    min_delta: float = 0.0
+    min_score: float | None = Field(
+        default=None, description="absolute floor of the metric (the first version's only bar)"
+    )
+    max_p95_ms: float = Field(default=50.0, gt=0)
+
+
+class ShadowSpec(_Part):
+    rows: int = Field(default=500, ge=0)
+
+
+class CanarySpec(_Part):
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    rows_per_step: int = Field(default=500, ge=1)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_metric_drop: float = Field(default=0.02, ge=0)
+
+
+class DeployerSpec(_Part):
+    shadow: ShadowSpec = ShadowSpec()
+    canary: CanarySpec = CanarySpec()
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class ModelSpec(_Part):
+    """One model under driftloop's care."""
+
+    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    task: Literal["classification", "regression"] = "classification"
+    target: str
+    features: list[str] | None = None
+    recipe: Recipe = Recipe()
+    monitor: MonitorSpec = MonitorSpec()
+    trainer: TrainerSpec = TrainerSpec()
+    evaluator: EvaluatorSpec = EvaluatorSpec()
+    deployer: DeployerSpec = DeployerSpec()
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class SpecError(ValueError):
+    """A spec that cannot be applied; the message names the field."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(spec)"
+        lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec(text: str | bytes) -> ModelSpec:
+    """Parse YAML (or JSON) into a spec; raises SpecError naming each wrong field."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError("a spec is a mapping with at least `model` and `target`")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(describe_validation_error(exc)) from exc
+    if spec.features is not None and spec.target in spec.features:
+        raise SpecError(f"features: the target {spec.target!r} cannot also be a feature")
+    if spec.monitor.drift.psi_retrain < spec.monitor.drift.psi_warn:
+        raise SpecError("monitor.drift.psi_retrain: must be at least psi_warn")
+    return spec

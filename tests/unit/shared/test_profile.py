@@ -1,0 +1,212 @@
+"""The reference profile: quantile edges, category bins, and binning live values on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop.shared.profile import (
+    MAX_CATEGORIES,
+    OTHER,
+    FeatureProfile,
+    bin_counts,
+    build_profile,
+)
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame(
+        {
+            "tenure": rng.normal(24.0, 6.0, size=1000),
+            "plan": rng.choice(["basic", "plus", "pro"], size=1000, p=[0.5, 0.3, 0.2]),
+        }
+    )
+
+
+def _feature(frame: pd.DataFrame, name: str, *, bins: int = 10) -> FeatureProfile:
+    return build_profile("churn", frame, [name], bins=bins).features[0]
+
+
+def test_numeric_edges_are_the_reference_deciles(frame: pd.DataFrame) -> None:
+    expected = np.quantile(frame["tenure"], np.linspace(0, 1, 11)[1:-1])
+
+    fp = _feature(frame, "tenure")
+
+    assert fp.kind == "numeric"
+    assert fp.edges == pytest.approx(expected.tolist(), abs=1e-12)
+    assert fp.bins == 10
+
+
+def test_numeric_reference_fills_each_quantile_bin_equally(frame: pd.DataFrame) -> None:
+    fp = _feature(frame, "tenure")
+
+    proportions = np.asarray(fp.proportions)
+
+    assert proportions.sum() == pytest.approx(1.0)
+    assert proportions == pytest.approx(np.full(10, 0.1), abs=0.002)
+
+
+@pytest.mark.parametrize("column", ["tenure", "plan"], ids=["numeric", "categorical"])
+def test_binning_the_reference_again_gives_its_proportions(
+    frame: pd.DataFrame, column: str
+) -> None:
+    fp = _feature(frame, column)
+
+    counts, missing = bin_counts(fp, frame[column].tolist())
+
+    assert missing == 0
+    assert (counts / counts.sum()).tolist() == pytest.approx(fp.proportions)
+    assert sum(fp.proportions) == pytest.approx(1.0)
+
+
+def test_profile_records_model_rows_and_features_in_order(frame: pd.DataFrame) -> None:
+    features = ["plan", "tenure"]
+
+    profile = build_profile("churn", frame, features)
+
+    assert profile.model == "churn"
+    assert profile.rows == 1000
+    assert [fp.name for fp in profile.features] == features
+    assert [fp.kind for fp in profile.features] == ["categorical", "numeric"]
+
+
+def test_categorical_profile_has_sorted_categories_and_an_empty_other_bin(
+    frame: pd.DataFrame,
+) -> None:
+    fp = _feature(frame, "plan")
+
+    shares = dict(zip([*fp.categories, OTHER], fp.proportions, strict=True))
+
+    assert fp.categories == ["basic", "plus", "pro"]
+    assert shares[OTHER] == 0.0
+    assert shares["basic"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_unseen_categories_go_to_the_other_bin(frame: pd.DataFrame) -> None:
+    fp = _feature(frame, "plan")
+
+    counts, missing = bin_counts(fp, ["basic", "enterprise", "pro", "free", 42])
+
+    assert counts.tolist() == [1, 0, 1, 3]
+    assert missing == 0
+
+
+def test_categories_past_the_limit_are_counted_as_other() -> None:
+    values = [f"v{i:03d}" for i in range(MAX_CATEGORIES + 10) for _ in range(2)]
+    values += ["common"] * 10
+    frame = pd.DataFrame({"city": values})
+
+    fp = _feature(frame, "city")
+
+    assert len(fp.categories) == MAX_CATEGORIES
+    assert "common" in fp.categories
+    assert fp.proportions[-1] == pytest.approx(11 * 2 / len(values))
+    assert sum(fp.proportions) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_missing"),
+    [
+        ([None, float("nan"), np.nan], 3),
+        (["abc", "", [1, 2], {"a": 1}, object()], 5),
+        ([True, False], 2),
+        ([pd.NA, pd.NaT, np.float32("nan")], 3),
+        ([1.0, None, "12.5", "nan"], 2),
+    ],
+    ids=["none-and-nan", "wrong-types", "booleans", "pandas-missing-markers", "mixed"],
+)
+def test_numeric_missing_and_wrong_types_are_counted_not_fatal(
+    frame: pd.DataFrame, values: list[Any], expected_missing: int
+) -> None:
+    fp = _feature(frame, "tenure")
+
+    counts, missing = bin_counts(fp, values)
+
+    assert missing == expected_missing
+    assert int(counts.sum()) == len(values) - expected_missing
+
+
+def test_categorical_none_and_nan_are_missing_not_other(frame: pd.DataFrame) -> None:
+    fp = _feature(frame, "plan")
+
+    counts, missing = bin_counts(fp, [None, float("nan"), "basic"])
+
+    assert missing == 2
+    assert counts.tolist() == [1, 0, 0, 0]
+
+
+def test_categorical_pandas_missing_markers_are_missing(frame: pd.DataFrame) -> None:
+    fp = _feature(frame, "plan")
+
+    counts, missing = bin_counts(fp, [pd.NA, pd.NaT, np.float32("nan")])
+
+    assert missing == 3
+    assert int(counts.sum()) == 0
+
+
+def test_missing_values_set_the_missing_rate_and_stay_out_of_the_proportions() -> None:
+    frame = pd.DataFrame(
+        {
+            "tenure": [1.0, 2.0, None, 4.0, np.nan, 6.0, 7.0, 8.0, 9.0, 10.0],
+            "plan": ["a", None, "b", "a", "b", "a", None, "a", "b", "a"],
+        }
+    )
+
+    profile = build_profile("churn", frame, ["tenure", "plan"], bins=4)
+
+    tenure, plan = profile.features
+    assert tenure.missing_rate == pytest.approx(0.2)
+    assert plan.missing_rate == pytest.approx(0.2)
+    assert sum(tenure.proportions) == pytest.approx(1.0)
+    assert plan.proportions == pytest.approx([5 / 8, 3 / 8, 0.0])
+
+
+def test_constant_column_collapses_to_a_single_edge() -> None:
+    frame = pd.DataFrame({"seats": [5] * 100})
+
+    fp = _feature(frame, "seats")
+    counts, _ = bin_counts(fp, [5, 5, 4, 6])
+
+    assert fp.edges == [5.0]
+    assert fp.proportions == [0.0, 1.0]
+    assert counts.tolist() == [1, 3]
+
+
+def test_all_missing_numeric_column_builds_without_edges() -> None:
+    frame = pd.DataFrame({"tenure": [np.nan, np.nan, np.nan]})
+
+    fp = _feature(frame, "tenure")
+    counts, missing = bin_counts(fp, [1.0, None])
+
+    assert fp.edges == []
+    assert fp.missing_rate == 1.0
+    assert counts.tolist() == [1]
+    assert missing == 1
+
+
+def test_boolean_column_is_categorical_and_matches_live_booleans() -> None:
+    frame = pd.DataFrame({"active": [True, False, True, True]})
+
+    fp = _feature(frame, "active")
+    counts, missing = bin_counts(fp, [True, False, "True"])
+
+    assert fp.kind == "categorical"
+    assert fp.categories == ["False", "True"]
+    assert fp.proportions == pytest.approx([0.25, 0.75, 0.0])
+    assert counts.tolist() == [1, 2, 0]
+    assert missing == 0
+
+
+def test_values_beyond_the_reference_range_land_in_the_outer_bins(frame: pd.DataFrame) -> None:
+    fp = _feature(frame, "tenure")
+
+    counts, missing = bin_counts(fp, [-1e9, float("-inf"), 1e9, float("inf")])
+
+    assert missing == 0
+    assert counts[0] == 2
+    assert counts[-1] == 2
