@@ -137,21 +137,20 @@ def run_demo(settings: Settings, *, console: Console, keep: bool = False) -> int
         return 1
     console.print(f"up in {time.monotonic() - started:.1f}s")
     try:
-        return asyncio.run(_demo(demo_settings, home, console))
+        return asyncio.run(_demo(demo_settings, home, console, Timeline(started=started)))
     finally:
         if not keep:
             stop(demo_settings)
             console.print("driftloop stopped (run `driftloop demo --keep` to leave it up)")
 
 
-async def _demo(settings: Settings, home: Path, console: Console) -> int:
+async def _demo(settings: Settings, home: Path, console: Console, timeline: Timeline) -> int:
     rng = np.random.default_rng(7)
     data = home / "data"
     data.mkdir()
     customers(rng, 3000, drifted=False).to_csv(data / "churn.csv", index=False)
     (data / "churn.yaml").write_text(SPEC)
     spec = parse_spec(SPEC)
-    timeline = Timeline()
     async with connect_bus(settings, service="cli") as bus:
         kv = await bus.kv(SPECS_BUCKET)
         await kv.put(spec.model, spec.to_json())
@@ -294,7 +293,7 @@ async def _traffic(
                 )
             if served_new >= AFTER_PROMOTION:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)  # a pace a person can follow
     if served_new < AFTER_PROMOTION:
         console.print(f"[red]no new champion served within {MAX_ROWS} rows[/red]")
         return 1

@@ -32,6 +32,23 @@ current_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite hands back naive ones)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: driftloop stores aware UTC datetimes only")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class DuplicateMessageError(Exception):
     """This message was already handled (its inbox row exists); ack it and do nothing."""
 
@@ -85,7 +102,7 @@ def messaging_tables(metadata: sa.MetaData, service: str) -> Messaging:
         f"{service}_inbox",
         metadata,
         sa.Column("message_id", sa.String(64), primary_key=True),
-        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("handled_at", UtcDateTime(), nullable=False),
     )
     outbox = sa.Table(
         f"{service}_outbox",
@@ -95,8 +112,8 @@ def messaging_tables(metadata: sa.MetaData, service: str) -> Messaging:
         sa.Column("subject", sa.String(512), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
         sa.Column("headers", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True, index=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("published_at", UtcDateTime(), nullable=True, index=True),
     )
     return Messaging(inbox, outbox)
 

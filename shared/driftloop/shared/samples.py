@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from driftloop.shared.db import UtcDateTime
 from driftloop.shared.events import FeedbackBatch, PredictionBatch
 
 
@@ -28,8 +29,8 @@ def samples_table(metadata: sa.MetaData, service: str) -> sa.Table:
         sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("version", sa.String(32), nullable=True),
         sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
-        sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("labelled_at", sa.DateTime(timezone=True), nullable=True, index=True),
+        sa.Column("predicted_at", UtcDateTime(), nullable=True),
+        sa.Column("labelled_at", UtcDateTime(), nullable=True, index=True),
     )
 
 

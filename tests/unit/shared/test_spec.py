@@ -97,8 +97,6 @@ def test_minimal_spec_equals_the_example_where_the_example_states_defaults() -> 
     assert minimal.trainer.max_rows == example.trainer.max_rows
 
 
-
-
 def test_spec_read_back_from_kv_json_equals_the_applied_spec() -> None:
     spec = parse_spec(DESIGN_EXAMPLE)
 

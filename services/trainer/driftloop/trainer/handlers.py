@@ -153,7 +153,9 @@ async def on_retrain_requested(
 
     started = time.perf_counter()
     try:
-        fitted = await asyncio.to_thread(fit, ts.frame, ts.features, spec)
+        fitted = await asyncio.to_thread(
+            fit, ts.frame, ts.features, spec, recent_rows=ts.recent_rows
+        )
     except RecipeError as exc:
         async with uow.handling(event) as tx:
             _fail(tx, event, str(exc), estimator=spec.recipe.estimator)

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from driftloop.shared.db import messaging_tables
+from driftloop.shared.db import UtcDateTime, messaging_tables
 from driftloop.shared.routes import Served
 
 SERVICE = "deployer"
@@ -27,7 +27,7 @@ releases = sa.Table(
     sa.Column("previous_version", sa.String(32), nullable=True),
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
 )
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 

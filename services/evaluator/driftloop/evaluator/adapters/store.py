@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from driftloop.shared.db import messaging_tables
+from driftloop.shared.db import UtcDateTime, messaging_tables
 
 SERVICE = "evaluator"
 metadata = sa.MetaData()
@@ -20,6 +20,6 @@ verdicts = sa.Table(
     sa.Column("champion_version", sa.String(32), nullable=True),
     sa.Column("passed", sa.Boolean, nullable=False),
     sa.Column("report", sa.JSON, nullable=False),
-    sa.Column("judged_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("judged_at", UtcDateTime(), nullable=False),
 )
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from driftloop.shared.db import messaging_tables
+from driftloop.shared.db import UtcDateTime, messaging_tables
 
 SERVICE = "monitor"
 metadata = sa.MetaData()
@@ -22,7 +22,7 @@ models = sa.Table(
     sa.Column("profile", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("window", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
-    sa.Column("last_retrain_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_retrain_at", UtcDateTime(), nullable=True),
     sa.Column("open_cycle_id", sa.String(64), nullable=True),
     sa.Column("rows_seen", sa.BigInteger, nullable=False, default=0),
 )
@@ -31,7 +31,7 @@ decisions = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model", sa.String(64), nullable=False, index=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UtcDateTime(), nullable=False),
     sa.Column("trigger", sa.String(32), nullable=False),
     sa.Column("fired", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),

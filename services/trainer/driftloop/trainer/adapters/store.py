@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from driftloop.shared.db import messaging_tables
+from driftloop.shared.db import UtcDateTime, messaging_tables
 from driftloop.shared.samples import samples_table
 
 SERVICE = "trainer"
@@ -23,6 +23,6 @@ runs = sa.Table(
     sa.Column("dataset_version", sa.String(64), nullable=False),
     sa.Column("recent_rows", sa.Integer, nullable=False),
     sa.Column("reference_rows", sa.Integer, nullable=False),
-    sa.Column("trained_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("trained_at", UtcDateTime(), nullable=False),
 )
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"

@@ -62,15 +62,24 @@ def make_pipeline(frame: pd.DataFrame, features: list[str], estimator: BaseEstim
     return Pipeline([("preprocess", pre), ("estimator", estimator)])
 
 
-def fit(frame: pd.DataFrame, features: list[str], spec: ModelSpec) -> Fitted:
-    """Split off the holdout, fit the recipe, score the holdout."""
+def fit(frame: pd.DataFrame, features: list[str], spec: ModelSpec, *,
+        recent_rows: int | None = None) -> Fitted:
+    """Split off the holdout, fit the recipe, score the holdout.
+
+    The holdout is drawn from the first `recent_rows` rows (the recent labelled traffic) only:
+    rows filled in from the champion's training set go to training, never to the holdout, or
+    the champion would be judged on rows it was trained on.
+    """
     estimator = make_estimator(spec.recipe.estimator, spec.recipe.params)
-    frame = frame.dropna(subset=[spec.target]).reset_index(drop=True)
-    y = frame[spec.target]
+    recent_rows = len(frame) if recent_rows is None else recent_rows
+    recent = frame.iloc[:recent_rows].dropna(subset=[spec.target])
+    filled = frame.iloc[recent_rows:].dropna(subset=[spec.target])
+    y = recent[spec.target]
     stratify = y if spec.task == "classification" and y.value_counts().min() >= 2 else None
     train, holdout = train_test_split(
-        frame, test_size=spec.trainer.holdout, random_state=spec.trainer.seed, stratify=stratify
+        recent, test_size=spec.trainer.holdout, random_state=spec.trainer.seed, stratify=stratify
     )
+    train = pd.concat([train, filled], ignore_index=True)
     x_train = prepare(train, features)
     pipeline = make_pipeline(x_train, features, estimator)
     try:

@@ -1,0 +1,112 @@
+"""Helpers for the integration and end-to-end tests (no fixtures here: see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+import numpy as np
+import pandas as pd
+from nats.js.api import DeliverPolicy
+
+from driftloop.shared.events import EVENTS_STREAM
+
+T = TypeVar("T")
+
+SPEC = """\
+model: churn
+task: classification
+target: churned
+features: [tenure, monthly_charges, plan, autopay]
+recipe:
+  estimator: sklearn.ensemble.HistGradientBoostingClassifier
+  params: {max_iter: 60, random_state: 0}
+monitor:
+  window: 300
+  drift: {psi_warn: 0.2, psi_retrain: 0.25, min_features: 1}
+  cooldown: 10m
+trainer: {max_rows: 900, min_rows: 300, holdout: 0.25}
+evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 200}
+"""
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0, interval: float = 0.2
+) -> T:
+    """Poll `check` until it returns something truthy; fail with the last error after timeout."""
+    last: BaseException | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            result = await check()
+            if result:
+                return result
+        except AssertionError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {last}")
+
+
+def churn(rng: np.random.Generator, n: int, *, drifted: bool = False) -> pd.DataFrame:
+    """Customers with numeric, categorical and boolean features; `drifted` ones differ in both
+    inputs and in what makes them churn."""
+    if drifted:
+        tenure = rng.gamma(1.2, 8.0, n)
+        monthly = rng.normal(110, 10, n)
+        plan = rng.choice(["basic", "pro", "max"], n, p=[0.1, 0.3, 0.6])
+        logit = -0.1 * (monthly - 110) + np.where(plan == "max", 1.5, -1.0)
+    else:
+        tenure = rng.gamma(2.0, 12.0, n)
+        monthly = rng.normal(60, 15, n)
+        plan = rng.choice(["basic", "pro", "max"], n, p=[0.6, 0.3, 0.1])
+        logit = 1.0 - 0.07 * tenure + 0.04 * (monthly - 60) + np.where(plan == "basic", 0.5, 0)
+    autopay = rng.random(n) < 0.5
+    churned = rng.random(n) < 1 / (1 + np.exp(-2 * logit))
+    return pd.DataFrame(
+        {
+            "tenure": tenure.round(1),
+            "monthly_charges": monthly.round(2),
+            "plan": plan,
+            "autopay": autopay,
+            "churned": churned.astype(int),
+        }
+    )
+
+
+async def read_all_events(nats_url: str, model: str | None = None) -> list[dict[str, Any]]:
+    """Every event on the stream (oldest first) as {"envelope", "headers"}."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        subject = f"driftloop.events.{model}.>" if model else "driftloop.events.>"
+        info = await js.stream_info(EVENTS_STREAM)
+        if info.state.messages == 0:
+            return []
+        sub = await js.subscribe(
+            subject, stream=EVENTS_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        out: list[dict[str, Any]] = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                break
+            out.append({"envelope": json.loads(msg.data), "headers": dict(msg.headers or {})})
+            if msg.metadata.num_pending == 0:
+                break
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
+
+
+def of_cycle(events: list[dict[str, Any]], cycle_id: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["envelope"]["data"].get("cycle_id") == cycle_id]
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["envelope"]["type"] for e in events]

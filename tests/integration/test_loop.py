@@ -1,0 +1,178 @@
+"""The whole loop in one process, each service's real `serve()` on a real nats-server, a real
+database and a real MLflow store, the gateway over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
+
+from driftloop.cli.main import _upload
+from driftloop.cli.supervisor import free_port
+from driftloop.deployer.main import serve as deployer
+from driftloop.evaluator.main import serve as evaluator
+from driftloop.gateway.app import create_app
+from driftloop.monitor.main import serve as monitor
+from driftloop.shared.bus import Bus, connect_bus
+from driftloop.shared.config import Settings
+from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, RetrainRequested
+from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_alias
+from driftloop.shared.routes import Routes
+from driftloop.shared.spec import parse_spec
+from driftloop.trainer.main import serve as trainer
+
+BOOTSTRAP_TYPES = [
+    "RetrainRequested",
+    "ModelTrained",
+    "EvaluationPassed",
+    "RolloutAdvanced",
+    "Deployed",
+]
+
+
+@pytest.fixture
+async def bus(settings: Settings) -> AsyncIterator[Bus]:
+    async with connect_bus(settings, service="test") as connected:
+        yield connected
+
+
+@pytest.fixture
+async def gateway(settings: Settings, running: Any) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    cfg = uvicorn.Config(
+        create_app(settings.model_copy(update={"gateway_port": port})),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+    )
+    server = uvicorn.Server(cfg)
+    running(server.serve())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready)
+        yield client
+    server.should_exit = True
+
+
+async def bootstrap(settings: Settings, bus: Bus, tmp_path: Path, rows: int = 1200) -> str:
+    spec = parse_spec(SPEC)
+    kv = await bus.kv(SPECS_BUCKET)
+    await kv.put(spec.model, spec.to_json())
+    data = tmp_path / "churn.csv"
+    churn(np.random.default_rng(1), rows).to_csv(data, index=False)
+    uri = await asyncio.to_thread(_upload, settings, "churn", data)
+    cycle = str(uuid.uuid4())
+    await bus.publish(
+        RetrainRequested(
+            model="churn",
+            cycle_id=cycle,
+            trigger="bootstrap",
+            reason="test",
+            data_uri=uri,
+            requested_at=datetime.now(UTC),
+        )
+    )
+    return cycle
+
+
+async def wait_for(settings: Settings, cycle: str, last: str, timeout: float = 90) -> list[str]:
+    async def ended() -> list[str] | None:
+        seen = types(of_cycle(await read_all_events(settings.resolved_nats_url()), cycle))
+        return seen if last in seen else None
+
+    return await eventually(ended, timeout=timeout)
+
+
+async def test_bootstrap_cycle_promotes_the_first_version(
+    settings: Settings, bus: Bus, running: Any, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+
+    cycle = await bootstrap(settings, bus, tmp_path)
+    seen = await wait_for(settings, cycle, "Deployed")
+
+    assert seen == BOOTSTRAP_TYPES
+    client = configure_mlflow(settings)
+    champion = version_by_alias(client, "churn", CHAMPION)
+    assert champion is not None
+    assert champion.version == "1"
+    entry = await (await bus.kv(ROUTES_BUCKET)).get("churn")
+    routes = Routes.model_validate_json(entry.value or b"")
+    assert routes.champion is not None
+    assert routes.champion.version == "1"
+    assert routes.rollout is not None
+    assert routes.rollout["state"] == "promoted"
+
+    async def monitor_has_reference() -> bool:
+        status = await bus.request("driftloop.rpc.monitor.status", {"model": "churn"})
+        return status.get("reference_version") == "1"
+
+    await eventually(monitor_has_reference)
+
+
+async def test_drift_retrains_and_the_gateway_serves_the_new_version(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
+
+    async def serving_v1() -> bool:
+        return (await gateway.get("/v1/models/churn")).json()["champion"] == {"version": "1"}
+
+    await eventually(serving_v1)
+    rng = np.random.default_rng(2)
+    version = "1"
+    for i in range(60):
+        frame = churn(rng, 50, drifted=True)
+        ids = [f"r{i}-{j}" for j in range(50)]
+        resp = await gateway.post(
+            "/v1/models/churn/predict",
+            json={"instances": frame.drop(columns="churned").to_dict(orient="records"), "ids": ids},
+        )
+        assert resp.status_code == 200, resp.text
+        version = resp.json()["version"]
+        if version == "2":
+            break
+        fb = await gateway.post(
+            "/v1/models/churn/feedback",
+            json={
+                "labels": [
+                    {"id": k, "label": int(y)} for k, y in zip(ids, frame["churned"], strict=True)
+                ]
+            },
+        )
+        assert fb.status_code == 202
+        await asyncio.sleep(0.2)
+
+    events = await read_all_events(settings.resolved_nats_url(), "churn")
+    drift_cycles = [
+        e["envelope"]["data"]["cycle_id"]
+        for e in events
+        if e["envelope"]["type"] == "RetrainRequested"
+        and e["envelope"]["data"]["trigger"] == "drift"
+    ]
+    assert "DriftDetected" in types(events)
+    assert len(drift_cycles) == 1, "a persisting drift starts one cycle, not a storm"
+    cycle_events = of_cycle(events, drift_cycles[0])
+    assert types(cycle_events) == BOOTSTRAP_TYPES, cycle_events[-1]["envelope"]["data"]["reason"]
+    assert version == "2"
+    status = (await gateway.get("/v1/models/churn")).json()
+    assert status["champion"] == {"version": "2"}
+    assert status["last_drift"]["drifted_features"]
