@@ -126,6 +126,78 @@ async def test_bootstrap_cycle_promotes_the_first_version(
     await eventually(monitor_has_reference)
 
 
+GOOD = {"tenure": 12.0, "monthly_charges": 70.5, "plan": "pro", "autopay": True}
+
+
+async def test_gateway_answers_and_refuses_bad_input_naming_the_field(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer):
+        running(serve(settings))
+    unknown = await gateway.post("/v1/models/churn/predict", json={"instances": [GOOD]})
+
+    cycle = await bootstrap(settings, bus, tmp_path, rows=600)
+
+    async def no_champion_yet() -> bool:
+        resp = await gateway.post("/v1/models/churn/predict", json={"instances": [GOOD]})
+        return resp.status_code in (503, 200)
+
+    await eventually(no_champion_yet)
+    await wait_for(settings, cycle, "Deployed")
+
+    async def serving() -> httpx.Response | None:
+        resp = await gateway.post(
+            "/v1/models/churn/predict", json={"instances": [GOOD, GOOD], "ids": ["a", "b"]}
+        )
+        return resp if resp.status_code == 200 else None
+
+    answer = (await eventually(serving)).json()
+    assert unknown.status_code == 404
+    assert answer["version"] == "1"
+    assert answer["route"] == "champion"
+    assert answer["ids"] == ["a", "b"]
+    assert sorted(answer["classes"]) == [0, 1]
+    assert len(answer["probabilities"]) == 2
+    assert abs(sum(answer["probabilities"][0]) - 1) < 1e-6
+
+    missing = await gateway.post(
+        "/v1/models/churn/predict", json={"instances": [{"tenure": 3, "plan": "pro"}]}
+    )
+    wrong_type = await gateway.post(
+        "/v1/models/churn/predict", json={"instances": [{**GOOD, "tenure": "long"}]}
+    )
+    malformed = await gateway.post(
+        "/v1/models/churn/predict",
+        content=b'{"instances": [',
+        headers={"content-type": "application/json"},
+    )
+    not_a_list = await gateway.post("/v1/models/churn/predict", json={"instances": 5})
+    extra = await gateway.post("/v1/models/churn/predict", json={"instances": [GOOD], "x": 1})
+    ids_mismatch = await gateway.post(
+        "/v1/models/churn/predict", json={"instances": [GOOD], "ids": ["a", "b"]}
+    )
+    feedback_unknown = await gateway.post(
+        "/v1/models/nope/feedback", json={"labels": [{"id": "a", "label": 1}]}
+    )
+    feedback_bad = await gateway.post("/v1/models/churn/feedback", json={"labels": [{"id": 1}]})
+    status_unknown = await gateway.get("/v1/models/nope")
+
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "instances", 0, "monthly_charges"]
+    assert wrong_type.status_code == 422
+    assert "tenure" in wrong_type.json()["detail"][0]["msg"]
+    assert malformed.status_code == 422
+    assert not_a_list.status_code == 422
+    assert not_a_list.json()["detail"][0]["loc"][:2] == ["body", "instances"]
+    assert extra.status_code == 422
+    assert ids_mismatch.status_code == 422
+    assert feedback_unknown.status_code == 404
+    assert feedback_bad.status_code == 422
+    assert status_unknown.status_code == 404
+    metrics = (await gateway.get("/metrics")).text
+    assert 'driftloop_requests_total{model="churn",route="champion",version="1"}' in metrics
+
+
 async def test_drift_retrains_and_the_gateway_serves_the_new_version(
     settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:

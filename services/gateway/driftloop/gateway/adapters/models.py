@@ -59,7 +59,7 @@ def load_version(model: str, served: Served) -> LoadedModel:
         raise ValueError(f"{uri} has no input signature")
     inputs = info.signature.inputs
     schema = {
-        name: str(dtype)
+        name: getattr(dtype, "name", str(dtype))
         for name, dtype in zip(inputs.input_names(), inputs.input_types(), strict=True)
     }
     pipeline = load_model(model, served.version)

@@ -80,8 +80,10 @@ class TrainerRegistry:
         """Log params, metrics, dataset, holdout, profile and the model; register a version."""
         exp = experiment_id(self.client, self.settings, spec.model)
         features = ts.features
-        x_example = prepare(fitted.train.head(20), features)
-        signature = infer_signature(x_example, fitted.pipeline.predict(x_example))
+        # The signature describes what clients send (booleans stay booleans); the pipeline is
+        # fed the same rows through `prepare`, as the gateway does.
+        raw = fitted.train[features].head(20)
+        signature = infer_signature(raw, fitted.pipeline.predict(prepare(raw, features)))
         tags = {
             "driftloop.cycle_id": event.cycle_id,
             "driftloop.trigger": event.trigger,

@@ -62,8 +62,9 @@ def make_pipeline(frame: pd.DataFrame, features: list[str], estimator: BaseEstim
     return Pipeline([("preprocess", pre), ("estimator", estimator)])
 
 
-def fit(frame: pd.DataFrame, features: list[str], spec: ModelSpec, *,
-        recent_rows: int | None = None) -> Fitted:
+def fit(
+    frame: pd.DataFrame, features: list[str], spec: ModelSpec, *, recent_rows: int | None = None
+) -> Fitted:
     """Split off the holdout, fit the recipe, score the holdout.
 
     The holdout is drawn from the first `recent_rows` rows (the recent labelled traffic) only:

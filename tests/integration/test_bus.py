@@ -1,0 +1,236 @@
+"""The bus against a real nats-server and a real database: unreadable messages are terminated,
+repeats are handled once, the outbox relay publishes once, RetryLaterError redelivers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from helpers import eventually, read_all_events
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+
+from driftloop.shared.bus import Bus, RetryLaterError, connect_bus
+from driftloop.shared.config import Settings
+from driftloop.shared.db import (
+    Messaging,
+    SqlUnitOfWork,
+    current_message_id,
+    make_engine,
+    messaging_tables,
+)
+from driftloop.shared.events import EVENTS_STREAM, Envelope, ModelTrained, envelope
+
+SUBJECT = "driftloop.events.m.ModelTrained"
+DURABLE = "t-ModelTrained"
+
+
+@dataclass
+class Store:
+    engine: sa.Engine
+    messaging: Messaging
+    handled: sa.Table
+    uow: SqlUnitOfWork
+
+    def handled_runs(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(self.handled.c.run_id)).scalars())
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    metadata = sa.MetaData()
+    messaging = messaging_tables(metadata, "t")
+    handled = sa.Table(
+        "t_handled",
+        metadata,
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(64), nullable=False),
+    )
+    engine = make_engine(settings.database_url_for("t"))
+    metadata.create_all(engine)
+    yield Store(engine, messaging, handled, SqlUnitOfWork(engine, service="t", messaging=messaging))
+    engine.dispose()
+
+
+async def stream_messages(settings: Settings) -> int:
+    async with connect_bus(settings, service="probe", ensure=False) as bus:
+        info = await bus.js.stream_info(EVENTS_STREAM)
+    return int(info.state.messages)
+
+
+def trained(version: str = "1") -> ModelTrained:
+    return ModelTrained(
+        model="m",
+        cycle_id=str(uuid.uuid4()),
+        version=version,
+        run_id=f"run-{version}",
+        dataset_version="abc",
+        metrics={"f1": 0.9},
+        trigger="manual",
+    )
+
+
+async def drained(bus: Bus, *, acked: int) -> ConsumerInfo:
+    """The consumer once `acked` stream messages are acked (or terminated) and none wait."""
+
+    async def check() -> ConsumerInfo:
+        try:
+            info = await bus.js.consumer_info(EVENTS_STREAM, DURABLE)
+        except NotFoundError as exc:  # the subscription creates it in the background
+            raise AssertionError("consumer not created yet") from exc
+        assert info.ack_floor is not None
+        assert info.ack_floor.stream_seq == acked, info
+        assert info.num_pending == 0, info
+        assert info.num_ack_pending == 0, info
+        return info
+
+    return await eventually(check, timeout=10, interval=0.1)
+
+
+async def test_unreadable_messages_are_terminated_and_the_next_event_is_handled(
+    settings: Settings,
+) -> None:
+    unknown = Envelope(
+        id=str(uuid.uuid4()),
+        source="/services/future",
+        type="ModelRetrainedV9",
+        time=datetime.now(UTC),
+        subject="m",
+        data={"model": "m"},
+    )
+    event = trained()
+    seen: list[ModelTrained] = []
+
+    async def handler(received: ModelTrained) -> None:
+        seen.append(received)
+
+    async with connect_bus(settings, service="t") as bus:
+        await bus.js.publish(SUBJECT, b"\xff\x00 not json", headers={"Nats-Msg-Id": "garbage"})
+        await bus.js.publish(SUBJECT, unknown.model_dump_json().encode())
+        await bus.publish(event)
+        bus.subscribe(ModelTrained, handler)
+
+        info = await drained(bus, acked=3)
+
+    assert seen == [event]
+    assert info.num_redelivered == 0
+    assert info.delivered is not None
+    assert info.delivered.stream_seq == 3
+
+
+async def test_the_same_event_delivered_twice_is_handled_once(
+    settings: Settings, store: Store
+) -> None:
+    env = envelope(trained(), service="test")
+    raw = env.model_dump_json().encode()
+    calls: list[str | None] = []
+
+    async def handler(received: ModelTrained) -> None:
+        calls.append(current_message_id.get())
+        async with store.uow.handling(received) as tx:
+            tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
+
+    async with connect_bus(settings, service="t") as bus:
+        # different Nats-Msg-Id headers, so JetStream stores both copies
+        await bus.js.publish(SUBJECT, raw, headers={"Nats-Msg-Id": "copy-1"})
+        await bus.js.publish(SUBJECT, raw, headers={"Nats-Msg-Id": "copy-2"})
+        bus.subscribe(ModelTrained, handler)
+
+        info = await drained(bus, acked=2)
+
+    assert calls == [env.id, env.id]
+    assert store.handled_runs() == ["run-1"]
+    assert info.num_redelivered == 0
+    with store.engine.connect() as conn:
+        inbox = list(conn.execute(sa.select(store.messaging.inbox.c.message_id)).scalars())
+    assert inbox == [env.id]
+
+
+async def test_an_emitted_event_is_relayed_once_with_its_id_as_nats_msg_id(
+    settings: Settings, store: Store
+) -> None:
+    event = trained("7")
+    outbox = store.messaging.outbox
+
+    async with connect_bus(settings, service="t") as bus:
+        bus.start_relay(store.uow)
+        token = current_message_id.set("cause-1")
+        try:
+            async with store.uow.handling() as tx:
+                event_id = tx.emit(event)
+        finally:
+            current_message_id.reset(token)
+
+        async def relayed() -> list[dict[str, Any]]:
+            with store.engine.connect() as conn:
+                published = conn.execute(sa.select(outbox.c.published_at)).scalar_one()
+            assert published is not None
+            return await read_all_events(settings.resolved_nats_url(), "m")
+
+        events = await eventually(relayed, timeout=10, interval=0.1)
+
+    [only] = events
+    assert only["envelope"]["id"] == event_id
+    assert only["headers"]["Nats-Msg-Id"] == event_id
+    assert only["envelope"]["type"] == "ModelTrained"
+    assert only["envelope"]["source"] == "/services/t"
+    assert only["envelope"]["data"]["version"] == "7"
+    with store.engine.connect() as conn:
+        assert list(conn.execute(sa.select(store.messaging.inbox.c.message_id)).scalars()) == [
+            "cause-1"
+        ]
+
+
+async def test_a_relay_that_publishes_again_after_a_crash_leaves_one_event_on_the_stream(
+    settings: Settings, store: Store
+) -> None:
+    outbox = store.messaging.outbox
+
+    async def published() -> bool:
+        with store.engine.connect() as conn:
+            return conn.execute(sa.select(outbox.c.published_at)).scalar_one() is not None
+
+    async with connect_bus(settings, service="t") as bus:
+        bus.start_relay(store.uow)
+        async with store.uow.transaction() as tx:
+            event_id = tx.emit(trained("8"))
+        await eventually(published, timeout=10, interval=0.1)
+        # A crash between publishing and marking the row: the relay sends it again.
+        with store.engine.begin() as conn:
+            conn.execute(outbox.update().values(published_at=None))
+        store.uow.committed.set()
+
+        await eventually(published, timeout=10, interval=0.1)
+        events = await read_all_events(settings.resolved_nats_url(), "m")
+
+    assert [e["envelope"]["id"] for e in events] == [event_id]
+    assert await stream_messages(settings) == 1
+
+
+async def test_retry_later_redelivers_until_the_handler_succeeds(
+    settings: Settings, store: Store
+) -> None:
+    event = trained()
+    calls: list[str | None] = []
+
+    async def handler(received: ModelTrained) -> None:
+        calls.append(current_message_id.get())
+        if len(calls) == 1:
+            raise RetryLaterError("not yet", delay=0.1)
+        async with store.uow.handling(received) as tx:
+            tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
+
+    async with connect_bus(settings, service="t") as bus:
+        event_id = await bus.publish(event)
+        bus.subscribe(ModelTrained, handler)
+
+        await drained(bus, acked=1)
+
+    assert calls == [event_id, event_id]
+    assert store.handled_runs() == ["run-1"]
