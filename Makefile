@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/driftloop demo
 
 test: $(DEV_STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-postgres: $(DEV_STAMP)

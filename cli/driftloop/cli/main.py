@@ -110,11 +110,24 @@ def up(
 
 
 def _initialise_stores(s: Settings) -> None:
-    """Create the MLflow store and the bus topology once, before services race for them."""
+    """Migrate every service's tables, create the MLflow store and the bus topology once,
+    before the services start (and would race for them)."""
+    import importlib
+
     from driftloop.shared.bus import connect_bus
+    from driftloop.shared.db import make_engine, migrate
     from driftloop.shared.registry import configure_mlflow
 
     configure_mlflow(s).search_experiments(max_results=1)
+    for name in SERVICES:
+        if name == "gateway":
+            continue  # the gateway keeps no tables
+        store = importlib.import_module(f"driftloop.{name}.adapters.store")
+        engine = make_engine(s.database_url_for(name))
+        try:
+            migrate(engine, service=name, versions=store.VERSIONS)
+        finally:
+            engine.dispose()
 
     async def topology() -> None:
         async with connect_bus(s, service="cli"):

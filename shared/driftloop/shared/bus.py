@@ -414,9 +414,21 @@ async def relay_outbox(
         try:
             rows = pending_outbox(engine, messaging)
             for row in rows:
-                headers = json.loads(row.headers)
-                headers["Nats-Msg-Id"] = row.event_id
-                await bus.js.publish(row.subject, row.payload.encode(), headers=headers)
+                stored = json.loads(row.headers)
+                event_type = row.subject.rsplit(".", 1)[-1]
+                # The publish span is a child of the handler that emitted the event, so the
+                # cycle's trace runs through the outbox; the header carries this span onwards.
+                with _tracer.start_as_current_span(
+                    f"publish {event_type}",
+                    context=extract_context(stored),
+                    kind=SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.destination": row.subject,
+                        "messaging.message_id": row.event_id,
+                    },
+                ):
+                    headers = inject_headers({"Nats-Msg-Id": row.event_id})
+                    await bus.js.publish(row.subject, row.payload.encode(), headers=headers)
                 mark_published(engine, messaging, [row.seq])
         except Exception:
             logger.exception("outbox relay failed; retrying")

@@ -165,7 +165,7 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
     if state is None:
         return {"model": model, "known": False}
     window = state["window"] or {}
-    return _jsonable(
+    answer: dict[str, Any] = _jsonable(
         {
             "model": model,
             "known": True,
@@ -182,6 +182,7 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             else None,
         }
     )
+    return answer
 
 
 def _jsonable(value: Any) -> Any:

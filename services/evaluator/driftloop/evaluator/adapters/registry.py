@@ -42,17 +42,17 @@ def score_pair(
     ours = score(task, y, challenger, x)
     champion_ref = version_by_alias(client, model, CHAMPION)
     theirs = None
+    champion_version = None
     if champion_ref is not None and champion_ref.version != version:
-        theirs = score(task, y, load_model(model, champion_ref.version), x)
+        champion_version = champion_ref.version
+        theirs = score(task, y, load_model(model, champion_version), x)
     latencies = []
     for i in range(min(LATENCY_ROWS, len(x))):
         row = x.iloc[[i]]
         started = time.perf_counter()
         challenger.predict(row)
         latencies.append(time.perf_counter() - started)
-    return Scored(
-        ours, theirs, champion_ref.version if theirs is not None else None, latencies, len(holdout)
-    )
+    return Scored(ours, theirs, champion_version, latencies, len(holdout))
 
 
 def record_verdict(client: MlflowClient, run_id: str, passed: bool, report: dict[str, Any]) -> None:

@@ -111,7 +111,7 @@ class TrainerRegistry:
             mlflow.log_metrics(
                 {**fitted.metrics, "train_seconds": train_seconds, "rows": float(len(ts.frame))}
             )
-            dataset = mlflow.data.from_pandas(
+            dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # lazy submodule
                 ts.frame, name=f"{spec.model}-{ts.version}", targets=spec.target, digest=ts.version
             )
             mlflow.log_input(dataset, context="training")

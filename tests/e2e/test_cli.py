@@ -1,0 +1,75 @@
+"""The CLI refuses bad input with a clear error and the documented exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def driftloop(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
+    env["DRIFTLOOP_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ("model: churn\ntarget: y\nmonitor: {window: lots}\n", "monitor.window"),
+        ("model: churn\ntarget: y\nmonitr: {}\n", "monitr"),
+        ("model: churn\ntask: clustering\ntarget: y\n", "task"),
+        ("model: churn\n", "target"),
+        ("model: churn\ntarget: y\nmonitor: {cooldown: soon}\n", "monitor.cooldown"),
+        ("- just\n- a list\n", "mapping"),
+        ("model: [unclosed\n", "YAML"),
+    ],
+    ids=[
+        "wrong-type",
+        "unknown-key",
+        "bad-enum",
+        "missing-target",
+        "bad-duration",
+        "not-a-mapping",
+        "bad-yaml",
+    ],
+)
+def test_apply_refuses_a_wrong_spec_naming_the_field(tmp_path: Path, spec: str, named: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec)
+
+    result = driftloop("apply", str(path), home=tmp_path)
+
+    assert result.returncode == 1
+    assert named in result.stderr
+
+
+def test_unknown_service_is_a_usage_error(tmp_path: Path) -> None:
+    result = driftloop("run", "nope", home=tmp_path)
+
+    assert result.returncode == 2
+    assert "unknown service" in result.stderr
+
+
+def test_commands_that_need_the_bus_say_how_to_start_it(tmp_path: Path) -> None:
+    result = driftloop("retrain", "churn", home=tmp_path)
+
+    assert result.returncode == 1
+    assert "driftloop up" in result.stderr
+
+
+def test_train_refuses_a_missing_file(tmp_path: Path) -> None:
+    result = driftloop("train", "churn", "--data", str(tmp_path / "nope.csv"), home=tmp_path)
+
+    assert result.returncode == 1
+    assert "no such file" in result.stderr

@@ -1,0 +1,141 @@
+"""One whole retraining cycle through the CLI and the REST API, with real processes:
+`driftloop up --detach`, apply, train, drifted traffic with delayed labels, a new champion."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
+
+from driftloop.cli.supervisor import free_port, pid_alive
+from driftloop.shared.telemetry import trace_id_of
+
+CYCLE = ["RetrainRequested", "ModelTrained", "EvaluationPassed", "RolloutAdvanced", "Deployed"]
+
+
+class Cli:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DRIFTLOOP_", "MLFLOW_", "OTEL_"))
+        }
+        self.env |= {"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_GATEWAY_PORT": str(port)}
+        self.gateway = f"http://127.0.0.1:{port}"
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "driftloop.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def nats_url(self) -> str:
+        return (self.home / "run" / "nats.url").read_text().strip()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    cli = Cli(tmp_path / "home", free_port())
+    up = cli("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    pids = {p.stem: int(p.read_text()) for p in (cli.home / "run").glob("*.pid")}
+    yield cli
+    down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not [name for name, pid in pids.items() if pid_alive(pid)], "down left processes"
+
+
+@pytest.mark.e2e
+async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "churn.yaml").write_text(SPEC)
+    churn(np.random.default_rng(3), 1200).to_csv(tmp_path / "churn.csv", index=False)
+
+    applied = cli("apply", str(tmp_path / "churn.yaml"))
+    trained = cli("train", "churn", "--data", str(tmp_path / "churn.csv"))
+    status = json.loads(cli("status", "--json").stdout)
+
+    assert applied.returncode == 0, applied.stderr
+    assert trained.returncode == 0, trained.stderr
+    assert "deployed churn version 1" in trained.stdout
+    assert set(status) == {"home", "nats_url", "gateway_url", "services", "models"}
+    assert status["services"] == dict.fromkeys(
+        ["gateway", "monitor", "trainer", "evaluator", "deployer"], "running"
+    )
+    assert status["models"][0]["champion"] == {"version": "1"}
+
+    rng = np.random.default_rng(4)
+    version = "1"
+    async with httpx.AsyncClient(base_url=cli.gateway, timeout=30) as http:
+        for i in range(80):
+            frame = churn(rng, 50, drifted=True)
+            resp = await http.post(
+                "/v1/models/churn/predict",
+                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+            )
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            version = body["version"]
+            if version != "1":
+                break
+            labels = [
+                {"id": k, "label": int(y)}
+                for k, y in zip(body["ids"], frame["churned"], strict=True)
+            ]
+            assert (
+                await http.post("/v1/models/churn/feedback", json={"labels": labels})
+            ).status_code == 202
+            await asyncio.sleep(0.25 if i < 20 else 0.5)
+
+    events = await read_all_events(cli.nats_url, "churn")
+    drift = [
+        e
+        for e in events
+        if e["envelope"]["type"] == "RetrainRequested"
+        and e["envelope"]["data"]["trigger"] == "drift"
+    ]
+    assert version == "2"
+    assert len(drift) == 1
+    cycle_id = drift[0]["envelope"]["data"]["cycle_id"]
+    cycle = of_cycle(events, cycle_id)
+    assert types(cycle) == CYCLE
+    trace_ids = {trace_id_of(e["headers"].get("traceparent")) for e in cycle}
+    assert len(trace_ids) == 1
+    assert None not in trace_ids
+    assert cycle[-1]["envelope"]["data"]["previous_version"] == "1"
+
+    listed = cli("events", "churn", "--json")
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    shown = cli("status", "churn", "--json")
+
+    assert listed.returncode == 0
+    assert [e["type"] for e in lines if e["data"].get("cycle_id") == cycle_id] == CYCLE
+    assert all(e["specversion"] == "1.0" and e["source"].startswith("/services/") for e in lines)
+    assert json.loads(shown.stdout)["champion"] == {"version": "2"}
+    assert json.loads(shown.stdout)["last_drift"]["drifted_features"]
+
+    async def traced() -> str | None:
+        result = cli("trace", cycle_id)
+        return (
+            result.stdout
+            if result.returncode == 0 and "consume Deployed" in result.stdout
+            else None
+        )
+
+    tree = await eventually(traced, timeout=30)
+    assert "consume ModelTrained" in tree
+    assert "driftloop-trainer" in tree
