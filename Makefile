@@ -24,6 +24,7 @@ demo: install
 
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy shared services cli
 	$(BIN)/python -m pytest
 
 test-postgres: $(DEV_STAMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -139,3 +140,18 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     tree = await eventually(traced, timeout=30)
     assert "consume ModelTrained" in tree
     assert "driftloop-trainer" in tree
+
+
+@pytest.mark.e2e
+async def test_a_crashed_service_is_restarted(cli: Cli) -> None:
+    pidfile = cli.home / "run" / "trainer.pid"
+    first = int(pidfile.read_text())
+
+    os.kill(first, signal.SIGKILL)
+
+    async def restarted_and_answering() -> bool:
+        pid = int(pidfile.read_text())
+        states = json.loads(cli("status", "--json").stdout)["services"]
+        return pid != first and pid_alive(pid) and states["trainer"] == "running"
+
+    await eventually(restarted_and_answering, timeout=60)

@@ -374,7 +374,7 @@ class Bus:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         with suppress(Exception):
-            await self.nc.drain()
+            await self.nc.close()  # consumers are stopped: an unacked message is redelivered
 
 
 def _pong(service: str) -> Callable[[bytes], Awaitable[dict[str, Any]]]:
