@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,3 +74,15 @@ def test_train_refuses_a_missing_file(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "no such file" in result.stderr
+
+
+def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> None:
+    result = driftloop("status", "--json", home=tmp_path)
+
+    assert result.returncode == 0
+    doc = json.loads(result.stdout)
+    assert doc["services"] == dict.fromkeys(
+        ["gateway", "monitor", "trainer", "evaluator", "deployer"], "down"
+    )
+    assert doc["models"] == []
+    assert doc["nats_url"] is None

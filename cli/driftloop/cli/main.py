@@ -423,10 +423,12 @@ def status(
     s = settings()
     states = _service_states(s)
     models: list[dict[str, Any]] = []
-    try:
-        names = [model] if model else sorted(run_async(lambda: _bus_call(s, _spec_names)))
-    except typer.Exit:
-        names = [model] if model else []
+    if model:
+        names = [model]
+    elif all(state == "down" for state in states.values()):
+        names = []  # nothing is up: report that, not an error
+    else:
+        names = sorted(run_async(lambda: _bus_call(s, _spec_names)))
     for name in names:
         try:
             resp = httpx.get(f"{s.gateway_url()}/v1/models/{name}", timeout=3.0)

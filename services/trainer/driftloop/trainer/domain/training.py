@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -43,8 +44,19 @@ def make_estimator(dotted: str, params: dict[str, Any]) -> BaseEstimator:
     return estimator
 
 
+def _allows_nan(estimator: BaseEstimator) -> bool:
+    try:
+        return bool(estimator.__sklearn_tags__().input_tags.allow_nan)
+    except AttributeError:  # an estimator without sklearn's tags: assume it needs numbers
+        return False
+
+
 def make_pipeline(frame: pd.DataFrame, features: list[str], estimator: BaseEstimator) -> Pipeline:
-    """One-hot for strings, categories and booleans (0/1), numbers as they are."""
+    """One-hot for strings, categories and booleans (0/1), numbers as they are.
+
+    Numbers are median-imputed only for an estimator that cannot take NaN itself (such as
+    LogisticRegression); one that can (HistGradientBoosting) keeps missing values as a signal.
+    """
     numeric = [f for f in features if is_numeric(frame[f])]
     categorical = [f for f in features if f not in numeric]
     steps = []
@@ -57,7 +69,12 @@ def make_pipeline(frame: pd.DataFrame, features: list[str], estimator: BaseEstim
             )
         )
     if numeric:
-        steps.append(("numeric", "passthrough", numeric))
+        numbers: Any = (
+            "passthrough"
+            if _allows_nan(estimator)
+            else SimpleImputer(strategy="median", keep_empty_features=True)
+        )
+        steps.append(("numeric", numbers, numeric))
     pre = ColumnTransformer(steps, remainder="drop", verbose_feature_names_out=False)
     return Pipeline([("preprocess", pre), ("estimator", estimator)])
 
