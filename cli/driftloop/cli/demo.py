@@ -10,6 +10,7 @@ version: the demo ends once it does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from driftloop.cli.client import Received, read_events
 from driftloop.cli.supervisor import free_port, stop
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
-from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
+from driftloop.shared.events import SPECS_BUCKET, TERMINAL_TYPES, RetrainRequested
 from driftloop.shared.spec import parse_spec
 
 SPEC = """\
@@ -106,6 +107,8 @@ class Timeline:
     cycle_id: str | None = None
     new_version: str | None = None
     rows_served: int = 0
+    ended: str | None = None  # the terminal event of the drift cycle
+    last_drift: tuple[str, ...] = ()
 
 
 def run_demo(settings: Settings, *, console: Console, keep: bool = False) -> int:
@@ -162,6 +165,8 @@ async def _demo(settings: Settings, home: Path, console: Console, timeline: Time
             return await _traffic(settings, rng, console, timeline)
         finally:
             follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
 
 async def _bootstrap(
@@ -198,14 +203,22 @@ async def _bootstrap(
 
 
 async def _follow(bus: Bus, console: Console, timeline: Timeline) -> None:
-    async for received in read_events(bus, "churn", follow=True):
-        _on_event(received, console, timeline)
+    with contextlib.suppress(Exception):  # the connection closes under us when the demo ends
+        async for received in read_events(bus, "churn", follow=True):
+            _on_event(received, console, timeline)
 
 
 def _on_event(received: Received, console: Console, timeline: Timeline) -> None:
     from driftloop.cli.main import describe
 
     t, d = received.type, received.data
+    if t == "DriftDetected":
+        drifted = tuple(d.get("drifted_features", []))
+        if drifted == timeline.last_drift:
+            return  # the same drift, window after window: shown once
+        timeline.last_drift = drifted
+    elif t == "Deployed":
+        timeline.last_drift = ()
     colour = {
         "DriftDetected": "yellow",
         "RetrainRequested": "cyan",
@@ -224,9 +237,11 @@ def _on_event(received: Received, console: Console, timeline: Timeline) -> None:
     if t == "RetrainRequested" and d.get("trigger") == "drift" and timeline.cycle_id is None:
         timeline.cycle_id = str(d.get("cycle_id"))
         timeline.retrain_requested_at = time.monotonic()
-    if t == "Deployed" and d.get("cycle_id") == timeline.cycle_id:
-        timeline.deployed_at = time.monotonic()
-        timeline.new_version = str(d.get("version"))
+    if d.get("cycle_id") == timeline.cycle_id and t in TERMINAL_TYPES:
+        timeline.ended = t
+        if t == "Deployed":
+            timeline.deployed_at = time.monotonic()
+            timeline.new_version = str(d.get("version"))
 
 
 async def _traffic(
@@ -293,6 +308,12 @@ async def _traffic(
                 )
             if served_new >= AFTER_PROMOTION:
                 break
+            if timeline.ended not in (None, "Deployed"):
+                console.print(
+                    f"[red]the retraining cycle ended with {timeline.ended}; "
+                    "see `driftloop events churn`[/red]"
+                )
+                return 1
             await asyncio.sleep(0.05)  # a pace a person can follow
     if served_new < AFTER_PROMOTION:
         console.print(f"[red]no new champion served within {MAX_ROWS} rows[/red]")

@@ -558,6 +558,40 @@ def trace_cmd(cycle_id: str) -> None:
 
 
 @app.command()
+def drift(
+    reference: Annotated[Path, typer.Argument(help="reference CSV or Parquet file")],
+    current: Annotated[Path, typer.Argument(help="current CSV or Parquet file")],
+    spec_file: Annotated[
+        Path | None,
+        typer.Option("--spec", help="model spec: its features, target and PSI threshold"),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="column to leave out (default: the spec's)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="also write a self-contained HTML page")
+    ] = None,
+) -> None:
+    """The monitor's drift report offline, from two files (exit 0 with or without drift)."""
+    from driftloop.cli import report
+
+    try:
+        run = report.build_report(reference, current, spec_file=spec_file, target=target)
+        if html is not None:
+            report.write_html(run, html)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps(run.document, indent=2))
+    else:
+        report.print_table(run, out)
+    if html is not None:
+        err.print(f"wrote {html}")
+
+
+@app.command()
 def demo(
     keep: Annotated[bool, typer.Option(help="leave driftloop running afterwards")] = False,
 ) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.trainer.domain.dataset import assemble, validate
 from driftloop.shared.spec import ModelSpec, TrainerSpec
+from driftloop.trainer.domain.dataset import assemble, validate
 
 SPEC = ModelSpec(
     model="churn",
