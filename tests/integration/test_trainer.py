@@ -187,7 +187,7 @@ async def test_labels_that_arrive_before_their_predictions_are_joined_by_id(
         at=datetime.now(UTC),
     )
 
-    await bus.publish_record(*feedback(labels, "feedback-1"))
+    await send_labels(bus, labels, msg_id="feedback-1")
     early = await eventually(until(stored, lambda rows: len(rows) == 5), timeout=20)
     await bus.publish_record("driftloop.predictions.churn", predictions, msg_id="predictions-1")
     joined = await eventually(
@@ -207,9 +207,9 @@ async def test_a_repeated_label_does_not_change_the_first_one(
 ) -> None:
     first = {"a": 1, "b": 0}
 
-    await bus.publish_record(*feedback(first, "feedback-1"))
+    await send_labels(bus, first, msg_id="feedback-1")
     await eventually(until(stored, lambda rows: len(rows) == 2), timeout=20)
-    await bus.publish_record(*feedback({"a": 0, "b": 1, "c": 1}, "feedback-2"))
+    await send_labels(bus, {"a": 0, "b": 1, "c": 1}, msg_id="feedback-2")
     rows = await eventually(until(stored, lambda rows: "c" in rows), timeout=20)
 
     assert {i: r.label for i, r in rows.items()} == {"a": 1, "b": 0, "c": 1}

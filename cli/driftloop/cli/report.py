@@ -8,12 +8,14 @@ self-contained file (inline CSS and SVG, no scripts, no external assets).
 from __future__ import annotations
 
 import html
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -32,6 +34,7 @@ HISTOGRAM_BINS = 20
 MAX_BARS = 20  # categories shown per feature; the rest are summed into one bar
 REFERENCE_COLOUR = "#4c78a8"
 CURRENT_COLOUR = "#f58518"
+PIPED_WIDTH = 160
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,12 @@ def summary(run: DriftRun) -> str:
 
 
 def print_table(run: DriftRun, console: Console) -> None:
-    table = Table(title=f"drift of {run.current_path} against {run.reference_path}")
+    """One row per feature; piped output (CI logs) gets a wide page instead of 80 columns."""
+    if not console.is_terminal:
+        console = Console(file=console.file, width=max(console.width, PIPED_WIDTH))
+    table = Table(
+        title=f"drift of {run.current_path} against {run.reference_path}", box=box.SIMPLE_HEAD
+    )
     for header in HEADERS:
         table.add_column(header, justify="left" if header in ("feature", "kind") else "right")
     for row in _rows(run):
@@ -171,14 +179,12 @@ def _numeric_bars(ref: np.ndarray, cur: np.ndarray) -> tuple[list[str], np.ndarr
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
-    labels = [f"{a:.4g} to {b:.4g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    labels = [f"{a:.4g} to {b:.4g}" for a, b in itertools.pairwise(edges)]
     counts = [np.histogram(np.clip(v, lo, hi), edges)[0] for v in (ref, cur)]
     return labels, counts[0] / max(ref.size, 1), counts[1] / max(cur.size, 1)
 
 
-def _categorical_bars(
-    ref: pd.Series, cur: pd.Series
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _categorical_bars(ref: pd.Series, cur: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
     both = pd.concat({"r": ref, "c": cur}, axis=1).fillna(0)
     shares = both / both.sum().replace(0, 1)
     order = (shares["r"] + shares["c"]).sort_values(ascending=False, kind="stable").index
@@ -195,20 +201,21 @@ def _categorical_bars(
 
 
 def _svg(labels: list[str], ref: np.ndarray, cur: np.ndarray, *, numeric: bool) -> str:
-    width, height, bottom = 640, 170, 40
+    width, height, bottom = 640, 180, 30
     top = max(float(ref.max(initial=0)), float(cur.max(initial=0))) or 1.0
     slot = (width - 20) / max(len(labels), 1)
     bar = slot * 0.4
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + bottom}" '
         f'role="img"><line x1="10" y1="{height}" x2="{width - 10}" y2="{height}" '
-        'stroke="#888"/>'
+        'stroke="#888"/>',
+        f'<text x="12" y="10" font-size="10" fill="#666">{top:.1%} of rows</text>',
     ]
     for i, (label, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
         x = 10 + i * slot + slot * 0.1
         pair = ((0.0, r, REFERENCE_COLOUR, "reference"), (bar, c, CURRENT_COLOUR, "current"))
         for offset, share, colour, who in pair:
-            h = (height - 10) * float(share) / top
+            h = (height - 16) * float(share) / top
             parts.append(
                 f'<rect x="{x + offset:.1f}" y="{height - h:.1f}" width="{bar:.1f}" '
                 f'height="{h:.1f}" fill="{colour}"><title>{html.escape(label)}: {who} '

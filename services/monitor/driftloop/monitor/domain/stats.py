@@ -29,7 +29,13 @@ A feature with no usable value in one of the samples has every statistic null an
 drifted. P-values are combined across features with the Benjamini-Hochberg procedure
 (false discovery rate `alpha`); a feature is drifted when its adjusted p-value is below
 `alpha` or its PSI is at least `psi_threshold`. The dataset has drifted when the share of
-drifted features is at least `drift_share` (0.5, as Evidently's DataDriftPreset).
+drifted features is at least `drift_share` (0.5, as Evidently's DataDriftPreset). The
+document reports raw p-values; `benjamini_hochberg` gives the adjusted ones. With samples of a
+million rows a shift too small to matter still has a tiny p-value: PSI, Jensen-Shannon and
+Wasserstein say how large it is.
+
+Inputs are pandas frames (the columns' dtypes say numeric or categorical, as in the profile);
+nothing here reads or writes anything.
 """
 
 from __future__ import annotations
@@ -118,11 +124,11 @@ def bin_counts_sorted(sorted_values: FloatArray, edges: FloatArray) -> IntArray:
 
 def jensen_shannon(p: npt.ArrayLike, q: npt.ArrayLike) -> float:
     """Jensen-Shannon distance in base 2 of two count or share vectors, in [0, 1]."""
-    p = np.asarray(p, dtype=float)
-    q = np.asarray(q, dtype=float)
-    p, q = p / p.sum(), q / q.sum()
-    m = (p + q) / 2.0
-    divergence = (np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m))) / math.log(2.0)
+    left = np.asarray(p, dtype=float)
+    right = np.asarray(q, dtype=float)
+    left, right = left / left.sum(), right / right.sum()
+    middle = (left + right) / 2.0
+    divergence = (np.sum(rel_entr(left, middle)) + np.sum(rel_entr(right, middle))) / math.log(2.0)
     return float(np.sqrt(max(divergence / 2.0, 0.0)))
 
 
@@ -249,7 +255,9 @@ def numeric_stats(
     )
 
 
-def categorical_stats(reference: pd.Series, current: pd.Series, *, missing: int = 0) -> FeatureStats:
+def categorical_stats(
+    reference: pd.Series, current: pd.Series, *, missing: int = 0
+) -> FeatureStats:
     """Every categorical figure of two count-per-category series (index: category)."""
     if int(reference.sum()) == 0 or int(current.sum()) == 0:
         return FeatureStats(kind="categorical", missing=missing)
@@ -318,10 +326,8 @@ def drift_report(
         raise ValueError(f"bins must be at least 1, not {bins}")
     names = select_features(reference, current, features, target)
     figures = {name: feature_stats(reference[name], current[name], bins=bins) for name in names}
-    tested = [name for name, f in figures.items() if f.pvalue is not None]
-    adjusted = dict(
-        zip(tested, benjamini_hochberg([figures[n].pvalue or 0.0 for n in tested]), strict=True)
-    )
+    raw = {name: f.pvalue for name, f in figures.items() if f.pvalue is not None}
+    adjusted = dict(zip(raw, benjamini_hochberg(list(raw.values())), strict=True))
     document: dict[str, Any] = {}
     for name, f in figures.items():
         drifted = bool(
