@@ -156,9 +156,14 @@ class Bus:
         return env.id
 
     async def publish_record(self, subject: str, record: BaseModel, *, msg_id: str) -> None:
-        await self.js.publish(
-            subject, record.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id}
-        )
+        """Publish a prediction or feedback record; waits for JetStream's ack."""
+        with _tracer.start_as_current_span(
+            f"publish {type(record).__name__}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.destination": subject, "messaging.message_id": msg_id},
+        ):
+            headers = inject_headers({"Nats-Msg-Id": msg_id})
+            await self.js.publish(subject, record.model_dump_json().encode(), headers=headers)
 
     # Consuming ---------------------------------------------------------------------------
 
