@@ -73,8 +73,12 @@ async def running() -> AsyncIterator[Callable[[Awaitable[Any]], asyncio.Task[Any
         return task
 
     yield start
+    # Cancel until done: a cancel that lands while a service is still connecting can be
+    # swallowed by asyncio.wait_for on Python 3.11, so one cancel() is not enough.
     for task in tasks:
-        task.cancel()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task

@@ -81,7 +81,7 @@ async def drained(bus: Bus, *, acked: int) -> ConsumerInfo:
 
     async def check() -> ConsumerInfo:
         try:
-            info = await bus.js.consumer_info(EVENTS_STREAM, DURABLE)
+            info: ConsumerInfo = await bus.js.consumer_info(EVENTS_STREAM, DURABLE)
         except NotFoundError as exc:  # the subscription creates it in the background
             raise AssertionError("consumer not created yet") from exc
         assert info.ack_floor is not None
@@ -90,7 +90,8 @@ async def drained(bus: Bus, *, acked: int) -> ConsumerInfo:
         assert info.num_ack_pending == 0, info
         return info
 
-    return await eventually(check, timeout=10, interval=0.1)
+    info: ConsumerInfo = await eventually(check, timeout=10, interval=0.1)
+    return info
 
 
 async def test_unreadable_messages_are_terminated_and_the_next_event_is_handled(
@@ -171,7 +172,8 @@ async def test_an_emitted_event_is_relayed_once_with_its_id_as_nats_msg_id(
             with store.engine.connect() as conn:
                 published = conn.execute(sa.select(outbox.c.published_at)).scalar_one()
             assert published is not None
-            return await read_all_events(settings.resolved_nats_url(), "m")
+            events: list[dict[str, Any]] = await read_all_events(settings.resolved_nats_url(), "m")
+            return events
 
         events = await eventually(relayed, timeout=10, interval=0.1)
 

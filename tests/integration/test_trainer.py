@@ -79,7 +79,8 @@ async def outcome(settings: Settings, cycle: str) -> dict[str, Any]:
         answers = [e["envelope"] for e in events if e["envelope"]["type"] != "RetrainRequested"]
         return answers[0] if answers else None
 
-    return await eventually(emitted, timeout=60)
+    answer: dict[str, Any] = await eventually(emitted, timeout=60)
+    return answer
 
 
 async def test_a_model_without_a_spec_fails_training_naming_the_model(
@@ -160,13 +161,13 @@ def until(
     return check
 
 
-def feedback(labels: dict[str, int], msg_id: str) -> tuple[str, FeedbackBatch, str]:
+async def send_labels(bus: Bus, labels: dict[str, int], *, msg_id: str) -> None:
     batch = FeedbackBatch(
         model="churn",
         labels=[Label(id=i, label=y) for i, y in labels.items()],
         at=datetime.now(UTC),
     )
-    return "driftloop.feedback.churn", batch, msg_id
+    await bus.publish_record("driftloop.feedback.churn", batch, msg_id=msg_id)
 
 
 async def test_labels_that_arrive_before_their_predictions_are_joined_by_id(

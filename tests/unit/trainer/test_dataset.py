@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftloop.shared.events import CheckResult
 from driftloop.shared.spec import ModelSpec, TrainerSpec
 from driftloop.trainer.domain.dataset import assemble, validate
 
@@ -29,7 +30,7 @@ def rows(n: int, *, source: str, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def failed(checks: list) -> dict[str, tuple[float | None, float | None]]:
+def failed(checks: list[CheckResult]) -> dict[str, tuple[float | None, float | None]]:
     return {c.name: (c.figure, c.threshold) for c in checks if not c.passed}
 
 

@@ -36,7 +36,11 @@ def content_hash(frame: pd.DataFrame) -> str:
 
 
 def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSpec) -> TrainingSet:
-    """Recent labelled rows first (up to max_rows), filled from the reference; de-duplicated."""
+    """Recent labelled rows first (up to max_rows), filled from the reference.
+
+    Recent rows are unique by prediction id (the samples table's key) and labelled after the
+    champion's training set was cut, so the two parts do not overlap.
+    """
     recent = recent.head(spec.trainer.max_rows)
     room = spec.trainer.max_rows - len(recent)
     fill = reference.head(room) if reference is not None and room > 0 else recent.iloc[0:0]
@@ -70,7 +74,7 @@ def validate(ts: TrainingSet, spec: ModelSpec) -> list[CheckResult]:
             detail=f"missing columns: {absent}" if absent else "",
         )
     )
-    labelled = int(frame[spec.target].notna().sum())
+    labelled = int(frame[spec.target].iloc[: ts.recent_rows].notna().sum())
     checks.append(
         CheckResult(
             name="min_rows",
