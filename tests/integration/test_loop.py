@@ -248,3 +248,54 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
     status = (await gateway.get("/v1/models/churn")).json()
     assert status["champion"] == {"version": "2"}
     assert status["last_drift"]["drifted_features"]
+
+
+async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
+    spec = parse_spec(
+        SPEC.replace("psi_warn: 0.2, psi_retrain: 0.25", "psi_warn: 50, psi_retrain: 50").replace(
+            "  cooldown: 10m\n",
+            "  cooldown: 10m\n  performance: {metric: accuracy, min: 0.7, min_labels: 200}\n",
+        )
+    )
+    await (await bus.kv(SPECS_BUCKET)).put("churn", spec.to_json())
+    rng = np.random.default_rng(5)
+    version = "1"
+
+    for _ in range(150):  # same customers, but now the opposite ones churn (concept drift)
+        frame = churn(rng, 50)
+        flipped = 1 - frame["churned"]
+        resp = await gateway.post(
+            "/v1/models/churn/predict",
+            json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+        )
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        version = body["version"]
+        if version != "1":
+            break
+        labels = [{"id": k, "label": int(y)} for k, y in zip(body["ids"], flipped, strict=True)]
+        assert (
+            await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
+        ).status_code == 202
+        await asyncio.sleep(0.2)
+
+    events = await read_all_events(settings.resolved_nats_url(), "churn")
+    degraded = [e for e in events if e["envelope"]["type"] == "PerformanceDegraded"]
+    started = [
+        e
+        for e in events
+        if e["envelope"]["type"] == "RetrainRequested"
+        and e["envelope"]["data"]["trigger"] == "performance"
+    ]
+    assert degraded
+    assert degraded[0]["envelope"]["data"]["figure"] < 0.7
+    assert "DriftDetected" not in types(events)
+    assert len(started) == 1
+    assert started[0]["envelope"]["data"]["cause_id"] == degraded[0]["envelope"]["id"]
+    assert types(of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])) == BOOTSTRAP_TYPES
+    assert version == "2"

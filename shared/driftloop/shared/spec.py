@@ -56,9 +56,13 @@ class DriftPolicy(_Part):
 
 
 class PerformancePolicy(_Part):
-    metric: str = "accuracy"
-    min: float = Field(default=0.0, ge=0)
-    min_labels: int = Field(default=200, ge=1)
+    """Retrain when the live metric on the champion's labelled traffic is worse than `min`
+    (for rmse and mae, lower is better: `min` is then the worst acceptable value). With the
+    default `min: 0` the trigger never fires for higher-is-better metrics."""
+
+    metric: Literal["accuracy", "f1", "precision", "recall", "rmse", "mae", "r2"] = "accuracy"
+    min: float = 0.0
+    min_labels: int = Field(default=200, ge=1, description="labels per evaluation window")
 
 
 class MonitorSpec(_Part):

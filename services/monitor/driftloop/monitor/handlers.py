@@ -13,19 +13,37 @@ from mlflow import MlflowClient
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from driftloop.monitor.adapters.store import decisions, last_decision, load, save
+from driftloop.monitor.adapters.store import (
+    decisions,
+    labelled_of_version,
+    last_decision,
+    load,
+    samples,
+    save,
+)
 from driftloop.monitor.domain.drift import Window, add_batch, drift_report
-from driftloop.monitor.domain.policy import TriggerState, decide_retrain
-from driftloop.shared.db import SqlUnitOfWork, new_id
+from driftloop.monitor.domain.performance import live_metric
+from driftloop.monitor.domain.policy import (
+    RetrainDecision,
+    TriggerState,
+    decide_on_performance,
+    decide_retrain,
+    worse_than_floor,
+)
+from driftloop.shared.db import SqlUnitOfWork, Tx, new_id
 from driftloop.shared.events import (
     Deployed,
     DriftDetected,
     Event,
+    FeedbackBatch,
+    PerformanceDegraded,
     PredictionBatch,
     RetrainRequested,
+    Trigger,
 )
 from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
+from driftloop.shared.samples import record_labels, record_predictions
 from driftloop.shared.service import SpecSource
 
 logger = logging.getLogger(__name__)
@@ -40,6 +58,7 @@ async def on_predictions(
         return
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
+        record_predictions(tx.conn, samples, batch)
         state = load(tx.conn, batch.model)
         if spec is None or state is None or state["profile"] is None:
             return  # no reference yet: nothing to compare against
@@ -66,7 +85,7 @@ async def on_predictions(
             "last_drift": _jsonable(summary),
         }
         if report.drifted:
-            tx.emit(
+            drift_id = tx.emit(
                 DriftDetected(
                     model=batch.model,
                     window_start=report.start or now(),
@@ -77,46 +96,122 @@ async def on_predictions(
                     drifted_features=report.drifted,
                 )
             )
-            trigger = TriggerState(state["last_retrain_at"], state["open_cycle_id"])
-            decision = decide_retrain(report, trigger, spec.monitor, now=now())
-            cycle_id = new_id() if decision.fire else None
-            logger.info(
-                "retrain decision",
-                extra={
-                    "model": batch.model,
-                    "fired": decision.fire,
-                    "reason": decision.reason,
-                    "cycle_id": cycle_id,
-                },
+            decision = decide_retrain(report, _trigger_state(state), spec.monitor, now=now())
+            values |= _record_decision(
+                tx, batch.model, "drift", decision, cause_id=drift_id, now=now()
             )
-            tx.conn.execute(
-                sa.insert(decisions).values(
-                    model=batch.model,
-                    at=now(),
-                    trigger="drift",
-                    fired=decision.fire,
-                    reason=decision.reason,
-                    cycle_id=cycle_id,
-                )
+        save(tx.conn, batch.model, **values)
+
+
+def _trigger_state(state: dict[str, Any]) -> TriggerState:
+    return TriggerState(state["last_retrain_at"], state["open_cycle_id"])
+
+
+def _record_decision(
+    tx: Tx,
+    model: str,
+    trigger: Trigger,
+    decision: RetrainDecision,
+    *,
+    cause_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Record the decision (fired or suppressed, and why); when it fires, start the cycle in
+    a trace of its own. Returns the model-state columns that change."""
+    cycle_id = new_id() if decision.fire else None
+    logger.info(
+        "retrain decision",
+        extra={
+            "model": model,
+            "trigger": trigger,
+            "fired": decision.fire,
+            "reason": decision.reason,
+            "cycle_id": cycle_id,
+        },
+    )
+    tx.conn.execute(
+        sa.insert(decisions).values(
+            model=model,
+            at=now,
+            trigger=trigger,
+            fired=decision.fire,
+            reason=decision.reason,
+            cycle_id=cycle_id,
+        )
+    )
+    if cycle_id is None:
+        return {}
+    # A cycle is its own trace: a new root span, not a child of the message that caused it.
+    with _tracer.start_as_current_span(
+        "retrain cycle",
+        context=otel_context.Context(),
+        attributes={"driftloop.cycle_id": cycle_id, "driftloop.model": model},
+    ):
+        tx.emit(
+            RetrainRequested(
+                model=model,
+                cycle_id=cycle_id,
+                trigger=trigger,
+                reason=decision.reason,
+                cause_id=cause_id,
+                requested_at=now,
             )
-            if cycle_id is not None:
-                # A cycle is its own trace: a new root span, not a child of this batch.
-                with _tracer.start_as_current_span(
-                    "retrain cycle",
-                    context=otel_context.Context(),
-                    attributes={"driftloop.cycle_id": cycle_id, "driftloop.model": batch.model},
-                ):
-                    tx.emit(
-                        RetrainRequested(
-                            model=batch.model,
-                            cycle_id=cycle_id,
-                            trigger="drift",
-                            reason=decision.reason,
-                            cause_id=None,
-                            requested_at=now(),
-                        )
+        )
+    return {"open_cycle_id": cycle_id, "last_retrain_at": now}
+
+
+async def on_feedback(
+    batch: FeedbackBatch, *, uow: SqlUnitOfWork, specs: SpecSource, now: Callable[[], datetime]
+) -> None:
+    """Join labels to predictions; every `min_labels` new labels of the champion, judge its
+    live metric against the spec's floor."""
+    spec = await specs.get(batch.model)
+    async with uow.handling() as tx:
+        added = record_labels(tx.conn, samples, batch)
+        state = load(tx.conn, batch.model)
+        if spec is None or state is None or state["reference_version"] is None or not added:
+            return
+        policy = spec.monitor.performance
+        pending = (state["labels_since_eval"] or 0) + added
+        if pending < policy.min_labels:
+            save(tx.conn, batch.model, labels_since_eval=pending)
+            return
+        rows = labelled_of_version(
+            tx.conn,
+            batch.model,
+            state["reference_version"],
+            limit=max(policy.min_labels, spec.monitor.window),
+        )
+        values: dict[str, Any] = {"labels_since_eval": 0}
+        if len(rows) >= policy.min_labels:
+            figure = live_metric(
+                policy.metric, [r.label for r in rows], [r.prediction for r in rows]
+            )
+            values["last_performance"] = {
+                "metric": policy.metric,
+                "figure": figure,
+                "labels": len(rows),
+                "at": now().isoformat(),
+                "version": state["reference_version"],
+            }
+            if worse_than_floor(figure, policy):
+                degraded_id = tx.emit(
+                    PerformanceDegraded(
+                        model=batch.model,
+                        window_start=min(r.labelled_at for r in rows),
+                        window_end=max(r.labelled_at for r in rows),
+                        metric=policy.metric,
+                        figure=figure,
+                        threshold=policy.min,
+                        labels=len(rows),
                     )
-                values |= {"open_cycle_id": cycle_id, "last_retrain_at": now()}
+                )
+                decision = decide_on_performance(
+                    figure, len(rows), _trigger_state(state), spec.monitor, now=now()
+                )
+                values |= _record_decision(
+                    tx, batch.model, "performance", decision, cause_id=degraded_id, now=now()
+                )
         save(tx.conn, batch.model, **values)
 
 
@@ -173,6 +268,7 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "window_rows": window.get("rows", 0),
             "rows_seen": state["rows_seen"],
             "last_drift": state["last_drift"],
+            "last_performance": state["last_performance"],
             "open_cycle_id": state["open_cycle_id"],
             "last_retrain_at": state["last_retrain_at"],
             "last_decision": {

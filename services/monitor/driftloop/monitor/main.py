@@ -13,10 +13,12 @@ from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import (
+    FEEDBACK_STREAM,
     PREDICTIONS_STREAM,
     DataRejected,
     Deployed,
     EvaluationFailed,
+    FeedbackBatch,
     PredictionBatch,
     RetrainRequested,
     RolledBack,
@@ -42,6 +44,13 @@ async def serve(settings: Settings) -> None:
             PredictionBatch,
             partial(handlers.on_predictions, uow=uow, specs=specs, now=utcnow),
             durable="predictions",
+        )
+        bus.subscribe_records(
+            FEEDBACK_STREAM,
+            "driftloop.feedback.>",
+            FeedbackBatch,
+            partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow),
+            durable="feedback",
         )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
         bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client))

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from driftloop.shared.db import UtcDateTime, messaging_tables
+from driftloop.shared.samples import samples_table
 
 SERVICE = "monitor"
 metadata = sa.MetaData()
@@ -25,7 +26,10 @@ models = sa.Table(
     sa.Column("last_retrain_at", UtcDateTime(), nullable=True),
     sa.Column("open_cycle_id", sa.String(64), nullable=True),
     sa.Column("rows_seen", sa.BigInteger, nullable=False, default=0),
+    sa.Column("labels_since_eval", sa.Integer, nullable=False, default=0),
+    sa.Column("last_performance", sa.JSON(none_as_null=True), nullable=True),
 )
+samples = samples_table(metadata, SERVICE)
 decisions = sa.Table(
     "monitor_decisions",
     metadata,
@@ -49,7 +53,8 @@ def save(conn: Connection, model: str, **values: Any) -> None:
     """Insert or update the model's row (only the given columns change)."""
     done = conn.execute(models.update().where(models.c.model == model).values(**values))
     if done.rowcount == 0:
-        conn.execute(models.insert().values(model=model, rows_seen=0, **values))
+        values = {"rows_seen": 0, "labels_since_eval": 0} | values
+        conn.execute(models.insert().values(model=model, **values))
 
 
 def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:
@@ -64,3 +69,22 @@ def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:
         .first()
     )
     return dict(row) if row else None
+
+
+def labelled_of_version(
+    conn: Connection, model: str, version: str, *, limit: int
+) -> list[sa.Row[Any]]:
+    """The newest joined (prediction, label) pairs served by `version`."""
+    return list(
+        conn.execute(
+            sa.select(samples.c.prediction, samples.c.label, samples.c.labelled_at)
+            .where(
+                samples.c.model == model,
+                samples.c.version == version,
+                samples.c.label.is_not(None),
+                samples.c.prediction.is_not(None),
+            )
+            .order_by(samples.c.labelled_at.desc())
+            .limit(limit)
+        )
+    )

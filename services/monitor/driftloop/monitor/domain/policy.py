@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from driftloop.monitor.domain.drift import DriftReport
-from driftloop.shared.spec import MonitorSpec
+from driftloop.shared.modeling import HIGHER_IS_BETTER
+from driftloop.shared.spec import MonitorSpec, PerformancePolicy
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,42 @@ def decide_retrain(
             f"{policy.drift.psi_retrain}; {needed} needed",
         )
     what = f"PSI past {policy.drift.psi_retrain} on {', '.join(crossed)}"
+    return gate(what, f"drift: {what} over {report.rows} rows", state, policy, now=now)
+
+
+def gate(
+    what: str, reason: str, state: TriggerState, policy: MonitorSpec, *, now: datetime
+) -> RetrainDecision:
+    """A trigger condition holds (`what`): fire unless a cycle runs or the cooldown holds it.
+
+    This is the hysteresis every trigger shares: a persisting condition starts one cycle; it
+    may start another only after that cycle ended and the cooldown since it passed.
+    """
     if state.open_cycle_id is not None:
         return RetrainDecision(False, f"{what}, but cycle {state.open_cycle_id} is still running")
     if state.last_retrain_at is not None:
         ready_at = state.last_retrain_at + policy.cooldown
         if now < ready_at:
             return RetrainDecision(False, f"{what}, but in cooldown until {ready_at.isoformat()}")
-    return RetrainDecision(True, f"drift: {what} over {report.rows} rows")
+    return RetrainDecision(True, reason)
+
+
+def decide_on_performance(
+    figure: float, labels: int, state: TriggerState, policy: MonitorSpec, *, now: datetime
+) -> RetrainDecision:
+    """Retrain when the live metric on labelled traffic is worse than the spec's floor (for
+    rmse and mae, lower is better and `min` is the worst acceptable value)."""
+    perf = policy.performance
+    if not worse_than_floor(figure, perf):
+        return RetrainDecision(
+            False, f"{perf.metric} {figure:.4f} over {labels} labels is within the floor {perf.min}"
+        )
+    what = f"{perf.metric} {figure:.4f} over {labels} labels, floor {perf.min}"
+    return gate(what, f"performance: {what}", state, policy, now=now)
+
+
+def worse_than_floor(figure: float, perf: PerformancePolicy) -> bool:
+    """Is the live metric worse than the floor? (lower is better for rmse and mae)"""
+    if HIGHER_IS_BETTER.get(perf.metric, True):
+        return figure < perf.min
+    return figure > perf.min
