@@ -299,3 +299,48 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
     assert started[0]["envelope"]["data"]["cause_id"] == degraded[0]["envelope"]["id"]
     assert types(of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])) == BOOTSTRAP_TYPES
     assert version == "2"
+
+
+async def test_a_regression_model_on_public_data_is_trained_judged_and_served(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_diabetes
+
+    for serve in (trainer, evaluator, deployer):
+        running(serve(settings))
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    frame["sex"] = frame["sex"].map({1.0: "F", 2.0: "M"})  # a categorical column, as published
+    frame.to_csv(tmp_path / "diabetes.csv", index=False)
+    spec = parse_spec(
+        "model: diabetes\ntask: regression\ntarget: target\n"
+        "recipe: {estimator: sklearn.linear_model.Ridge, params: {alpha: 1.0}}\n"
+        "trainer: {min_rows: 100}\nevaluator: {max_p95_ms: 200}\n"
+    )
+    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
+    uri = await asyncio.to_thread(_upload, settings, "diabetes", tmp_path / "diabetes.csv")
+    cycle = str(uuid.uuid4())
+
+    await bus.publish(
+        RetrainRequested(
+            model="diabetes",
+            cycle_id=cycle,
+            trigger="bootstrap",
+            reason="test",
+            data_uri=uri,
+            requested_at=datetime.now(UTC),
+        )
+    )
+    seen = await wait_for(settings, cycle, "Deployed")
+
+    assert spec.evaluator.metric == "rmse"
+    assert seen == BOOTSTRAP_TYPES
+    row = frame.drop(columns="target").iloc[0].to_dict()
+
+    async def answered() -> dict[str, Any] | None:
+        resp = await gateway.post("/v1/models/diabetes/predict", json={"instances": [row]})
+        return resp.json() if resp.status_code == 200 else None
+
+    answer = await eventually(answered)
+    assert isinstance(answer["predictions"][0], float)
+    assert answer["classes"] is None
+    assert answer["probabilities"] is None

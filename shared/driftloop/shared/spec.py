@@ -7,7 +7,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,11 +65,13 @@ class DriftPolicy(_Part):
 
 class PerformancePolicy(_Part):
     """Retrain when the live metric on the champion's labelled traffic is worse than `min`
-    (for rmse and mae, lower is better: `min` is then the worst acceptable value). With the
-    default `min: 0` the trigger never fires for higher-is-better metrics."""
+    (for rmse and mae, lower is better: `min` is then the worst acceptable value). Without
+    `min` the trigger is off; the live metric is still computed and shown."""
 
-    metric: Literal["accuracy", "f1", "precision", "recall", "rmse", "mae", "r2"] = "accuracy"
-    min: float = 0.0
+    metric: Literal["accuracy", "f1", "precision", "recall", "rmse", "mae", "r2"] = Field(
+        default="accuracy", description="default: accuracy (classification) or rmse (regression)"
+    )
+    min: float | None = Field(default=None, description="the floor; unset: trigger off")
     min_labels: int = Field(default=200, ge=1, description="labels per evaluation window")
 
 
@@ -86,7 +96,9 @@ class TrainerSpec(_Part):
 
 
 class EvaluatorSpec(_Part):
-    metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = "f1"
+    metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = (
+        Field(default="f1", description="default: f1 (classification) or rmse (regression)")
+    )
     min_delta: float = 0.0
     min_score: float | None = Field(
         default=None, description="absolute floor of the metric (the first version's only bar)"
@@ -124,8 +136,47 @@ class ModelSpec(_Part):
     evaluator: EvaluatorSpec = EvaluatorSpec()
     deployer: DeployerSpec = DeployerSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_for_the_task(cls, data: Any) -> Any:
+        """Unset metrics default by task: f1/accuracy for classification, rmse for regression."""
+        if not isinstance(data, dict):
+            return data
+        regression = data.get("task") == "regression"
+        evaluator = data.get("evaluator")
+        if evaluator is None or (isinstance(evaluator, dict) and "metric" not in evaluator):
+            data = {
+                **data,
+                "evaluator": {**(evaluator or {}), "metric": "rmse" if regression else "f1"},
+            }
+        monitor = data.get("monitor")
+        if monitor is None or isinstance(monitor, dict):
+            perf = (monitor or {}).get("performance")
+            if perf is None or (isinstance(perf, dict) and "metric" not in perf):
+                perf = {**(perf or {}), "metric": "rmse" if regression else "accuracy"}
+                data = {**data, "monitor": {**(monitor or {}), "performance": perf}}
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_match_the_task(self) -> ModelSpec:
+        wanted = REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
+        for where, metric in (
+            ("evaluator.metric", self.evaluator.metric),
+            ("monitor.performance.metric", self.monitor.performance.metric),
+        ):
+            if metric not in wanted:
+                raise ValueError(
+                    f"{where}: {metric} does not apply to a {self.task} model "
+                    f"(one of {', '.join(sorted(wanted))})"
+                )
+        return self
+
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+CLASSIFICATION_METRICS = frozenset({"accuracy", "f1", "precision", "recall", "roc_auc"})
+REGRESSION_METRICS = frozenset({"rmse", "mae", "r2"})
 
 
 class SpecError(ValueError):

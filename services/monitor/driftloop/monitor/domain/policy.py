@@ -71,7 +71,10 @@ def decide_on_performance(
 
 
 def worse_than_floor(figure: float, perf: PerformancePolicy) -> bool:
-    """Is the live metric worse than the floor? (lower is better for rmse and mae)"""
+    """Is the live metric worse than the floor? (lower is better for rmse and mae; no floor
+    set: never)"""
+    if perf.min is None:
+        return False
     if HIGHER_IS_BETTER.get(perf.metric, True):
         return figure < perf.min
     return figure > perf.min
