@@ -12,9 +12,9 @@ from driftloop.shared.spec import EvaluatorSpec, ModelSpec
 
 def spec(**evaluator: object) -> ModelSpec:
     defaults: dict[str, object] = {"metric": "f1", "min_delta": 0.125, "max_p95_ms": 50.0}
-    return ModelSpec(
-        model="churn", target="churned", evaluator=EvaluatorSpec(**{**defaults, **evaluator})
-    )
+    chosen = EvaluatorSpec(**{**defaults, **evaluator})
+    task = "regression" if chosen.metric in ("rmse", "mae", "r2") else "classification"
+    return ModelSpec(model="churn", task=task, target="churned", evaluator=chosen)
 
 
 def check(verdict: Verdict, name: str) -> tuple[float | None, float | None, bool]:

@@ -217,3 +217,16 @@ def test_every_wrong_field_is_named_at_once() -> None:
 
     assert "task:" in str(caught.value)
     assert "monitor.window:" in str(caught.value)
+
+
+def test_regression_metrics_default_by_task() -> None:
+    spec = parse_spec("model: price\ntask: regression\ntarget: y\n")
+
+    assert spec.evaluator.metric == "rmse"
+    assert spec.monitor.performance.metric == "rmse"
+    assert spec.monitor.performance.min is None
+
+
+def test_a_metric_of_the_other_task_is_refused_naming_the_field() -> None:
+    with pytest.raises(SpecError, match=r"evaluator\.metric"):
+        parse_spec("model: price\ntask: regression\ntarget: y\nevaluator: {metric: f1}\n")
