@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,12 @@ from pathlib import Path
 import pytest
 
 
-def driftloop(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def driftloop(
+    *args: str, home: Path, timeout: float = 60, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
     env["DRIFTLOOP_HOME"] = str(home)
+    env |= extra or {}
     return subprocess.run(
         [sys.executable, "-m", "driftloop.cli", *args],
         env=env,
@@ -86,3 +90,23 @@ def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> Non
     )
     assert doc["models"] == []
     assert doc["nats_url"] is None
+
+
+def test_up_refuses_a_gateway_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = driftloop(
+            "up",
+            "--detach",
+            "--timeout",
+            "60",
+            home=tmp_path,
+            extra={"DRIFTLOOP_GATEWAY_PORT": str(port)},
+        )
+
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert not (tmp_path / "run" / "supervisor.pid").exists()

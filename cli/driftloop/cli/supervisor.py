@@ -135,6 +135,12 @@ class Supervisor:
                 f"driftloop is already up under {self.settings.home} "
                 f"(pid {other}); `driftloop down` stops it"
             )
+        host, port = self.settings.gateway_host, self.settings.gateway_port
+        if "gateway" in self.services and port_open(host, port):
+            raise SupervisorError(
+                f"the gateway's address {host}:{port} is already in use; stop what listens "
+                "there or choose another port with DRIFTLOOP_GATEWAY_PORT"
+            )
         self.pidfile.write_text(str(os.getpid()))
         if self.settings.nats_url:
             url = self.settings.nats_url
