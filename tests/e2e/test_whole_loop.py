@@ -129,6 +129,14 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert json.loads(shown.stdout)["champion"] == {"version": "2"}
     assert json.loads(shown.stdout)["last_drift"]["drifted_features"]
 
+    lineage = json.loads(cli("lineage", "churn", "2", "--json").stdout)
+    assert lineage["cycle_id"] == cycle_id
+    assert lineage["trigger"] == "drift"
+    assert lineage["parent_version"] == "1"
+    assert lineage["dataset_version"] == cycle[1]["envelope"]["data"]["dataset_version"]
+    assert lineage["verdict"] == "passed"
+    assert "champion" in lineage["aliases"]
+
     async def traced() -> str | None:
         result = cli("trace", cycle_id)
         return (

@@ -518,6 +518,55 @@ def events(
         return
 
 
+@app.command()
+def lineage(
+    model: str,
+    version: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Where a version came from: cycle, trigger, dataset, parent, recipe, metrics, verdict."""
+    from mlflow.exceptions import MlflowException
+
+    from driftloop.shared.registry import configure_mlflow
+
+    s = settings()
+    client = configure_mlflow(s)
+    try:
+        mv = client.get_model_version(model, version)
+        run = client.get_run(str(mv.run_id))
+    except MlflowException as exc:
+        fail(f"no version {version} of model {model!r} in {s.tracking_uri()}: {exc.message}")
+        return
+    tags = run.data.tags
+    doc = {
+        "model": model,
+        "version": version,
+        "run_id": run.info.run_id,
+        "cycle_id": tags.get("driftloop.cycle_id"),
+        "trigger": tags.get("driftloop.trigger"),
+        "reason": tags.get("driftloop.reason"),
+        "parent_version": tags.get("driftloop.parent_version") or None,
+        "dataset_version": tags.get("driftloop.dataset_version"),
+        "labelled_until": tags.get("driftloop.labelled_until"),
+        "features": json.loads(tags.get("driftloop.features", "[]")),
+        "params": dict(run.data.params),
+        "metrics": dict(run.data.metrics),
+        "verdict": tags.get("driftloop.verdict"),
+        "aliases": list(mv.aliases or []),
+        "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
+        "code_version": tags.get("driftloop.code_version"),
+    }
+    if as_json:
+        out.print_json(data=doc)
+        return
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            value = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
+            )
+        out.print(f"{key:<16} {value}")
+
+
 @app.command("trace")
 def trace_cmd(cycle_id: str) -> None:
     """The span tree of one retraining cycle (from the span files under HOME)."""

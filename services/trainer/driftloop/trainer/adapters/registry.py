@@ -93,6 +93,7 @@ class TrainerRegistry:
             "driftloop.features": json.dumps(features),
             "driftloop.task": spec.task,
             "driftloop.target": spec.target,
+            "driftloop.code_version": code_version(),
         }
         if labelled_until:
             tags[LABELLED_UNTIL] = labelled_until
@@ -143,3 +144,27 @@ class TrainerRegistry:
 def records_frame(rows: list[Any], target: str) -> pd.DataFrame:
     """Joined samples as a DataFrame with the target column."""
     return pd.DataFrame([{**(r.features or {}), target: r.label} for r in rows])
+
+
+def code_version() -> str:
+    """The driftloop package version, and the git commit when running from a checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("driftloop")
+    except PackageNotFoundError:
+        package = "unknown"
+    try:
+        import subprocess
+
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{package}+{commit}" if commit else package
