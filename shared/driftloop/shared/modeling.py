@@ -50,35 +50,47 @@ def prepare(
     return out
 
 
+def prediction_metrics(
+    task: str, y_true: Any, y_pred: Any, classes: list[Any] | None = None
+) -> dict[str, float]:
+    """Metrics of predictions against labels: accuracy, f1, precision, recall for a classifier
+    (binary: the last of the sorted `classes` is positive; more classes: macro average), rmse,
+    mae, r2 for a regressor."""
+    if task == "regression":
+        t = np.asarray(y_true, dtype=float)
+        p = np.asarray(y_pred, dtype=float)
+        return {
+            "rmse": float(np.sqrt(mean_squared_error(t, p))),
+            "mae": float(mean_absolute_error(t, p)),
+            "r2": float(r2_score(t, p)),
+        }
+    classes = classes if classes is not None else sorted(set(y_true) | set(y_pred))
+    binary = len(classes) == 2
+    kwargs: dict[str, Any] = {"average": "binary" if binary else "macro", "zero_division": 0}
+    if binary:
+        kwargs["pos_label"] = classes[-1]
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1": float(f1_score(y_true, y_pred, **kwargs)),
+        "precision": float(precision_score(y_true, y_pred, **kwargs)),
+        "recall": float(recall_score(y_true, y_pred, **kwargs)),
+    }
+
+
 def score(task: str, y_true: Any, pipeline: Any, x: pd.DataFrame) -> dict[str, float]:
-    """The holdout metrics of a fitted pipeline (classification or regression)."""
+    """The holdout metrics of a fitted pipeline (classification or regression), with ROC AUC
+    from its probabilities where it has them."""
     pred = pipeline.predict(x)
     if task == "regression":
-        return {
-            "rmse": float(np.sqrt(mean_squared_error(y_true, pred))),
-            "mae": float(mean_absolute_error(y_true, pred)),
-            "r2": float(r2_score(y_true, pred)),
-        }
+        return prediction_metrics(task, y_true, pred)
     classes = list(pipeline.classes_)
-    binary = len(classes) == 2
-    average = "binary" if binary else "macro"
-    pos = classes[-1] if binary else 1
-    metrics = {
-        "accuracy": float(accuracy_score(y_true, pred)),
-        "f1": float(f1_score(y_true, pred, average=average, pos_label=pos, zero_division=0)),
-        "precision": float(
-            precision_score(y_true, pred, average=average, pos_label=pos, zero_division=0)
-        ),
-        "recall": float(
-            recall_score(y_true, pred, average=average, pos_label=pos, zero_division=0)
-        ),
-    }
+    metrics = prediction_metrics(task, y_true, pred, classes)
     if hasattr(pipeline, "predict_proba") and len(set(y_true)) > 1:
         proba = pipeline.predict_proba(x)
         with contextlib.suppress(ValueError):
             metrics["roc_auc"] = float(
                 roc_auc_score(y_true, proba[:, 1])
-                if binary
+                if len(classes) == 2
                 else roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
             )
     return metrics
