@@ -194,6 +194,39 @@ async def test_gateway_answers_and_refuses_bad_input_naming_the_field(
     assert feedback_unknown.status_code == 404
     assert feedback_bad.status_code == 422
     assert status_unknown.status_code == 404
+    metadata = await gateway.get("/v2/models/churn")
+    inferred = await gateway.post(
+        "/v2/models/churn/versions/1/infer",
+        json={
+            "id": "r1",
+            "inputs": [
+                {"name": "tenure", "shape": [2], "datatype": "FP64", "data": [3.0, 40.0]},
+                {
+                    "name": "monthly_charges",
+                    "shape": [2, 1],
+                    "datatype": "FP64",
+                    "data": [90.0, 50.0],
+                },
+                {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "max"]},
+                {"name": "autopay", "shape": [2], "datatype": "BOOL", "data": [True, False]},
+            ],
+        },
+    )
+    oip_missing = await gateway.post(
+        "/v2/models/churn/infer",
+        json={"inputs": [{"name": "tenure", "shape": [1], "datatype": "FP64", "data": [3.0]}]},
+    )
+    assert (await gateway.get("/v2/health/ready")).status_code == 200
+    assert metadata.json()["versions"] == ["1"]
+    assert {i["name"] for i in metadata.json()["inputs"]} == set(GOOD)
+    assert inferred.status_code == 200, inferred.text
+    outputs = {o["name"]: o for o in inferred.json()["outputs"]}
+    assert inferred.json()["model_version"] == "1"
+    assert outputs["predict"]["shape"] == [2]
+    assert outputs["predict_proba"]["shape"] == [2, 2]
+    assert oip_missing.status_code == 422
+    assert "monthly_charges" in oip_missing.json()["error"]
+    assert (await gateway.get("/v2/models/churn/versions/9/ready")).status_code == 404
     metrics = (await gateway.get("/metrics")).text
     assert 'driftloop_requests_total{model="churn",route="champion",version="1"}' in metrics
 

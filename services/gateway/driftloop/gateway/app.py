@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
 from driftloop.gateway.adapters.records import RecordPublisher
 from driftloop.gateway.domain.validation import choose_route, validate_instances
+from driftloop.gateway.oip import register_oip
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import (
@@ -185,6 +186,45 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             raise HTTPException(503, f"model {model!r} has no champion yet")
         return serving
 
+    def run_model(
+        model: str,
+        chosen: LoadedModel,
+        route: Literal["champion", "canary"],
+        instances: list[dict[str, Any]],
+        ids: list[str] | None,
+    ) -> tuple[list[str], list[Any], list[list[float]] | None]:
+        """Validate, predict, count, and record (off the request path) one request."""
+        problems = validate_instances(instances, chosen.schema)
+        if problems:
+            errors.labels(model, "422").inc()
+            raise HTTPException(422, [p.as_dict() for p in problems])
+        ids = ids or [str(uuid.uuid4()) for _ in instances]
+        started = time.perf_counter()
+        try:
+            predictions, probabilities = chosen.predict(instances)
+        except Exception as exc:
+            errors.labels(model, "500").inc()
+            logger.exception("predict failed", extra={"model": model, "version": chosen.version})
+            raise HTTPException(
+                500, f"model {model} version {chosen.version} failed: {type(exc).__name__}"
+            ) from exc
+        elapsed = time.perf_counter() - started
+        requests.labels(model, chosen.version, route).inc()
+        latency.labels(model, chosen.version, route).observe(elapsed)
+        state["publisher"].offer(
+            PredictionBatch(
+                model=model,
+                version=chosen.version,
+                route=route,
+                ids=ids,
+                instances=[{f: inst.get(f) for f in chosen.features} for inst in instances],
+                predictions=predictions,
+                latency_ms=elapsed * 1000,
+                at=datetime.now(UTC),
+            )
+        )
+        return ids, predictions, probabilities
+
     @app.post(
         "/v1/models/{model}/predict",
         response_model=PredictResponse,
@@ -215,35 +255,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                     }
                 ],
             )
-        problems = validate_instances(body.instances, chosen.schema)
-        if problems:
-            errors.labels(model, "422").inc()
-            raise HTTPException(422, [p.as_dict() for p in problems])
-        ids = body.ids or [str(uuid.uuid4()) for _ in body.instances]
-        started = time.perf_counter()
-        try:
-            predictions, probabilities = chosen.predict(body.instances)
-        except Exception as exc:
-            errors.labels(model, "500").inc()
-            logger.exception("predict failed", extra={"model": model, "version": chosen.version})
-            raise HTTPException(
-                500, f"model {model} version {chosen.version} failed: {type(exc).__name__}"
-            ) from exc
-        elapsed = time.perf_counter() - started
-        requests.labels(model, chosen.version, route).inc()
-        latency.labels(model, chosen.version, route).observe(elapsed)
-        state["publisher"].offer(
-            PredictionBatch(
-                model=model,
-                version=chosen.version,
-                route=route,
-                ids=ids,
-                instances=[{f: inst.get(f) for f in chosen.features} for inst in body.instances],
-                predictions=predictions,
-                latency_ms=elapsed * 1000,
-                at=datetime.now(UTC),
-            )
-        )
+        ids, predictions, probabilities = run_model(model, chosen, route, body.instances, body.ids)
         return PredictResponse(
             model=model,
             version=chosen.version,
@@ -308,15 +320,20 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     async def list_models() -> dict[str, list[str]]:
         return {"models": sorted(set(table.serving) | table.specs)}
 
+    register_oip(app, table=table, run_model=run_model, ready=lambda: readiness()[0])
+
+    def readiness() -> tuple[bool, bool]:
+        bus: Bus | None = state.get("bus")
+        connected = bool(bus and bus.nc.is_connected)
+        return connected and table.ready.is_set(), connected
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        bus: Bus | None = state.get("bus")
-        connected = bool(bus and bus.nc.is_connected)
-        ready = connected and table.ready.is_set()
+        ready, connected = readiness()
         return JSONResponse(
             {"ready": ready, "nats": connected, "routes_loaded": table.ready.is_set()},
             status_code=200 if ready else 503,
