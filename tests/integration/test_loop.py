@@ -26,7 +26,7 @@ from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, RetrainRequested
 from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_alias
-from driftloop.shared.routes import Routes
+from driftloop.shared.routes import Routes, Served
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.main import serve as trainer
 
@@ -377,3 +377,80 @@ async def test_a_regression_model_on_public_data_is_trained_judged_and_served(
     assert isinstance(answer["predictions"][0], float)
     assert answer["classes"] is None
     assert answer["probabilities"] is None
+
+
+async def test_shadow_is_mirrored_off_the_request_path_and_measured_per_version(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
+    second = str(uuid.uuid4())
+    churn(np.random.default_rng(9), 900, drifted=True).to_csv(tmp_path / "v2.csv", index=False)
+    uri = await asyncio.to_thread(_upload, settings, "churn", tmp_path / "v2.csv")
+    await bus.publish(
+        RetrainRequested(
+            model="churn",
+            cycle_id=second,
+            trigger="bootstrap",
+            reason="second",
+            data_uri=uri,
+            requested_at=datetime.now(UTC),
+        )
+    )
+    await wait_for(settings, second, "Deployed")
+    kv = await bus.kv(ROUTES_BUCKET)
+    routes = Routes.model_validate_json((await kv.get("churn")).value or b"")
+    assert routes.champion is not None
+    # Acting as the deployer's shadow stage: version 1 watches version 2's traffic.
+    client = configure_mlflow(settings)
+    v1 = await asyncio.to_thread(client.get_model_version, "churn", "1")
+    shadowed = routes.model_copy(
+        update={
+            "shadow": Served(version="1", run_id=str(v1.run_id)),
+            "revision": routes.revision + 1,
+        }
+    )
+    await kv.put("churn", shadowed.to_json())
+
+    async def shadow_loaded() -> bool:
+        return (await gateway.get("/v1/models/churn")).json()["shadow"] == {"version": "1"}
+
+    await eventually(shadow_loaded)
+    rng = np.random.default_rng(10)
+    answered_by = set()
+    for _ in range(10):
+        frame = churn(rng, 40, drifted=True)
+        resp = await gateway.post(
+            "/v1/models/churn/predict",
+            json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+        )
+        body = resp.json()
+        answered_by.add((body["version"], body["route"]))
+        labels = [
+            {"id": k, "label": int(y)} for k, y in zip(body["ids"], frame["churned"], strict=True)
+        ]
+        await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
+
+    async def measured() -> dict[str, Any] | None:
+        shadow = await bus.request(
+            "driftloop.rpc.monitor.version", {"model": "churn", "version": "1"}
+        )
+        champion = await bus.request(
+            "driftloop.rpc.monitor.version", {"model": "churn", "version": "2"}
+        )
+        done = shadow["routes"].get("shadow", {}).get("rows") == 400 and (
+            champion["metric"]["labels"] == 300  # the newest `monitor.window` labels
+        )
+        return {"shadow": shadow, "champion": champion} if done else None
+
+    stats = await eventually(measured)
+    assert answered_by == {("2", "champion")}, "a shadow never answers"
+    shadow = stats["shadow"]["routes"]["shadow"]
+    assert shadow["compared"] == 400
+    assert 0 <= shadow["disagreement"] <= 1
+    assert shadow["error_rate"] == 0
+    assert shadow["latency_ms"]["p95"] is not None
+    served = stats["champion"]["routes"]["champion"]
+    assert served["requests"] >= 10
+    assert 0 <= stats["champion"]["metric"]["figure"] <= 1

@@ -28,7 +28,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
-from driftloop.gateway.adapters.records import RecordPublisher
+from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher, ShadowMirror
 from driftloop.gateway.domain.validation import choose_route, validate_instances
 from driftloop.gateway.oip import register_oip
 from driftloop.shared.bus import Bus, connect_bus
@@ -125,6 +125,12 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     dropped = Counter(
         "driftloop_records_dropped", "prediction records dropped", ["model"], registry=registry
     )
+    shadow_dropped = Counter(
+        "driftloop_shadow_dropped",
+        "requests not mirrored to the shadow (it fell behind)",
+        ["model", "version"],
+        registry=registry,
+    )
     table = RouteTable()
     state: dict[str, Any] = {}
     tokens = {t.strip() for t in (settings.api_tokens or "").split(",") if t.strip()}
@@ -136,11 +142,13 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
             publisher = RecordPublisher(bus, dropped=dropped)
-            state["bus"], state["publisher"] = bus, publisher
+            mirror = ShadowMirror(publisher, dropped=shadow_dropped)
+            state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
                 asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
                 asyncio.create_task(table.watch_specs(await bus.kv(SPECS_BUCKET))),
                 asyncio.create_task(publisher.run()),
+                asyncio.create_task(mirror.run()),
             ]
             try:
                 yield
@@ -205,6 +213,19 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         except Exception as exc:
             errors.labels(model, "500").inc()
             logger.exception("predict failed", extra={"model": model, "version": chosen.version})
+            state["publisher"].offer(  # a failure is a live figure of the version too
+                PredictionBatch(
+                    model=model,
+                    version=chosen.version,
+                    route=route,
+                    ids=ids,
+                    instances=instances,
+                    predictions=[],
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    at=datetime.now(UTC),
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                )
+            )
             raise HTTPException(
                 500, f"model {model} version {chosen.version} failed: {type(exc).__name__}"
             ) from exc
@@ -223,6 +244,9 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 at=datetime.now(UTC),
             )
         )
+        serving = table.serving.get(model)
+        if serving is not None and serving.shadow is not None and route == "champion":
+            state["mirror"].offer(MirrorJob(model, serving.shadow, instances, ids))
         return ids, predictions, probabilities
 
     @app.post(

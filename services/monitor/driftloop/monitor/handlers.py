@@ -14,14 +14,25 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from driftloop.monitor.adapters.store import (
+    champion_answers,
     decisions,
     labelled_of_version,
     last_decision,
     load,
+    load_stats,
     samples,
     save,
+    save_stats,
+    stats_of_version,
 )
 from driftloop.monitor.domain.drift import Window, add_batch, drift_report
+from driftloop.monitor.domain.live import (
+    VersionStats,
+    add_comparison,
+    add_request,
+    disagreement,
+    summary,
+)
 from driftloop.monitor.domain.performance import live_metric
 from driftloop.monitor.domain.policy import (
     RetrainDecision,
@@ -53,12 +64,16 @@ _tracer = trace.get_tracer(__name__)
 async def on_predictions(
     batch: PredictionBatch, *, uow: SqlUnitOfWork, specs: SpecSource, now: Callable[[], datetime]
 ) -> None:
-    """Add the champion's inputs to the window; judge the window when it is full."""
-    if batch.route != "champion" or batch.error:
-        return
+    """Count every served batch per version; add the champion's inputs to the drift window and
+    judge the window when it is full."""
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
+        count_served(tx, batch, at=now())
+        if batch.route == "shadow" or batch.error:
+            return
         record_predictions(tx.conn, samples, batch)
+        if batch.route != "champion":
+            return
         state = load(tx.conn, batch.model)
         if spec is None or state is None or state["profile"] is None:
             return  # no reference yet: nothing to compare against
@@ -101,6 +116,60 @@ async def on_predictions(
                 tx, batch.model, "drift", decision, cause_id=drift_id, now=now()
             )
         save(tx.conn, batch.model, **values)
+
+
+def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
+    """Per-version live stats: requests, rows, errors, latency, and for a shadow its
+    disagreement with the champion's answers to the same requests."""
+    found = load_stats(tx.conn, batch.model, batch.version, batch.route)
+    stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
+    stats = add_request(
+        stats, rows=len(batch.ids), latency_ms=batch.latency_ms, failed=batch.error is not None
+    )
+    if batch.route == "shadow" and batch.error is None:
+        answers = champion_answers(tx.conn, batch.model, batch.ids)
+        pairs = [
+            (p, answers[i])
+            for i, p in zip(batch.ids, batch.predictions, strict=False)
+            if i in answers
+        ]
+        stats = add_comparison(
+            stats,
+            compared=len(pairs),
+            disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
+        )
+    save_stats(tx.conn, batch.model, batch.version, batch.route, stats.model_dump(mode="json"), at)
+
+
+async def version_status(
+    model: str, version: str, *, uow: SqlUnitOfWork, specs: SpecSource
+) -> dict[str, Any]:
+    """What the deployer's analysis reads: the version's live stats per route since its stage
+    started, and its metric on labelled traffic."""
+    spec = await specs.get(model)
+    metric = spec.monitor.performance.metric if spec else "accuracy"
+    with uow.engine.connect() as conn:
+        routes = stats_of_version(conn, model, version)
+        labelled = labelled_of_version(
+            conn, model, version, limit=spec.monitor.window if spec else 2000
+        )
+    figure = (
+        live_metric(metric, [r.label for r in labelled], [r.prediction for r in labelled])
+        if labelled
+        else None
+    )
+    answer: dict[str, Any] = _jsonable(
+        {
+            "model": model,
+            "version": version,
+            "routes": {
+                r.route: {**summary(VersionStats.model_validate(r.stats)), "since": r.since}
+                for r in routes
+            },
+            "metric": {"name": metric, "figure": figure, "labels": len(labelled)},
+        }
+    )
+    return answer
 
 
 def _trigger_state(state: dict[str, Any]) -> TriggerState:

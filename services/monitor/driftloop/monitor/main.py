@@ -27,6 +27,7 @@ from driftloop.shared.events import (
 from driftloop.shared.registry import configure_mlflow
 
 STATUS_SUBJECT = "driftloop.rpc.monitor.status"
+VERSION_SUBJECT = "driftloop.rpc.monitor.version"  # live stats of one version
 
 
 def utcnow() -> datetime:
@@ -61,7 +62,14 @@ async def serve(settings: Settings) -> None:
             model = str(json.loads(data or b"{}").get("model", ""))
             return await handlers.status(model, uow=uow)
 
+        async def answer_version(data: bytes) -> dict[str, Any]:
+            asked = json.loads(data or b"{}")
+            return await handlers.version_status(
+                str(asked.get("model", "")), str(asked.get("version", "")), uow=uow, specs=specs
+            )
+
         await bus.respond(STATUS_SUBJECT, answer_status)
+        await bus.respond(VERSION_SUBJECT, answer_version)
         bus.start_relay(uow)
         await bus.run_until_stopped()
 

@@ -74,6 +74,7 @@ class Serving:
     routes: Routes
     champion: LoadedModel | None
     canary: LoadedModel | None
+    shadow: LoadedModel | None = None
 
 
 @dataclass
@@ -102,8 +103,9 @@ class RouteTable:
             return
         champion = await self._load(routes.model, routes.champion)
         canary = await self._load(routes.model, routes.canary)
-        self.serving[routes.model] = Serving(routes, champion, canary)
-        keep = {(routes.model, m.version) for m in (champion, canary) if m}
+        shadow = await self._load(routes.model, routes.shadow)
+        self.serving[routes.model] = Serving(routes, champion, canary, shadow)
+        keep = {(routes.model, m.version) for m in (champion, canary, shadow) if m}
         for key in [k for k in self._cache if k[0] == routes.model and k not in keep]:
             del self._cache[key]
         logger.info(
@@ -113,6 +115,7 @@ class RouteTable:
                 "revision": routes.revision,
                 "champion": champion.version if champion else None,
                 "canary": canary.version if canary else None,
+                "shadow": shadow.version if shadow else None,
             },
         )
 

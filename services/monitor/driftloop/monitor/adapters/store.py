@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ models = sa.Table(
     sa.Column("last_performance", sa.JSON(none_as_null=True), nullable=True),
 )
 samples = samples_table(metadata, SERVICE)
+version_stats = sa.Table(
+    "monitor_version_stats",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("route", sa.String(16), primary_key=True),
+    sa.Column("stats", sa.JSON, nullable=False),
+    sa.Column("since", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
 decisions = sa.Table(
     "monitor_decisions",
     metadata,
@@ -88,3 +99,54 @@ def labelled_of_version(
             .limit(limit)
         )
     )
+
+
+def load_stats(conn: Connection, model: str, version: str, route: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(version_stats.c.stats, version_stats.c.since).where(
+            version_stats.c.model == model,
+            version_stats.c.version == version,
+            version_stats.c.route == route,
+        )
+    ).first()
+    return {"stats": row.stats, "since": row.since} if row else None
+
+
+def save_stats(
+    conn: Connection, model: str, version: str, route: str, stats: dict[str, Any], at: datetime
+) -> None:
+    done = conn.execute(
+        version_stats.update()
+        .where(
+            version_stats.c.model == model,
+            version_stats.c.version == version,
+            version_stats.c.route == route,
+        )
+        .values(stats=stats, updated_at=at)
+    )
+    if done.rowcount == 0:
+        conn.execute(
+            version_stats.insert().values(
+                model=model, version=version, route=route, stats=stats, since=at, updated_at=at
+            )
+        )
+
+
+def stats_of_version(conn: Connection, model: str, version: str) -> list[sa.Row[Any]]:
+    return list(
+        conn.execute(
+            sa.select(version_stats.c.route, version_stats.c.stats, version_stats.c.since).where(
+                version_stats.c.model == model, version_stats.c.version == version
+            )
+        )
+    )
+
+
+def champion_answers(conn: Connection, model: str, ids: list[str]) -> dict[str, Any]:
+    """The served (champion or canary) answers recorded for these prediction ids."""
+    rows = conn.execute(
+        sa.select(samples.c.id, samples.c.prediction).where(
+            samples.c.model == model, samples.c.id.in_(ids), samples.c.prediction.is_not(None)
+        )
+    )
+    return {r.id: r.prediction for r in rows}
