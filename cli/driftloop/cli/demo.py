@@ -47,7 +47,7 @@ monitor:
   drift: {psi_warn: 0.2, psi_retrain: 0.25, min_features: 1}
   cooldown: 10m
 trainer: {max_rows: 1200, min_rows: 400, holdout: 0.25}
-evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 50}
+evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 100}
 deployer:
   approval: auto
 """

@@ -20,9 +20,10 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from driftloop.cli import supervisor
-from driftloop.cli.client import Received, read_events, wait_for_cycle
+from driftloop.cli.client import DeadLetter, Received, read_log, wait_for_cycle
 from driftloop.shared.config import SERVICES, Settings
 from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
 from driftloop.shared.spec import SpecError, parse_spec
@@ -466,6 +467,12 @@ def status(
             f"{', '.join(drift.get('drifted_features', [])) or 'none'}  "
             f"window {mon.get('window_rows', 0)} rows"
         )
+        perf = mon.get("last_performance")
+        if perf:
+            out.print(
+                f"  live {perf['metric']} {perf['figure']:.4f} over {perf['labels']} labels "
+                f"(version {perf['version']})"
+            )
         decision = mon.get("last_decision")
         if decision:
             out.print(
@@ -497,12 +504,22 @@ def events(
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The event history (the audit log); --follow keeps printing as events arrive."""
+    """The event history (the audit log) and the dead letters, in time order.
+
+    --follow keeps printing as they arrive. --json prints one CloudEvent per line.
+
+    A dead letter is a message a service gave up on, with its error. Its --json line is
+    {"type": "DeadLetter", "subject", "model", "stream", "sequence", "durable", "deliveries",
+    "error", "time", "data"}: "subject" is the NATS subject the message came on, "data" the
+    message (JSON if it parses, else its text).
+    """
     s = settings()
 
     async def show(bus: Any) -> None:
-        async for received in read_events(bus, model, follow=follow):
-            if as_json:
+        async for received in read_log(bus, model, follow=follow):
+            if isinstance(received, DeadLetter):
+                show_dead_letter(received)
+            elif as_json:
                 print(json.dumps(received.envelope), flush=True)
             else:
                 env = received.envelope
@@ -511,6 +528,17 @@ def events(
                     f"{env.get('time', '')[:19]}  {env.get('subject', ''):<12} "
                     f"{received.type:<18} cycle={str(cycle)[:8]}  {describe(received)}"
                 )
+
+    def show_dead_letter(letter: DeadLetter) -> None:
+        if as_json:
+            print(json.dumps(letter.as_json()), flush=True)
+            return
+        out.print(
+            f"[red]{letter.time.isoformat()[:19]}  {letter.model:<12} {'DeadLetter':<18} "
+            f"{letter.durable} gave up on {letter.subject} after {letter.deliveries} "
+            f"deliveries: {escape(letter.error)}[/red]",
+            highlight=False,
+        )
 
     try:
         run_async(lambda: _bus_call(s, show))

@@ -15,6 +15,16 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from driftloop.shared.bus import (
+    DEAD_LETTER_DELIVERIES,
+    DEAD_LETTER_DURABLE,
+    DEAD_LETTER_ERROR,
+    DEAD_LETTER_SEQUENCE,
+    DEAD_LETTER_STREAM,
+    DEAD_LETTER_SUBJECT,
+    DEADLETTER_PREFIX,
+    DEADLETTER_STREAM,
+)
 from driftloop.shared.events import (
     EVENT_TYPES,
     EVENTS_STREAM,
@@ -69,10 +79,52 @@ _HEADERS: dict[str, Any] = {
         },
         "required": ["Nats-Msg-Id"],
     },
+    "DeadLetterHeaders": {
+        "type": "object",
+        "description": "NATS headers of a dead letter: where the message came from and why",
+        "properties": {
+            "Nats-Msg-Id": {
+                "type": "string",
+                "description": "<stream>:<sequence>:dlq, so a re-publish is de-duplicated",
+            },
+            DEAD_LETTER_SUBJECT: {"type": "string", "description": "the subject it came on"},
+            DEAD_LETTER_STREAM: {"type": "string", "description": "the stream it came from"},
+            DEAD_LETTER_SEQUENCE: {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "its sequence in that stream",
+            },
+            DEAD_LETTER_DURABLE: {"type": "string", "description": "the consumer that gave up"},
+            DEAD_LETTER_DELIVERIES: {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "how many times it was delivered",
+            },
+            DEAD_LETTER_ERROR: {
+                "type": "string",
+                "description": "why: `<ExceptionType>: <message>`, one line, truncated",
+            },
+            "traceparent": {"type": "string", "pattern": _W3C_TRACEPARENT},
+            "tracestate": {"type": "string"},
+        },
+        "required": [
+            "Nats-Msg-Id",
+            DEAD_LETTER_SUBJECT,
+            DEAD_LETTER_STREAM,
+            DEAD_LETTER_SEQUENCE,
+            DEAD_LETTER_DURABLE,
+            DEAD_LETTER_DELIVERIES,
+            DEAD_LETTER_ERROR,
+        ],
+    },
 }
 _MODEL_PARAMETER = {
     "description": "the model's name, as in its spec (`model:`)",
     "examples": ["churn"],
+}
+_DURABLE_PARAMETER = {
+    "description": "the consumer that gave up, `<service>-<EventType or record kind>`",
+    "examples": ["trainer-RetrainRequested"],
 }
 
 
@@ -158,6 +210,29 @@ def build_document() -> dict[str, Any]:
         }
         operations[f"send{name}"] = _send(name)
 
+    messages["DeadLetter"] = {
+        "name": "DeadLetter",
+        "title": "DeadLetter",
+        "summary": "A message a consumer gave up on, unchanged; its headers say why.",
+        "contentType": "application/octet-stream",
+        "headers": {"$ref": SCHEMA_REF.format(model="DeadLetterHeaders")},
+        "payload": {"description": "the original message's bytes (any event or record)"},
+    }
+    channels["DeadLetter"] = {
+        "address": f"{DEADLETTER_PREFIX}.{{model}}.{{durable}}",
+        "title": "DeadLetter",
+        "description": (
+            "Messages whose handler failed on its last allowed delivery, or that could not "
+            f"be read. Stream {DEADLETTER_STREAM} (kept); `driftloop events` shows them."
+        ),
+        "parameters": {
+            "model": {"$ref": "#/components/parameters/model"},
+            "durable": {"$ref": "#/components/parameters/durable"},
+        },
+        "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+    }
+    operations["sendDeadLetter"] = _send("DeadLetter")
+
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
@@ -183,7 +258,7 @@ def build_document() -> dict[str, Any]:
         "components": {
             "schemas": schemas,
             "messages": messages,
-            "parameters": {"model": _MODEL_PARAMETER},
+            "parameters": {"model": _MODEL_PARAMETER, "durable": _DURABLE_PARAMETER},
         },
     }
 

@@ -1,8 +1,11 @@
 """The bus: JetStream streams, durable pull consumers, KV buckets and the outbox relay.
 
-Handlers never ack, publish or retry: this module does. A message that cannot be parsed is
-logged and terminated (no redelivery storm); a handler error is retried with backoff up to
-`max_deliver`; a repeat (its inbox row exists) is acked and ignored.
+Handlers never ack, publish or retry: this module does. A handler error is retried with backoff
+up to `max_deliver`; a repeat (its inbox row exists) is acked and ignored. A message that cannot
+be parsed, or whose handler still fails on its last allowed delivery, is dead-lettered: its
+payload is published unchanged to `driftloop.deadletter.<model>.<durable>` (stream
+DRIFTLOOP_DEADLETTER, kept) with the `DEAD_LETTER_*` headers saying where it came from and why,
+then terminated (no redelivery storm). `driftloop events` shows dead letters among the events.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -66,6 +70,18 @@ E = TypeVar("E", bound=Event)
 R = TypeVar("R", bound=BaseModel)
 
 DAY = 86_400.0
+DEADLETTER_STREAM = "DRIFTLOOP_DEADLETTER"
+DEADLETTER_PREFIX = "driftloop.deadletter"
+# Headers of a dead letter (the payload is the original message's, unchanged).
+DEAD_LETTER_SUBJECT = "Driftloop-Subject"  # the subject it was consumed from
+DEAD_LETTER_STREAM = "Driftloop-Stream"
+DEAD_LETTER_SEQUENCE = "Driftloop-Sequence"  # its sequence in that stream
+DEAD_LETTER_DURABLE = "Driftloop-Durable"  # the consumer that gave up
+DEAD_LETTER_DELIVERIES = "Driftloop-Deliveries"
+DEAD_LETTER_ERROR = "Driftloop-Error"  # "<ExceptionType>: <message>", one line, truncated
+MAX_ERROR_CHARS = 1000
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
 STREAMS = (
     StreamConfig(
         name=EVENTS_STREAM,
@@ -94,6 +110,14 @@ STREAMS = (
         max_age=90 * DAY,
         duplicate_window=120.0,
         description="delayed labels, joined to predictions by id",
+    ),
+    StreamConfig(
+        name=DEADLETTER_STREAM,
+        subjects=[f"{DEADLETTER_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=600.0,
+        description="messages a consumer gave up on, with the error; kept",
     ),
 )
 
@@ -124,7 +148,7 @@ class Bus:
     # Topology ----------------------------------------------------------------------------
 
     async def ensure_topology(self) -> None:
-        """Create (or update) the three streams and the two KV buckets; idempotent."""
+        """Create (or update) the streams and the KV buckets; idempotent."""
         for config in STREAMS:
             try:
                 await self.js.add_stream(config)
@@ -239,7 +263,9 @@ class Bus:
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            max_deliver=max_deliver,
+            # One spare delivery beyond the handler's attempts: if the process dies during the
+            # last attempt, the spare one still dead-letters the message instead of dropping it.
+            max_deliver=max_deliver + 1,
             ack_wait=ack_wait,
             filter_subject=subject,
             max_ack_pending=1000,
@@ -258,7 +284,7 @@ class Bus:
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
-                await self._deliver(msg, durable, parse, handler, ack_wait)
+                await self._deliver(msg, durable, parse, handler, max_deliver, ack_wait)
 
     async def _deliver(
         self,
@@ -266,18 +292,19 @@ class Bus:
         durable: str,
         parse: Callable[[bytes], tuple[str | None, Any]],
         handler: Callable[[Any], Awaitable[None]],
+        max_deliver: int,
         ack_wait: float,
     ) -> None:
-        headers = msg.headers or {}
+        """Parse, handle, then settle: ack, nak with backoff, or dead-letter."""
         try:
             event_id, payload = parse(msg.data)
         except UnknownEventError as exc:
-            logger.error(
-                "unreadable message terminated",
-                extra={"durable": durable, "subject": msg.subject, "error": str(exc)},
-            )
-            await msg.term()
+            await self._dead_letter(msg, durable, exc)
             return
+        if msg.metadata.num_delivered > max_deliver:  # the spare delivery (see _consume)
+            await self._dead_letter(msg, durable, f"no outcome after {max_deliver} deliveries")
+            return
+        headers = msg.headers or {}
         message_id = (
             event_id
             or headers.get("Nats-Msg-Id")
@@ -297,31 +324,71 @@ class Bus:
                     **_cycle_attr(payload),
                 },
             ) as span:
-                try:
-                    await handler(payload)
-                except DuplicateMessageError:
-                    logger.debug("duplicate ignored", extra={"message_id": message_id})
-                except RetryLaterError as exc:
-                    heartbeat.cancel()
-                    logger.info("retry later", extra={"message_id": message_id, "reason": str(exc)})
-                    await msg.nak(delay=exc.delay)
-                    return
-                except Exception as exc:
-                    heartbeat.cancel()
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    attempt = msg.metadata.num_delivered
-                    logger.exception(
-                        "handler failed",
-                        extra={"durable": durable, "message_id": message_id, "attempt": attempt},
-                    )
-                    await msg.nak(delay=backoff(attempt))
-                    return
-            heartbeat.cancel()
-            await msg.ack()
+                error = await _run(handler, payload, message_id)
+                heartbeat.cancel()
+                if error is not None and not isinstance(error, RetryLaterError):
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+                await self._settle(msg, durable, message_id, error, max_deliver)
         finally:
             heartbeat.cancel()
             current_message_id.reset(token)
+
+    async def _settle(
+        self, msg: Msg, durable: str, message_id: str, error: Exception | None, max_deliver: int
+    ) -> None:
+        attempt = msg.metadata.num_delivered
+        if error is None:
+            await msg.ack()
+        elif attempt >= max_deliver:
+            await self._dead_letter(msg, durable, error)
+        elif isinstance(error, RetryLaterError):
+            logger.info("retry later", extra={"message_id": message_id, "reason": str(error)})
+            await msg.nak(delay=error.delay)
+        else:
+            logger.error(
+                "handler failed",
+                exc_info=error,
+                extra={"durable": durable, "message_id": message_id, "attempt": attempt},
+            )
+            await msg.nak(delay=backoff(attempt))
+
+    async def _dead_letter(self, msg: Msg, durable: str, error: BaseException | str) -> None:
+        """Publish the message unchanged to the dead-letter stream, saying why; then terminate
+        it. `Nats-Msg-Id` makes a re-publish after a crash harmless."""
+        meta = msg.metadata
+        reason = _error_text(error)
+        target = f"{DEADLETTER_PREFIX}.{_model_token(msg)}.{durable}"
+        headers = {
+            "Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}:dlq",
+            DEAD_LETTER_SUBJECT: msg.subject,
+            DEAD_LETTER_STREAM: meta.stream,
+            DEAD_LETTER_SEQUENCE: str(meta.sequence.stream),
+            DEAD_LETTER_DURABLE: durable,
+            DEAD_LETTER_DELIVERIES: str(meta.num_delivered),
+            DEAD_LETTER_ERROR: reason,
+        }
+        headers |= {k: v for k, v in (msg.headers or {}).items() if k in _TRACE_HEADERS}
+        # a handler's traceback helps; a parse error's does not
+        crashed = error if isinstance(error, Exception) else None
+        logger.error(
+            "message dead-lettered",
+            exc_info=None if isinstance(crashed, UnknownEventError) else crashed,
+            extra={
+                "durable": durable,
+                "subject": msg.subject,
+                "error": reason,
+                "deliveries": meta.num_delivered,
+                "dead_letter_subject": target,
+            },
+        )
+        try:
+            await self.js.publish(target, msg.data, headers=headers)
+        except Exception:
+            logger.exception("dead-lettering failed", extra={"durable": durable})
+            await msg.nak(delay=backoff(meta.num_delivered))  # the spare delivery tries again
+            return
+        await msg.term()
 
     # Outbox relay ------------------------------------------------------------------------
 
@@ -396,6 +463,47 @@ def _cycle_attr(payload: Any) -> dict[str, str]:
     if cycle:
         attrs["driftloop.cycle_id"] = str(cycle)
     return attrs
+
+
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+async def _run(
+    handler: Callable[[Any], Awaitable[None]], payload: Any, message_id: str
+) -> Exception | None:
+    """Call the handler: None when it is done (or the message is a repeat), else its error."""
+    try:
+        await handler(payload)
+    except DuplicateMessageError:
+        logger.debug("duplicate ignored", extra={"message_id": message_id})
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _error_text(error: BaseException | str) -> str:
+    """`Type: message` on one ASCII line (a header value), at most MAX_ERROR_CHARS long."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = " ".join(text.split()).encode("ascii", "backslashreplace").decode()
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _model_token(msg: Msg) -> str:
+    """The model a message is about, as a subject token: its envelope's `subject`, else the
+    third token of the subject it came on (`driftloop.<kind>.<model>...`), else `_`."""
+    try:
+        doc = json.loads(msg.data)
+    except ValueError:
+        doc = None
+    tokens = msg.subject.split(".")
+    candidates = (
+        doc.get("subject") if isinstance(doc, dict) else None,
+        tokens[2] if len(tokens) > 2 else None,
+    )
+    for candidate in candidates:
+        if isinstance(candidate, str) and _TOKEN.fullmatch(candidate):
+            return candidate
+    return "_"
 
 
 async def _keep_alive(msg: Msg, ack_wait: float) -> None:

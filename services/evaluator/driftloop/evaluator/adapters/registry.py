@@ -50,7 +50,7 @@ def score_pair(
     return Scored(ours, theirs, champion_version, latencies, len(holdout))
 
 
-def row_latency(model: Any, row: Any, *, repeats: int = 3) -> float:
+def row_latency(model: Any, row: Any, *, repeats: int = 5) -> float:
     """Seconds the model takes to answer one row: the best of a few tries, so that another
     process busy on a shared machine does not count as the model's own cost."""
     best = float("inf")
