@@ -164,6 +164,9 @@ class Supervisor:
             "DRIFTLOOP_GATEWAY_PORT": str(self.settings.gateway_port),
             "MLFLOW_TRACKING_URI": self.settings.tracking_uri(),
             "PYTHONUNBUFFERED": "1",
+            # Five services share few cores: OpenMP threads that spin while waiting (the
+            # default) starve each other; passive waiting keeps a busy machine responsive.
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         }
         for name in self.services:
             child = Child(

@@ -123,7 +123,13 @@ def test_a_sound_set_passes_every_check() -> None:
 
     checks = validate(ts, SPEC)
 
-    assert {c.name for c in checks} == {"columns_present", "min_rows", "label_classes"}
+    assert {c.name for c in checks} == {
+        "columns_present",
+        "extra_columns",
+        "min_rows",
+        "label_classes",
+        "duplicates",
+    }
     assert failed(checks) == {}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from driftloop.gateway.app import create_app
 from driftloop.shared import service
@@ -12,6 +13,9 @@ from driftloop.shared.config import Settings
 
 
 async def serve(settings: Settings) -> None:
+    # Requests are the gateway's parallelism: a model's own OpenMP/BLAS threads on small
+    # batches only add overhead, and on a busy machine their spinning stalls every request.
+    threadpool_limits(limits=1)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

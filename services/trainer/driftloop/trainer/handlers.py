@@ -22,10 +22,11 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.samples import recent_labelled, record_labels, record_predictions
 from driftloop.shared.service import SpecSource
-from driftloop.trainer.adapters.registry import TrainerRegistry, records_frame
+from driftloop.trainer.adapters.registry import Champion, TrainerRegistry, records_frame
 from driftloop.trainer.adapters.store import runs, samples
 from driftloop.trainer.domain.dataset import assemble, validate
 from driftloop.trainer.domain.training import RecipeError, fit
+from driftloop.trainer.domain.validation import ChampionEvidence
 
 logger = logging.getLogger(__name__)
 LABEL_POLL_SECONDS = 10.0
@@ -89,6 +90,7 @@ async def on_retrain_requested(
 
     parent: str | None = None
     labelled_until: str | None = None
+    champion: Champion | None = None
     if event.trigger == "bootstrap":
         if not event.data_uri:
             async with uow.handling(event) as tx:
@@ -135,9 +137,22 @@ async def on_retrain_requested(
         reference = champion.dataset if champion else None
 
     ts = assemble(recent, reference, spec)
-    checks = validate(ts, spec)
+    evidence: ChampionEvidence | None = None
+    if champion is not None and spec.task == "classification":
+        evidence = await asyncio.to_thread(
+            registry.champion_evidence, champion, ts.frame.iloc[: ts.recent_rows], ts.features
+        )
+    checks = validate(ts, spec, reference=reference, champion=evidence)
     failed = [c for c in checks if not c.passed]
     if failed:
+        logger.info(
+            "data rejected",
+            extra={
+                "model": event.model,
+                "cycle_id": event.cycle_id,
+                "failed": [c.name for c in failed],
+            },
+        )
         async with uow.handling(event) as tx:
             tx.emit(
                 DataRejected(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
+from threadpoolctl import threadpool_limits
 
 from driftloop.shared.modeling import prepare, score
 from driftloop.shared.registry import (
@@ -46,7 +47,10 @@ def score_pair(
     if champion_ref is not None and champion_ref.version != version:
         champion_version = champion_ref.version
         theirs = score(task, y, load_model(model, champion_version), x)
-    latencies = [row_latency(challenger, x.iloc[[i]]) for i in range(min(LATENCY_ROWS, len(x)))]
+    # One thread, as the gateway serves: a multi-threaded OpenMP predict of one row is slower,
+    # and on a busy machine its spinning threads can stall it for seconds.
+    with threadpool_limits(limits=1):
+        latencies = [row_latency(challenger, x.iloc[[i]]) for i in range(min(LATENCY_ROWS, len(x)))]
     return Scored(ours, theirs, champion_version, latencies, len(holdout))
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,16 @@ from driftloop.shared.registry import (
     CHAMPION,
     VersionRef,
     experiment_id,
+    load_model,
     read_parquet_artifact,
     version_by_alias,
 )
 from driftloop.shared.spec import ModelSpec
 from driftloop.trainer.domain.dataset import TrainingSet
 from driftloop.trainer.domain.training import Fitted
+from driftloop.trainer.domain.validation import ChampionEvidence
+
+logger = logging.getLogger(__name__)
 
 LABELLED_UNTIL = "driftloop.labelled_until"
 
@@ -37,6 +42,8 @@ class Champion:
     ref: VersionRef
     dataset: pd.DataFrame
     labelled_until: str | None
+    metrics: dict[str, float] = field(default_factory=dict)  # its holdout metrics
+    features: list[str] | None = None  # what its pipeline reads (None: unknown, use the spec's)
 
 
 class TrainerRegistry:
@@ -50,7 +57,36 @@ class TrainerRegistry:
             return None
         run = self.client.get_run(ref.run_id)
         dataset = read_parquet_artifact(self.client, ref.run_id, "data/dataset.parquet")
-        return Champion(ref, dataset, run.data.tags.get(LABELLED_UNTIL))
+        tagged = run.data.tags.get("driftloop.features")
+        return Champion(
+            ref,
+            dataset,
+            run.data.tags.get(LABELLED_UNTIL),
+            metrics=dict(run.data.metrics),
+            features=json.loads(tagged) if tagged else None,
+        )
+
+    def champion_evidence(
+        self, champion: Champion, recent: pd.DataFrame, features: list[str]
+    ) -> ChampionEvidence:
+        """The champion's predictions on the recent rows and its holdout error rate.
+
+        Rows it cannot predict (columns it needs are missing or unreadable) leave the
+        predictions out, with the reason: the schema checks report that data on their own.
+        """
+        accuracy = champion.metrics.get("accuracy")
+        error = None if accuracy is None else 1.0 - accuracy
+        pipeline = load_model(champion.ref.model, champion.ref.version)
+        needed = champion.features or features
+        try:
+            predictions = list(pipeline.predict(prepare(recent, needed)))
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.warning(
+                "champion cannot predict the recent rows",
+                extra={"model": champion.ref.model, "version": champion.ref.version},
+            )
+            return ChampionEvidence(None, error, problem=f"the champion cannot predict: {exc}")
+        return ChampionEvidence(predictions, error)
 
     def bootstrap_data(self, uri: str) -> pd.DataFrame:
         from driftloop.shared.registry import read_table

@@ -9,6 +9,14 @@ import pandas as pd
 
 from driftloop.shared.events import CheckResult
 from driftloop.shared.spec import ModelSpec
+from driftloop.trainer.domain.validation import (
+    ChampionEvidence,
+    check_columns_present,
+    check_duplicates,
+    check_extra_columns,
+    check_label_flips,
+    reference_checks,
+)
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,7 @@ class TrainingSet:
     recent_rows: int
     reference_rows: int
     version: str  # content hash
+    source_columns: tuple[str, ...] = ()  # the recent rows' columns before the spec's selection
 
 
 def feature_columns(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
@@ -57,24 +66,37 @@ def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSp
         recent_rows=len(recent),
         reference_rows=len(fill),
         version=content_hash(frame),
+        source_columns=tuple(map(str, recent.columns)),
     )
 
 
-def validate(ts: TrainingSet, spec: ModelSpec) -> list[CheckResult]:
-    """Schema, size and label checks; any failed check means the set is rejected."""
-    frame = ts.frame
-    checks: list[CheckResult] = []
-    absent = [c for c in [*ts.features, spec.target] if frame[c].isna().all()]
-    checks.append(
-        CheckResult(
-            name="columns_present",
-            figure=float(len(absent)),
-            threshold=0,
-            passed=not absent,
-            detail=f"missing columns: {absent}" if absent else "",
-        )
-    )
-    labelled = int(frame[spec.target].iloc[: ts.recent_rows].notna().sum())
+def validate(
+    ts: TrainingSet,
+    spec: ModelSpec,
+    *,
+    reference: pd.DataFrame | None = None,
+    champion: ChampionEvidence | None = None,
+) -> list[CheckResult]:
+    """Every check of the gate; any failed check means the set is rejected.
+
+    Schema, size, label and duplicate checks always run on the recent rows. With a `reference`
+    (the champion's training set) the recent rows are also compared with it (types, ranges,
+    categories, missing values, label shift); with `champion` evidence (a classifier's
+    predictions on the recent rows and its holdout error) the labels are checked for flips.
+    At bootstrap there is neither, and those checks are skipped.
+    """
+    columns = [*ts.features, spec.target]
+    recent = ts.frame.iloc[: ts.recent_rows] if ts.recent_rows else ts.frame
+    checks = [
+        check_columns_present(recent, columns),
+        check_extra_columns(
+            ts.source_columns,
+            columns,
+            features_listed=spec.features is not None,
+            reference=reference,
+        ),
+    ]
+    labelled = int(ts.frame[spec.target].iloc[: ts.recent_rows].notna().sum())
     checks.append(
         CheckResult(
             name="min_rows",
@@ -83,6 +105,7 @@ def validate(ts: TrainingSet, spec: ModelSpec) -> list[CheckResult]:
             passed=labelled >= spec.trainer.min_rows,
         )
     )
+    frame = ts.frame
     if spec.task == "classification":
         classes = int(frame[spec.target].nunique(dropna=True))
         checks.append(
@@ -99,4 +122,10 @@ def validate(ts: TrainingSet, spec: ModelSpec) -> list[CheckResult]:
         checks.append(
             CheckResult(name="numeric_target", figure=float(numeric), threshold=1, passed=numeric)
         )
+    baseline = None if reference is None else reference.reindex(columns=columns)
+    checks.append(check_duplicates(recent, baseline))
+    if reference is not None:
+        checks.extend(reference_checks(recent, reference, ts.features, spec.target, task=spec.task))
+    if champion is not None:
+        checks.append(check_label_flips(recent[spec.target], champion))
     return checks

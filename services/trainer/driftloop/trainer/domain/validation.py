@@ -1,0 +1,403 @@
+"""The validation gate before any training: the recent rows against the schema and the reference.
+
+Pure functions over DataFrames. Each check returns one `CheckResult` (figure, threshold, outcome)
+whose detail names the columns and figures behind it. "Recent rows" are the newly labelled rows
+of this cycle; the reference is the champion's training set (absent at bootstrap, when the
+reference-based checks are skipped). Every threshold is a module constant documented here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from driftloop.shared.events import CheckResult
+
+Kind = Literal["numeric", "categorical"]
+
+RANGE_QUANTILE = 0.001
+"""The reference's range is [q(0.1%) - k*IQR, q(99.9%) + k*IQR]: robust to a few outliers."""
+
+RANGE_IQR_FACTOR = 1.5
+"""k above: how many interquartile ranges past the extreme quantiles a value may go."""
+
+RANGE_MAX_SHARE = 0.02
+"""Fail when more than this share of a numeric column's recent values is outside that range
+(a unit change or corrupted values, not ordinary drift, which moves few rows that far)."""
+
+UNSEEN_MAX_SHARE = 0.10
+"""Fail when more than this share of a categorical column's recent values was never seen in the
+reference (a new category ramping up stays under it for a while; a broken encoding does not)."""
+
+UNSEEN_MAX_CARDINALITY = 0.5
+"""Categorical columns whose reference values are mostly distinct (distinct/non-missing above
+this) are identifier-like; unseen values are expected there and the column is skipped."""
+
+MISSING_MAX_INCREASE = 0.10
+"""Fail when a column's missing-value rate in the recent rows exceeds the reference's by more
+than this (absolute, 0.10 = ten percentage points)."""
+
+LABEL_MAX_TVD = 0.30
+"""Classification: fail when the total variation distance between the label shares of the
+recent rows and of the reference exceeds this (concept drift moves it about 0.2 in our demo
+data; every label set to one class moves it by the other classes' share)."""
+
+LABEL_MAX_MEAN_SHIFT = 1.0
+"""Regression: fail when the recent target mean is more than this many reference standard
+deviations away from the reference mean."""
+
+DUPLICATE_MAX_SHARE = 0.30
+"""Fail when the share of recent rows that exactly repeat an earlier recent row (features and
+label) exceeds the reference's own duplicate share by more than this (a replayed batch)."""
+
+LABEL_FLIP_MARGIN = 0.4
+"""Fail when the recent labels disagree with the champion's predictions more often than the
+champion's holdout error rate plus this margin (absolute). A batch with most labels flipped
+raises disagreement by 0.5 or more; the concept changes drift and performance triggers react to
+usually raise it by less, and the recent rows still hold older, agreeing labels. A change that
+inverts the concept outright cannot be told from poisoning by the labels alone: it is refused,
+and a person decides (docs/decisions.md)."""
+
+LABEL_FLIP_MIN_ROWS = 100
+"""The label-flip check needs at least this many labelled recent rows to say anything."""
+
+
+@dataclass(frozen=True)
+class ChampionEvidence:
+    """What the label-flip check needs from the current champion.
+
+    `predictions` are the champion's predictions on the recent rows, in their order (None when
+    it could not predict them, said in `problem`); `error_rate` is 1 - its holdout accuracy.
+    """
+
+    predictions: Sequence[Any] | None
+    error_rate: float | None
+    problem: str = ""
+
+
+def _round(x: float) -> float:
+    return round(float(x), 4)
+
+
+def _listing(items: dict[str, float], limit: int = 5) -> str:
+    shown = sorted(items.items(), key=lambda kv: -kv[1])[:limit]
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(f"{k}={v:.3f}" for k, v in shown) + more
+
+
+def value_kind(series: pd.Series) -> Kind | None:
+    """numeric or categorical by the values (booleans are categorical); None when all missing."""
+    values = series.dropna()
+    if values.empty:
+        return None
+    if pd.api.types.is_bool_dtype(values):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(values):
+        return "numeric"
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    numeric = {"integer", "floating", "mixed-integer-float", "decimal"}
+    return "numeric" if inferred in numeric else "categorical"
+
+
+def check_columns_present(recent: pd.DataFrame, columns: list[str]) -> CheckResult:
+    """Every feature and the target exist and hold some value in the recent rows."""
+    absent = [c for c in columns if c not in recent.columns or recent[c].isna().all()]
+    return CheckResult(
+        name="columns_present",
+        figure=float(len(absent)),
+        threshold=0,
+        passed=not absent,
+        detail=f"missing columns: {absent}" if absent else "",
+    )
+
+
+def check_extra_columns(
+    source_columns: Sequence[str],
+    columns: list[str],
+    *,
+    features_listed: bool,
+    reference: pd.DataFrame | None,
+) -> CheckResult:
+    """Columns the data brings beyond the schema.
+
+    With features listed in the spec, other columns are ignored (a file's id column): reported,
+    passed. Without, every column is a feature, so a column the reference lacks would silently
+    change what the model reads: that fails.
+    """
+    if features_listed or reference is None:
+        extra = [c for c in source_columns if c not in columns]
+        return CheckResult(
+            name="extra_columns",
+            figure=float(len(extra)),
+            threshold=None,
+            passed=True,
+            detail=f"ignored columns not in the spec: {extra}" if extra else "",
+        )
+    new = [c for c in source_columns if c not in reference.columns]
+    return CheckResult(
+        name="extra_columns",
+        figure=float(len(new)),
+        threshold=0,
+        passed=not new,
+        detail=f"columns not in the reference: {new}" if new else "",
+    )
+
+
+def check_types(recent: pd.DataFrame, reference: pd.DataFrame, columns: list[str]) -> CheckResult:
+    """Each column is numeric or categorical in the recent rows as it is in the reference."""
+    changed = {}
+    for c in columns:
+        if c not in recent.columns or c not in reference.columns:
+            continue
+        now, before = value_kind(recent[c]), value_kind(reference[c])
+        if now and before and now != before:
+            changed[c] = f"{before} -> {now}"
+    return CheckResult(
+        name="column_types",
+        figure=float(len(changed)),
+        threshold=0,
+        passed=not changed,
+        detail="; ".join(f"{c}: {k}" for c, k in changed.items()),
+    )
+
+
+def _common(
+    recent: pd.DataFrame, reference: pd.DataFrame, columns: list[str], kind: Kind
+) -> list[str]:
+    return [
+        c
+        for c in columns
+        if c in recent.columns
+        and c in reference.columns
+        and value_kind(recent[c]) == kind
+        and value_kind(reference[c]) == kind
+    ]
+
+
+def reference_range(values: pd.Series) -> tuple[float, float]:
+    """[q(0.1%) - k*IQR, q(99.9%) + k*IQR] of the reference's values."""
+    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    low, q1, q3, high = np.quantile(v, [RANGE_QUANTILE, 0.25, 0.75, 1 - RANGE_QUANTILE])
+    iqr = q3 - q1
+    return float(low - RANGE_IQR_FACTOR * iqr), float(high + RANGE_IQR_FACTOR * iqr)
+
+
+def check_value_ranges(
+    recent: pd.DataFrame, reference: pd.DataFrame, columns: list[str]
+) -> CheckResult:
+    """Share of each numeric column's recent values outside the reference's range."""
+    shares: dict[str, float] = {}
+    bounds: dict[str, tuple[float, float]] = {}
+    for c in _common(recent, reference, columns, "numeric"):
+        values = pd.to_numeric(recent[c], errors="coerce").dropna()
+        if values.empty:
+            continue
+        low, high = reference_range(reference[c])
+        shares[c] = float(((values < low) | (values > high)).mean())
+        bounds[c] = (low, high)
+    worst = max(shares.values(), default=0.0)
+    bad = {c: s for c, s in shares.items() if s > RANGE_MAX_SHARE}
+    detail = "; ".join(
+        f"{c}: {s:.3f} of rows outside [{bounds[c][0]:.4g}, {bounds[c][1]:.4g}]"
+        for c, s in sorted(bad.items(), key=lambda kv: -kv[1])
+    )
+    return CheckResult(
+        name="value_range",
+        figure=_round(worst),
+        threshold=RANGE_MAX_SHARE,
+        passed=not bad,
+        detail=detail or (f"share outside per column: {_listing(shares)}" if shares else ""),
+    )
+
+
+def check_unseen_categories(
+    recent: pd.DataFrame, reference: pd.DataFrame, columns: list[str]
+) -> CheckResult:
+    """Share of each categorical column's recent values that the reference never had."""
+    shares: dict[str, float] = {}
+    unseen_values: dict[str, list[str]] = {}
+    skipped = []
+    for c in _common(recent, reference, columns, "categorical"):
+        known = reference[c].dropna().astype(str)
+        if known.nunique() > UNSEEN_MAX_CARDINALITY * len(known):
+            skipped.append(c)
+            continue
+        values = recent[c].dropna().astype(str)
+        if values.empty:
+            continue
+        unseen = ~values.isin(set(known))
+        shares[c] = float(unseen.mean())
+        unseen_values[c] = sorted(values[unseen].unique())[:5]
+    worst = max(shares.values(), default=0.0)
+    bad = {c: s for c, s in shares.items() if s > UNSEEN_MAX_SHARE}
+    parts = [
+        f"{c}: {s:.3f} of rows unseen (e.g. {unseen_values[c]})"
+        for c, s in sorted(bad.items(), key=lambda kv: -kv[1])
+    ]
+    if skipped:
+        parts.append(f"identifier-like, skipped: {skipped}")
+    return CheckResult(
+        name="unseen_categories",
+        figure=_round(worst),
+        threshold=UNSEEN_MAX_SHARE,
+        passed=not bad,
+        detail="; ".join(parts),
+    )
+
+
+def check_missing_rates(
+    recent: pd.DataFrame, reference: pd.DataFrame, columns: list[str]
+) -> CheckResult:
+    """Increase of each column's missing-value rate over the reference's (absolute)."""
+    rises: dict[str, float] = {}
+    rates: dict[str, tuple[float, float]] = {}
+    for c in columns:
+        if c not in recent.columns or c not in reference.columns or recent.empty:
+            continue
+        now, before = float(recent[c].isna().mean()), float(reference[c].isna().mean())
+        rises[c] = now - before
+        rates[c] = (before, now)
+    worst = max(rises.values(), default=0.0)
+    bad = {c: r for c, r in rises.items() if r > MISSING_MAX_INCREASE}
+    detail = "; ".join(
+        f"{c}: missing {rates[c][0]:.3f} -> {rates[c][1]:.3f}"
+        for c, _ in sorted(bad.items(), key=lambda kv: -kv[1])
+    )
+    return CheckResult(
+        name="missing_rate",
+        figure=_round(worst),
+        threshold=MISSING_MAX_INCREASE,
+        passed=not bad,
+        detail=detail,
+    )
+
+
+def total_variation(a: pd.Series, b: pd.Series) -> float:
+    """Half the L1 distance between the value shares of `a` and `b` (0 same, 1 disjoint)."""
+    pa = a.dropna().value_counts(normalize=True).to_dict()
+    pb = b.dropna().value_counts(normalize=True).to_dict()
+    return 0.5 * float(sum(abs(pa.get(k, 0.0) - pb.get(k, 0.0)) for k in {*pa, *pb}))
+
+
+def check_label_shift(
+    labels: pd.Series, reference_labels: pd.Series, *, task: str, target: str
+) -> CheckResult:
+    """Classification: TVD of label shares; regression: mean shift in reference std units."""
+    labels, reference_labels = labels.dropna(), reference_labels.dropna()
+    if task == "classification":
+        tvd = total_variation(labels, reference_labels)
+        shares = labels.value_counts(normalize=True).round(3).to_dict()
+        before = reference_labels.value_counts(normalize=True).round(3).to_dict()
+        return CheckResult(
+            name="label_shift",
+            figure=_round(tvd),
+            threshold=LABEL_MAX_TVD,
+            passed=tvd <= LABEL_MAX_TVD,
+            detail=f"{target} shares {before} -> {shares} (total variation {tvd:.3f})",
+        )
+    now = pd.to_numeric(labels, errors="coerce").dropna()
+    before = pd.to_numeric(reference_labels, errors="coerce").dropna()
+    if now.empty or len(before) < 2:
+        return CheckResult(
+            name="label_shift",
+            figure=None,
+            threshold=LABEL_MAX_MEAN_SHIFT,
+            passed=True,
+            detail="skipped: too few numeric labels",
+        )
+    std = float(before.std()) or 1.0
+    shift = abs(float(now.mean()) - float(before.mean())) / std
+    return CheckResult(
+        name="label_shift",
+        figure=_round(shift),
+        threshold=LABEL_MAX_MEAN_SHIFT,
+        passed=shift <= LABEL_MAX_MEAN_SHIFT,
+        detail=f"{target} mean {before.mean():.4g} -> {now.mean():.4g} (reference std {std:.4g})",
+    )
+
+
+def duplicate_share(frame: pd.DataFrame) -> float:
+    """Share of rows that exactly repeat an earlier row."""
+    if frame.empty:
+        return 0.0
+    return float(frame.astype(str).duplicated().mean())
+
+
+def check_duplicates(recent: pd.DataFrame, reference: pd.DataFrame | None) -> CheckResult:
+    """Share of exact duplicate rows among the recent rows, beyond the reference's own."""
+    share = duplicate_share(recent)
+    baseline = duplicate_share(reference) if reference is not None else 0.0
+    threshold = min(1.0, baseline + DUPLICATE_MAX_SHARE)
+    repeats = round(share * len(recent))
+    return CheckResult(
+        name="duplicates",
+        figure=_round(share),
+        threshold=_round(threshold),
+        passed=share <= threshold,
+        detail=f"{repeats} of {len(recent)} recent rows ({share:.3f}) repeat an earlier one;"
+        f" the reference has {baseline:.3f}",
+    )
+
+
+def check_label_flips(labels: pd.Series, champion: ChampionEvidence) -> CheckResult:
+    """Disagreement of the recent labels with the champion's predictions vs its error rate."""
+    error = champion.error_rate
+    threshold = None if error is None else _round(min(1.0, error + LABEL_FLIP_MARGIN))
+
+    def skipped(why: str) -> CheckResult:
+        return CheckResult(
+            name="label_flip",
+            figure=None,
+            threshold=threshold,
+            passed=True,
+            detail=f"skipped: {why}",
+        )
+
+    if champion.predictions is None:
+        return skipped(champion.problem or "no champion predictions")
+    if error is None:
+        return skipped("the champion's holdout accuracy is unknown")
+    if len(champion.predictions) != len(labels):
+        return skipped(f"{len(champion.predictions)} predictions for {len(labels)} rows")
+    predicted = pd.Series(list(champion.predictions), index=labels.index)
+    known = labels.notna()
+    if int(known.sum()) < LABEL_FLIP_MIN_ROWS:
+        return skipped(f"{int(known.sum())} labelled rows, fewer than {LABEL_FLIP_MIN_ROWS}")
+    disagree = float((predicted[known] != labels[known]).mean())
+    rows, name = int(known.sum()), labels.name or "the label"
+    limit = min(1.0, error + LABEL_FLIP_MARGIN)
+    return CheckResult(
+        name="label_flip",
+        figure=_round(disagree),
+        threshold=_round(limit),
+        passed=disagree <= limit,
+        detail=f"{name} disagrees with the champion on {disagree:.3f} of {rows} rows;"
+        f" its holdout error is {error:.3f} (+ margin {LABEL_FLIP_MARGIN})",
+    )
+
+
+def reference_checks(
+    recent: pd.DataFrame,
+    reference: pd.DataFrame,
+    features: list[str],
+    target: str,
+    *,
+    task: str,
+) -> list[CheckResult]:
+    """Every check that compares the recent rows with the reference (skipped at bootstrap)."""
+    return [
+        check_types(recent, reference, [*features, target]),
+        check_value_ranges(recent, reference, features),
+        check_unseen_categories(recent, reference, features),
+        check_missing_rates(recent, reference, features),
+        check_label_shift(
+            recent[target] if target in recent.columns else pd.Series(dtype=object),
+            reference[target] if target in reference.columns else pd.Series(dtype=object),
+            task=task,
+            target=target,
+        ),
+    ]
