@@ -41,3 +41,21 @@ asyncapi: install
 
 clean:
 	rm -rf $(VENV) .driftloop .pytest_cache
+
+# Drift report vs Evidently's DataDriftPreset (docs/benchmarks.md). Evidently 0.7 needs
+# pandas < 3, so it gets a venv of its own; driftloop goes in without its dependencies, plus
+# the few its stats module imports, at the project's pins. BENCH_ARGS="--rows 100000" etc.
+BENCH_VENV := bench/.venv-evidently
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+.PHONY: bench-drift
+bench-drift: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/drift_vs_evidently.py $(BENCH_ARGS)
+
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(BENCH_VENV)/bin/python -m pip install --quiet evidently==0.7.23 pandas==2.3.3 \
+		numpy==2.4.6 scipy==1.17.1 pydantic==2.14.4 pyyaml==6.0.4
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
