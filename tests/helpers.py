@@ -110,3 +110,24 @@ def of_cycle(events: list[dict[str, Any]], cycle_id: str) -> list[dict[str, Any]
 
 def types(events: list[dict[str, Any]]) -> list[str]:
     return [e["envelope"]["type"] for e in events]
+
+
+async def consumer_settled(
+    js: Any, durable: str, *, acked: int, stream: str = EVENTS_STREAM
+) -> Any:
+    """The consumer's info once `acked` stream messages are acked (or terminated) and none
+    wait, pending or unacknowledged."""
+    from nats.js.errors import NotFoundError
+
+    async def check() -> Any:
+        try:
+            info = await js.consumer_info(stream, durable)
+        except NotFoundError as exc:  # the subscription creates it in the background
+            raise AssertionError("consumer not created yet") from exc
+        assert info.ack_floor is not None
+        assert info.ack_floor.stream_seq == acked, info
+        assert info.num_pending == 0, info
+        assert info.num_ack_pending == 0, info
+        return info
+
+    return await eventually(check, timeout=10, interval=0.1)

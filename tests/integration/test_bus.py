@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import eventually, read_all_events
+from helpers import consumer_settled, eventually, read_all_events
 from nats.js.api import ConsumerInfo
-from nats.js.errors import NotFoundError
 
 from driftloop.shared.bus import Bus, RetryLaterError, connect_bus
 from driftloop.shared.config import Settings
@@ -77,20 +76,7 @@ def trained(version: str = "1") -> ModelTrained:
 
 
 async def drained(bus: Bus, *, acked: int) -> ConsumerInfo:
-    """The consumer once `acked` stream messages are acked (or terminated) and none wait."""
-
-    async def check() -> ConsumerInfo:
-        try:
-            info: ConsumerInfo = await bus.js.consumer_info(EVENTS_STREAM, DURABLE)
-        except NotFoundError as exc:  # the subscription creates it in the background
-            raise AssertionError("consumer not created yet") from exc
-        assert info.ack_floor is not None
-        assert info.ack_floor.stream_seq == acked, info
-        assert info.num_pending == 0, info
-        assert info.num_ack_pending == 0, info
-        return info
-
-    info: ConsumerInfo = await eventually(check, timeout=10, interval=0.1)
+    info: ConsumerInfo = await consumer_settled(bus.js, DURABLE, acked=acked)
     return info
 
 

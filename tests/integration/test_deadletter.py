@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually
+from helpers import consumer_settled, eventually
 from nats.js.api import ConsumerInfo, RawStreamMsg
-from nats.js.errors import NotFoundError
 
 from driftloop.cli.client import DeadLetter, Entry, Received, read_log
 from driftloop.shared import bus as bus_module
@@ -76,20 +75,7 @@ async def dead_letters(bus: Bus, count: int) -> list[RawStreamMsg]:
 
 
 async def settled(bus: Bus, *, acked: int) -> ConsumerInfo:
-    """The consumer once `acked` stream messages are acked or terminated and none wait."""
-
-    async def check() -> ConsumerInfo:
-        try:
-            info: ConsumerInfo = await bus.js.consumer_info(EVENTS_STREAM, DURABLE)
-        except NotFoundError as exc:  # the subscription creates it in the background
-            raise AssertionError("consumer not created yet") from exc
-        assert info.ack_floor is not None
-        assert info.ack_floor.stream_seq == acked, info
-        assert info.num_pending == 0, info
-        assert info.num_ack_pending == 0, info
-        return info
-
-    info: ConsumerInfo = await eventually(check, timeout=10, interval=0.1)
+    info: ConsumerInfo = await consumer_settled(bus.js, DURABLE, acked=acked)
     return info
 
 
