@@ -24,7 +24,7 @@ from driftloop.gateway.app import create_app
 from driftloop.monitor.main import serve as monitor
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
-from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, RetrainRequested
+from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, TERMINAL_TYPES, RetrainRequested
 from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_alias
 from driftloop.shared.routes import Routes, Served
 from driftloop.shared.spec import parse_spec
@@ -454,3 +454,50 @@ async def test_shadow_is_mirrored_off_the_request_path_and_measured_per_version(
     served = stats["champion"]["routes"]["champion"]
     assert served["requests"] >= 10
     assert 0 <= stats["champion"]["metric"]["figure"] <= 1
+
+
+async def test_enough_new_labels_trigger_a_volume_cycle_once(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
+    spec = parse_spec(
+        SPEC.replace("psi_warn: 0.2, psi_retrain: 0.25", "psi_warn: 50, psi_retrain: 50").replace(
+            "  cooldown: 10m\n", "  cooldown: 10m\n  min_new_labels: 400\n"
+        )
+    )
+    await (await bus.kv(SPECS_BUCKET)).put("churn", spec.to_json())
+    rng = np.random.default_rng(11)
+
+    for _ in range(12):  # 600 labels: past min_new_labels once
+        frame = churn(rng, 50)
+        body = (
+            await gateway.post(
+                "/v1/models/churn/predict",
+                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+            )
+        ).json()
+        labels = [
+            {"id": k, "label": int(y)} for k, y in zip(body["ids"], frame["churned"], strict=True)
+        ]
+        assert (
+            await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
+        ).status_code == 202
+
+    async def volume_cycle_ended() -> list[dict[str, Any]] | None:
+        events = await read_all_events(settings.resolved_nats_url(), "churn")
+        started = [
+            e
+            for e in events
+            if e["envelope"]["type"] == "RetrainRequested"
+            and e["envelope"]["data"]["trigger"] == "volume"
+        ]
+        if not started:
+            return None
+        cycle = of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])
+        return started if cycle[-1]["envelope"]["type"] in TERMINAL_TYPES else None
+
+    started = await eventually(volume_cycle_ended, timeout=90)
+    assert len(started) == 1
+    assert "min_new_labels 400" in started[0]["envelope"]["data"]["reason"]

@@ -79,8 +79,15 @@ class MonitorSpec(_Part):
     window: int = Field(default=2000, ge=10, description="predicted rows per drift window")
     drift: DriftPolicy = DriftPolicy()
     performance: PerformancePolicy = PerformancePolicy()
-    schedule: Duration | None = None
-    min_new_labels: int = Field(default=1000, ge=1)
+    schedule: Duration | None = Field(
+        default=None, description="retrain when this long has passed since the last one"
+    )
+    min_new_labels: int | None = Field(
+        default=None,
+        ge=1,
+        description="data-volume trigger: retrain once this many new labelled rows arrived "
+        "since the last retraining; unset: off",
+    )
     cooldown: Duration = timedelta(minutes=10)
 
 

@@ -8,7 +8,12 @@ import pytest
 from sklearn.metrics import f1_score, mean_squared_error
 
 from driftloop.monitor.domain.performance import live_metric
-from driftloop.monitor.domain.policy import TriggerState, decide_on_performance
+from driftloop.monitor.domain.policy import (
+    TriggerState,
+    decide_on_performance,
+    decide_on_schedule,
+    decide_on_volume,
+)
 from driftloop.shared.spec import MonitorSpec, PerformancePolicy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -80,3 +85,36 @@ def test_performance_trigger_respects_cooldown_and_open_cycles() -> None:
     assert "c1" in running.reason
     assert later.fire
     assert later.reason.startswith("performance:")
+
+
+def test_volume_trigger_waits_for_enough_new_labels_and_is_off_by_default() -> None:
+    policy = MonitorSpec.model_validate({"min_new_labels": 500})
+
+    early = decide_on_volume(499, TriggerState(), policy, now=NOW)
+    due = decide_on_volume(500, TriggerState(), policy, now=NOW)
+    off = decide_on_volume(10**9, TriggerState(), MonitorSpec(), now=NOW)
+
+    assert early is None
+    assert due is not None
+    assert due.fire
+    assert due.reason.startswith("volume:")
+    assert off is None
+
+
+def test_schedule_trigger_counts_from_the_last_retraining_or_the_reference() -> None:
+    policy = MonitorSpec.model_validate({"schedule": "7d", "cooldown": "1m"})
+    week_ago = NOW - timedelta(days=7, seconds=1)
+
+    fresh = decide_on_schedule(TriggerState(), policy, since=NOW - timedelta(days=1), now=NOW)
+    due = decide_on_schedule(TriggerState(), policy, since=week_ago, now=NOW)
+    retrained = decide_on_schedule(
+        TriggerState(last_retrain_at=NOW - timedelta(days=2)), policy, since=week_ago, now=NOW
+    )
+    running = decide_on_schedule(TriggerState(open_cycle_id="c9"), policy, since=week_ago, now=NOW)
+
+    assert fresh is None
+    assert due is not None
+    assert due.fire
+    assert retrained is None
+    assert running is not None
+    assert not running.fire

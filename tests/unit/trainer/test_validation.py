@@ -14,6 +14,7 @@ from driftloop.shared.spec import ModelSpec, TrainerSpec
 from driftloop.trainer.domain import validation
 from driftloop.trainer.domain.dataset import assemble, validate
 from driftloop.trainer.domain.validation import (
+    LABEL_FLIP_MARGIN,
     ChampionEvidence,
     check_label_flips,
     check_value_ranges,
@@ -264,10 +265,12 @@ def test_the_label_flip_check_is_skipped_without_enough_evidence(
 
 def test_the_label_flip_threshold_is_the_error_rate_plus_the_margin() -> None:
     labels = pd.Series([0] * 100 + [1] * 100)
-    predictions = [0] * 100 + [0] * 60 + [1] * 40  # 60 of 200 disagree: 0.30
+    predictions = [1] * 60 + [0] * 40 + [0] * 60 + [1] * 40  # 60 + 60 of 200 disagree: 0.60
 
-    lenient = check_label_flips(labels, ChampionEvidence(predictions, 0.1))
-    strict = check_label_flips(labels, ChampionEvidence(predictions, 0.01))
+    lenient = check_label_flips(labels, ChampionEvidence(predictions, 0.25))
+    strict = check_label_flips(labels, ChampionEvidence(predictions, 0.1))
 
-    assert (lenient.figure, lenient.threshold, lenient.passed) == (0.3, 0.35, True)
-    assert (strict.figure, strict.threshold, strict.passed) == (0.3, 0.26, False)
+    assert (lenient.figure, lenient.passed) == (0.6, True)
+    assert lenient.threshold == pytest.approx(0.25 + LABEL_FLIP_MARGIN)
+    assert (strict.figure, strict.passed) == (0.6, False)
+    assert strict.threshold == pytest.approx(0.1 + LABEL_FLIP_MARGIN)

@@ -20,6 +20,7 @@ from driftloop.monitor.adapters.store import (
     last_decision,
     load,
     load_stats,
+    models,
     samples,
     save,
     save_stats,
@@ -38,6 +39,8 @@ from driftloop.monitor.domain.policy import (
     RetrainDecision,
     TriggerState,
     decide_on_performance,
+    decide_on_schedule,
+    decide_on_volume,
     decide_retrain,
     worse_than_floor,
 )
@@ -56,6 +59,7 @@ from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
 from driftloop.shared.samples import record_labels, record_predictions
 from driftloop.shared.service import SpecSource
+from driftloop.shared.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -226,7 +230,7 @@ def _record_decision(
                 requested_at=now,
             )
         )
-    return {"open_cycle_id": cycle_id, "last_retrain_at": now}
+    return {"open_cycle_id": cycle_id, "last_retrain_at": now, "labels_since_retrain": 0}
 
 
 async def on_feedback(
@@ -240,57 +244,118 @@ async def on_feedback(
         state = load(tx.conn, batch.model)
         if spec is None or state is None or state["reference_version"] is None or not added:
             return
-        policy = spec.monitor.performance
-        pending = (state["labels_since_eval"] or 0) + added
-        if pending < policy.min_labels:
-            save(tx.conn, batch.model, labels_since_eval=pending)
-            return
-        rows = labelled_of_version(
-            tx.conn,
-            batch.model,
-            state["reference_version"],
-            limit=max(policy.min_labels, spec.monitor.window),
-        )
-        values: dict[str, Any] = {"labels_since_eval": 0}
-        if len(rows) >= policy.min_labels:
-            figure = live_metric(
-                policy.metric, [r.label for r in rows], [r.prediction for r in rows]
+        values = _judge_performance(tx, batch, spec, state, added, now=now())
+        if "open_cycle_id" not in values:
+            since_retrain = (state["labels_since_retrain"] or 0) + added
+            decision = decide_on_volume(
+                since_retrain, _trigger_state(state), spec.monitor, now=now()
             )
-            values["last_performance"] = {
-                "metric": policy.metric,
-                "figure": figure,
-                "labels": len(rows),
-                "at": now().isoformat(),
-                "version": state["reference_version"],
-            }
-            if worse_than_floor(figure, policy):
-                degraded_id = tx.emit(
-                    PerformanceDegraded(
-                        model=batch.model,
-                        window_start=min(r.labelled_at for r in rows),
-                        window_end=max(r.labelled_at for r in rows),
-                        metric=policy.metric,
-                        figure=figure,
-                        threshold=policy.min,
-                        labels=len(rows),
-                    )
-                )
-                decision = decide_on_performance(
-                    figure, len(rows), _trigger_state(state), spec.monitor, now=now()
-                )
+            values["labels_since_retrain"] = since_retrain
+            if decision is not None and _worth_recording(tx, batch.model, "volume", decision):
                 values |= _record_decision(
-                    tx, batch.model, "performance", decision, cause_id=degraded_id, now=now()
+                    tx, batch.model, "volume", decision, cause_id=None, now=now()
                 )
         save(tx.conn, batch.model, **values)
 
 
+def _worth_recording(tx: Tx, model: str, trigger: str, decision: RetrainDecision) -> bool:
+    """Every fired decision, and a suppressed one unless the model's last decision was the
+    same trigger suppressed already (a condition that holds batch after batch is recorded
+    once, not once per batch)."""
+    if decision.fire:
+        return True
+    last = last_decision(tx.conn, model)
+    return last is None or last["trigger"] != trigger or bool(last["fired"])
+
+
+def _judge_performance(
+    tx: Tx,
+    batch: FeedbackBatch,
+    spec: ModelSpec,
+    state: dict[str, Any],
+    added: int,
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """Every `min_labels` new labels, the champion's live metric against the floor; returns
+    the model-state columns that change."""
+    policy = spec.monitor.performance
+    pending = (state["labels_since_eval"] or 0) + added
+    if pending < policy.min_labels:
+        return {"labels_since_eval": pending}
+    rows = labelled_of_version(
+        tx.conn,
+        batch.model,
+        state["reference_version"],
+        limit=max(policy.min_labels, spec.monitor.window),
+    )
+    values: dict[str, Any] = {"labels_since_eval": 0}
+    if len(rows) >= policy.min_labels:
+        figure = live_metric(policy.metric, [r.label for r in rows], [r.prediction for r in rows])
+        values["last_performance"] = {
+            "metric": policy.metric,
+            "figure": figure,
+            "labels": len(rows),
+            "at": now.isoformat(),
+            "version": state["reference_version"],
+        }
+        if worse_than_floor(figure, policy):
+            degraded_id = tx.emit(
+                PerformanceDegraded(
+                    model=batch.model,
+                    window_start=min(r.labelled_at for r in rows),
+                    window_end=max(r.labelled_at for r in rows),
+                    metric=policy.metric,
+                    figure=figure,
+                    threshold=policy.min,
+                    labels=len(rows),
+                )
+            )
+            decision = decide_on_performance(
+                figure, len(rows), _trigger_state(state), spec.monitor, now=now
+            )
+            values |= _record_decision(
+                tx, batch.model, "performance", decision, cause_id=degraded_id, now=now
+            )
+    return values
+
+
 async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -> None:
-    """A cycle started (by us, the CLI or a bootstrap): remember it so none runs beside it."""
+    """A cycle started (by us, the CLI or a bootstrap): remember it so none runs beside it,
+    and count new labels for the volume trigger from here."""
     async with uow.handling(event) as tx:
-        save(tx.conn, event.model, open_cycle_id=event.cycle_id)
+        save(tx.conn, event.model, open_cycle_id=event.cycle_id, labels_since_retrain=0)
 
 
-async def on_deployed(event: Deployed, *, uow: SqlUnitOfWork, client: MlflowClient) -> None:
+async def check_schedule(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime) -> None:
+    """The schedule trigger, run by a timer: every model whose `monitor.schedule` has passed
+    since its last retraining (or since its reference was set)."""
+    with uow.engine.connect() as conn:
+        names = [r.model for r in conn.execute(sa.select(models.c.model))]
+    for model in names:
+        spec = await specs.get(model)
+        if spec is None or spec.monitor.schedule is None:
+            continue
+        async with uow.transaction() as tx:
+            state = load(tx.conn, model)
+            if state is None or state["reference_at"] is None:
+                continue
+            decision = decide_on_schedule(
+                _trigger_state(state), spec.monitor, since=state["reference_at"], now=now
+            )
+            if decision is not None and _worth_recording(tx, model, "schedule", decision):
+                values = _record_decision(tx, model, "schedule", decision, cause_id=None, now=now)
+                if values:
+                    save(tx.conn, model, **values)
+
+
+async def on_deployed(
+    event: Deployed,
+    *,
+    uow: SqlUnitOfWork,
+    client: MlflowClient,
+    now: Callable[[], datetime],
+) -> None:
     """The new champion's training profile becomes the reference; the window restarts."""
     if uow.already_handled():
         return
@@ -303,6 +368,7 @@ async def on_deployed(event: Deployed, *, uow: SqlUnitOfWork, client: MlflowClie
         values: dict[str, Any] = {
             "reference_version": event.version,
             "reference_run_id": event.run_id,
+            "reference_at": now(),
             "profile": profile.model_dump(mode="json"),
             "window": Window().model_dump(mode="json"),
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -12,6 +14,7 @@ from driftloop.monitor.adapters.store import SERVICE, VERSIONS, messaging
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
+from driftloop.shared.db import SqlUnitOfWork
 from driftloop.shared.events import (
     FEEDBACK_STREAM,
     PREDICTIONS_STREAM,
@@ -26,6 +29,8 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.registry import configure_mlflow
 
+logger = logging.getLogger(__name__)
+SCHEDULE_TICK_SECONDS = 30.0
 STATUS_SUBJECT = "driftloop.rpc.monitor.status"
 VERSION_SUBJECT = "driftloop.rpc.monitor.version"  # live stats of one version
 
@@ -54,7 +59,7 @@ async def serve(settings: Settings) -> None:
             durable="feedback",
         )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
-        bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client))
+        bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
         for ended in (EvaluationFailed, DataRejected, TrainingFailed, RolledBack):
             bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
 
@@ -71,7 +76,20 @@ async def serve(settings: Settings) -> None:
         await bus.respond(STATUS_SUBJECT, answer_status)
         await bus.respond(VERSION_SUBJECT, answer_version)
         bus.start_relay(uow)
-        await bus.run_until_stopped()
+        schedule = asyncio.create_task(_schedule_timer(uow, specs))
+        try:
+            await bus.run_until_stopped()
+        finally:
+            schedule.cancel()
+
+
+async def _schedule_timer(uow: SqlUnitOfWork, specs: service.SpecSource) -> None:
+    while True:
+        await asyncio.sleep(SCHEDULE_TICK_SECONDS)
+        try:
+            await handlers.check_schedule(uow=uow, specs=specs, now=utcnow())
+        except Exception:
+            logger.exception("schedule check failed")
 
 
 def main() -> None:

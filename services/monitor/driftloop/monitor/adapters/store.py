@@ -29,6 +29,8 @@ models = sa.Table(
     sa.Column("rows_seen", sa.BigInteger, nullable=False, default=0),
     sa.Column("labels_since_eval", sa.Integer, nullable=False, default=0),
     sa.Column("last_performance", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("labels_since_retrain", sa.Integer, nullable=False, default=0),
+    sa.Column("reference_at", UtcDateTime(), nullable=True),
 )
 samples = samples_table(metadata, SERVICE)
 version_stats = sa.Table(
@@ -64,7 +66,7 @@ def save(conn: Connection, model: str, **values: Any) -> None:
     """Insert or update the model's row (only the given columns change)."""
     done = conn.execute(models.update().where(models.c.model == model).values(**values))
     if done.rowcount == 0:
-        values = {"rows_seen": 0, "labels_since_eval": 0} | values
+        values = {"rows_seen": 0, "labels_since_eval": 0, "labels_since_retrain": 0} | values
         conn.execute(models.insert().values(model=model, **values))
 
 

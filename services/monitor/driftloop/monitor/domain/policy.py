@@ -78,3 +78,28 @@ def worse_than_floor(figure: float, perf: PerformancePolicy) -> bool:
     if HIGHER_IS_BETTER.get(perf.metric, True):
         return figure < perf.min
     return figure > perf.min
+
+
+def decide_on_volume(
+    new_labels: int, state: TriggerState, policy: MonitorSpec, *, now: datetime
+) -> RetrainDecision | None:
+    """Retrain once `min_new_labels` labelled rows arrived since the last retraining; None
+    while the condition does not hold (or the trigger is off)."""
+    if policy.min_new_labels is None or new_labels < policy.min_new_labels:
+        return None
+    what = f"{new_labels} new labelled rows (min_new_labels {policy.min_new_labels})"
+    return gate(what, f"volume: {what}", state, policy, now=now)
+
+
+def decide_on_schedule(
+    state: TriggerState, policy: MonitorSpec, *, since: datetime, now: datetime
+) -> RetrainDecision | None:
+    """Retrain when `schedule` has passed since the last retraining (or since `since`, when
+    the model was first seen); None while it has not (or the trigger is off)."""
+    if policy.schedule is None:
+        return None
+    start = state.last_retrain_at or since
+    if now < start + policy.schedule:
+        return None
+    what = f"{policy.schedule} since {start.isoformat()}"
+    return gate(what, f"schedule: {what}", state, policy, now=now)
