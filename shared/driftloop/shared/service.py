@@ -8,7 +8,6 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from driftloop.shared.bus import Bus
@@ -60,7 +59,3 @@ def run(
         asyncio.run(serve(settings))
     finally:
         provider.shutdown()
-
-
-def json_column(name: str, *, nullable: bool = True) -> sa.Column[Any]:
-    return sa.Column(name, sa.JSON, nullable=nullable)
