@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
 
 from driftloop.cli.supervisor import free_port, pid_alive
+from driftloop.shared.events import TERMINAL_TYPES
 from driftloop.shared.telemetry import trace_id_of
 
 CYCLE = ["RetrainRequested", "ModelTrained", "EvaluationPassed", "RolloutAdvanced", "Deployed"]
@@ -102,14 +104,26 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
             ).status_code == 202
             await asyncio.sleep(0.25 if i < 20 else 0.5)
 
-    events = await read_all_events(cli.nats_url, "churn")
+    async def drift_cycle_ended() -> list[dict[str, Any]] | None:
+        events = await read_all_events(cli.nats_url, "churn")
+        started = [
+            e
+            for e in events
+            if e["envelope"]["type"] == "RetrainRequested"
+            and e["envelope"]["data"]["trigger"] == "drift"
+        ]
+        if not started:
+            return None
+        last = of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])[-1]
+        return events if last["envelope"]["type"] in TERMINAL_TYPES else None
+
+    events = await eventually(drift_cycle_ended, timeout=150)
     drift = [
         e
         for e in events
         if e["envelope"]["type"] == "RetrainRequested"
         and e["envelope"]["data"]["trigger"] == "drift"
     ]
-    assert version == "2"
     assert len(drift) == 1
     cycle_id = drift[0]["envelope"]["data"]["cycle_id"]
     cycle = of_cycle(events, cycle_id)
@@ -118,6 +132,16 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert len(trace_ids) == 1
     assert None not in trace_ids
     assert cycle[-1]["envelope"]["data"]["previous_version"] == "1"
+
+    async def serves_v2() -> bool:
+        async with httpx.AsyncClient(base_url=cli.gateway, timeout=30) as http:
+            resp = await http.post(
+                "/v1/models/churn/predict",
+                json={"instances": churn(rng, 1).drop(columns="churned").to_dict(orient="records")},
+            )
+        return resp.json()["version"] == "2"
+
+    await eventually(serves_v2)
 
     listed = cli("events", "churn", "--json")
     lines = [json.loads(line) for line in listed.stdout.splitlines()]

@@ -98,6 +98,34 @@ async def wait_for(settings: Settings, cycle: str, last: str, timeout: float = 9
     return await eventually(ended, timeout=timeout)
 
 
+async def ended_cycle(
+    settings: Settings, trigger: str, timeout: float = 150
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All events, and those of the first cycle started by `trigger`, once that cycle ended."""
+
+    async def ended() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        events = await read_all_events(settings.resolved_nats_url(), "churn")
+        started = [
+            e["envelope"]["data"]["cycle_id"]
+            for e in events
+            if e["envelope"]["type"] == "RetrainRequested"
+            and e["envelope"]["data"]["trigger"] == trigger
+        ]
+        if not started:
+            return None
+        cycle = of_cycle(events, started[0])
+        return (events, cycle) if cycle[-1]["envelope"]["type"] in TERMINAL_TYPES else None
+
+    return await eventually(ended, timeout=timeout)
+
+
+async def serving(gateway: httpx.AsyncClient, version: str) -> None:
+    async def check() -> bool:
+        return (await gateway.get("/v1/models/churn")).json()["champion"] == {"version": version}
+
+    await eventually(check)
+
+
 async def test_bootstrap_cycle_promotes_the_first_version(
     settings: Settings, bus: Bus, running: Any, tmp_path: Path
 ) -> None:
@@ -266,18 +294,17 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
         assert fb.status_code == 202
         await asyncio.sleep(0.2)
 
-    events = await read_all_events(settings.resolved_nats_url(), "churn")
+    events, cycle_events = await ended_cycle(settings, "drift")
     drift_cycles = [
-        e["envelope"]["data"]["cycle_id"]
+        e
         for e in events
         if e["envelope"]["type"] == "RetrainRequested"
         and e["envelope"]["data"]["trigger"] == "drift"
     ]
     assert "DriftDetected" in types(events)
     assert len(drift_cycles) == 1, "a persisting drift starts one cycle, not a storm"
-    cycle_events = of_cycle(events, drift_cycles[0])
-    assert types(cycle_events) == BOOTSTRAP_TYPES, cycle_events[-1]["envelope"]["data"]["reason"]
-    assert version == "2"
+    assert types(cycle_events) == BOOTSTRAP_TYPES, cycle_events[-1]["envelope"]["data"]
+    await serving(gateway, "2")
     status = (await gateway.get("/v1/models/churn")).json()
     assert status["champion"] == {"version": "2"}
     assert status["last_drift"]["drifted_features"]
@@ -317,7 +344,7 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
         ).status_code == 202
         await asyncio.sleep(0.2)
 
-    events = await read_all_events(settings.resolved_nats_url(), "churn")
+    events, cycle = await ended_cycle(settings, "performance")
     degraded = [e for e in events if e["envelope"]["type"] == "PerformanceDegraded"]
     started = [
         e
@@ -330,8 +357,8 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
     assert "DriftDetected" not in types(events)
     assert len(started) == 1
     assert started[0]["envelope"]["data"]["cause_id"] == degraded[0]["envelope"]["id"]
-    assert types(of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])) == BOOTSTRAP_TYPES
-    assert version == "2"
+    assert types(cycle) == BOOTSTRAP_TYPES, cycle[-1]["envelope"]["data"]
+    await serving(gateway, "2")
 
 
 async def test_a_regression_model_on_public_data_is_trained_judged_and_served(
@@ -485,19 +512,12 @@ async def test_enough_new_labels_trigger_a_volume_cycle_once(
             await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
         ).status_code == 202
 
-    async def volume_cycle_ended() -> list[dict[str, Any]] | None:
-        events = await read_all_events(settings.resolved_nats_url(), "churn")
-        started = [
-            e
-            for e in events
-            if e["envelope"]["type"] == "RetrainRequested"
-            and e["envelope"]["data"]["trigger"] == "volume"
-        ]
-        if not started:
-            return None
-        cycle = of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])
-        return started if cycle[-1]["envelope"]["type"] in TERMINAL_TYPES else None
-
-    started = await eventually(volume_cycle_ended, timeout=90)
+    events, _cycle = await ended_cycle(settings, "volume")
+    started = [
+        e
+        for e in events
+        if e["envelope"]["type"] == "RetrainRequested"
+        and e["envelope"]["data"]["trigger"] == "volume"
+    ]
     assert len(started) == 1
     assert "min_new_labels 400" in started[0]["envelope"]["data"]["reason"]
