@@ -247,3 +247,14 @@ async def wait_for_cycle(
             if is_terminal(received):
                 return received
     raise TimeoutError  # pragma: no cover - the loop only ends by return or timeout
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it is done. nats-py's next_msg waits with
+    asyncio.wait_for, which on Python 3.11 can swallow a cancel that lands as its wait ends, so
+    one cancel() may not stop a follower: cancel until it is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    with suppress(asyncio.CancelledError, Exception):
+        await task

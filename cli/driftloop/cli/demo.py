@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from driftloop.cli.client import Received, read_events
+from driftloop.cli.client import Received, cancel_and_wait, read_events
 from driftloop.cli.supervisor import free_port, stop
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -164,9 +164,7 @@ async def _demo(settings: Settings, home: Path, console: Console, timeline: Time
                 return 1
             return await _traffic(settings, rng, console, timeline)
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await cancel_and_wait(follower)
 
 
 async def _bootstrap(
