@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import uvicorn
 from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
@@ -75,19 +76,45 @@ async def bootstrap(settings: Settings, bus: Bus, tmp_path: Path, rows: int = 12
     await kv.put(spec.model, spec.to_json())
     data = tmp_path / "churn.csv"
     churn(np.random.default_rng(1), rows).to_csv(data, index=False)
-    uri = await asyncio.to_thread(_upload, settings, "churn", data)
+    return await start_bootstrap(settings, bus, "churn", data)
+
+
+async def start_bootstrap(settings: Settings, bus: Bus, model: str, data: Path) -> str:
+    """Upload a training file and ask for a bootstrap cycle, as `driftloop train` does."""
+    uri = await asyncio.to_thread(_upload, settings, model, data)
     cycle = str(uuid.uuid4())
     await bus.publish(
         RetrainRequested(
-            model="churn",
+            model=model,
             cycle_id=cycle,
             trigger="bootstrap",
-            reason="test",
+            reason=f"test: {data.name}",
             data_uri=uri,
             requested_at=datetime.now(UTC),
         )
     )
     return cycle
+
+
+async def predict_and_label(
+    gateway: httpx.AsyncClient, frame: pd.DataFrame, labels: pd.Series | None = None
+) -> dict[str, Any]:
+    """Predict a batch of customers, then send its labels (`churned`, or `labels`)."""
+    resp = await gateway.post(
+        "/v1/models/churn/predict",
+        json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+    )
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    truth = frame["churned"] if labels is None else labels
+    feedback = await gateway.post(
+        "/v1/models/churn/feedback",
+        json={
+            "labels": [{"id": k, "label": int(y)} for k, y in zip(body["ids"], truth, strict=True)]
+        },
+    )
+    assert feedback.status_code == 202, feedback.text
+    return body
 
 
 async def wait_for(settings: Settings, cycle: str, last: str, timeout: float = 90) -> list[str]:
@@ -271,27 +298,10 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
 
     await eventually(serving_v1)
     rng = np.random.default_rng(2)
-    version = "1"
-    for i in range(60):
-        frame = churn(rng, 50, drifted=True)
-        ids = [f"r{i}-{j}" for j in range(50)]
-        resp = await gateway.post(
-            "/v1/models/churn/predict",
-            json={"instances": frame.drop(columns="churned").to_dict(orient="records"), "ids": ids},
-        )
-        assert resp.status_code == 200, resp.text
-        version = resp.json()["version"]
-        if version == "2":
+    for _ in range(60):
+        body = await predict_and_label(gateway, churn(rng, 50, drifted=True))
+        if body["version"] == "2":
             break
-        fb = await gateway.post(
-            "/v1/models/churn/feedback",
-            json={
-                "labels": [
-                    {"id": k, "label": int(y)} for k, y in zip(ids, frame["churned"], strict=True)
-                ]
-            },
-        )
-        assert fb.status_code == 202
         await asyncio.sleep(0.2)
 
     events, cycle_events = await ended_cycle(settings, "drift")
@@ -324,24 +334,13 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
     )
     await (await bus.kv(SPECS_BUCKET)).put("churn", spec.to_json())
     rng = np.random.default_rng(5)
-    version = "1"
 
     for _ in range(150):  # same customers, but those on paid plans churn the other way now
         frame = churn(rng, 50)
         flipped = frame["churned"].where(frame["plan"] == "basic", 1 - frame["churned"])
-        resp = await gateway.post(
-            "/v1/models/churn/predict",
-            json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
-        )
-        assert resp.status_code == 200, resp.text
-        body = resp.json()
-        version = body["version"]
-        if version != "1":
+        body = await predict_and_label(gateway, frame, flipped)
+        if body["version"] != "1":
             break
-        labels = [{"id": k, "label": int(y)} for k, y in zip(body["ids"], flipped, strict=True)]
-        assert (
-            await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
-        ).status_code == 202
         await asyncio.sleep(0.2)
 
     events, cycle = await ended_cycle(settings, "performance")
@@ -377,19 +376,8 @@ async def test_a_regression_model_on_public_data_is_trained_judged_and_served(
         "trainer: {min_rows: 100}\nevaluator: {max_p95_ms: 200}\n"
     )
     await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
-    uri = await asyncio.to_thread(_upload, settings, "diabetes", tmp_path / "diabetes.csv")
-    cycle = str(uuid.uuid4())
 
-    await bus.publish(
-        RetrainRequested(
-            model="diabetes",
-            cycle_id=cycle,
-            trigger="bootstrap",
-            reason="test",
-            data_uri=uri,
-            requested_at=datetime.now(UTC),
-        )
-    )
+    cycle = await start_bootstrap(settings, bus, "diabetes", tmp_path / "diabetes.csv")
     seen = await wait_for(settings, cycle, "Deployed")
 
     assert spec.evaluator.metric == "rmse"
@@ -412,19 +400,8 @@ async def test_shadow_is_mirrored_off_the_request_path_and_measured_per_version(
     for serve in (trainer, evaluator, deployer, monitor):
         running(serve(settings))
     await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
-    second = str(uuid.uuid4())
     churn(np.random.default_rng(9), 900, drifted=True).to_csv(tmp_path / "v2.csv", index=False)
-    uri = await asyncio.to_thread(_upload, settings, "churn", tmp_path / "v2.csv")
-    await bus.publish(
-        RetrainRequested(
-            model="churn",
-            cycle_id=second,
-            trigger="bootstrap",
-            reason="second",
-            data_uri=uri,
-            requested_at=datetime.now(UTC),
-        )
-    )
+    second = await start_bootstrap(settings, bus, "churn", tmp_path / "v2.csv")
     await wait_for(settings, second, "Deployed")
     kv = await bus.kv(ROUTES_BUCKET)
     routes = Routes.model_validate_json((await kv.get("churn")).value or b"")
@@ -447,17 +424,8 @@ async def test_shadow_is_mirrored_off_the_request_path_and_measured_per_version(
     rng = np.random.default_rng(10)
     answered_by = set()
     for _ in range(10):
-        frame = churn(rng, 40, drifted=True)
-        resp = await gateway.post(
-            "/v1/models/churn/predict",
-            json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
-        )
-        body = resp.json()
+        body = await predict_and_label(gateway, churn(rng, 40, drifted=True))
         answered_by.add((body["version"], body["route"]))
-        labels = [
-            {"id": k, "label": int(y)} for k, y in zip(body["ids"], frame["churned"], strict=True)
-        ]
-        await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
 
     async def measured() -> dict[str, Any] | None:
         shadow = await bus.request(
@@ -498,19 +466,7 @@ async def test_enough_new_labels_trigger_a_volume_cycle_once(
     rng = np.random.default_rng(11)
 
     for _ in range(12):  # 600 labels: past min_new_labels once
-        frame = churn(rng, 50)
-        body = (
-            await gateway.post(
-                "/v1/models/churn/predict",
-                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
-            )
-        ).json()
-        labels = [
-            {"id": k, "label": int(y)} for k, y in zip(body["ids"], frame["churned"], strict=True)
-        ]
-        assert (
-            await gateway.post("/v1/models/churn/feedback", json={"labels": labels})
-        ).status_code == 202
+        await predict_and_label(gateway, churn(rng, 50))
 
     events, _cycle = await ended_cycle(settings, "volume")
     started = [
