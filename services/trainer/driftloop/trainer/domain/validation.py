@@ -8,7 +8,7 @@ reference-based checks are skipped). Every threshold is a module constant docume
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,6 +87,30 @@ def _listing(items: dict[str, float], limit: int = 5) -> str:
     shown = sorted(items.items(), key=lambda kv: -kv[1])[:limit]
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return ", ".join(f"{k}={v:.3f}" for k, v in shown) + more
+
+
+def _worst_column(
+    name: str,
+    figures: dict[str, float],
+    threshold: float,
+    describe: Callable[[str, float], str],
+    *,
+    notes: list[str] | None = None,
+    otherwise: str = "",
+) -> CheckResult:
+    """A check over per-column figures: it fails when any column's figure exceeds `threshold`;
+    its figure is the worst column's, its detail names each failing column (worst first), then
+    `notes`; with nothing to name, `otherwise`."""
+    bad = {c: f for c, f in figures.items() if f > threshold}
+    parts = [describe(c, f) for c, f in sorted(bad.items(), key=lambda kv: -kv[1])]
+    parts += notes or []
+    return CheckResult(
+        name=name,
+        figure=_round(max(figures.values(), default=0.0)),
+        threshold=threshold,
+        passed=not bad,
+        detail="; ".join(parts) or otherwise,
+    )
 
 
 def value_kind(series: pd.Series) -> Kind | None:
@@ -199,18 +223,12 @@ def check_value_ranges(
         low, high = reference_range(reference[c])
         shares[c] = float(((values < low) | (values > high)).mean())
         bounds[c] = (low, high)
-    worst = max(shares.values(), default=0.0)
-    bad = {c: s for c, s in shares.items() if s > RANGE_MAX_SHARE}
-    detail = "; ".join(
-        f"{c}: {s:.3f} of rows outside [{bounds[c][0]:.4g}, {bounds[c][1]:.4g}]"
-        for c, s in sorted(bad.items(), key=lambda kv: -kv[1])
-    )
-    return CheckResult(
-        name="value_range",
-        figure=_round(worst),
-        threshold=RANGE_MAX_SHARE,
-        passed=not bad,
-        detail=detail or (f"share outside per column: {_listing(shares)}" if shares else ""),
+    return _worst_column(
+        "value_range",
+        shares,
+        RANGE_MAX_SHARE,
+        lambda c, s: f"{c}: {s:.3f} of rows outside [{bounds[c][0]:.4g}, {bounds[c][1]:.4g}]",
+        otherwise=f"share outside per column: {_listing(shares)}" if shares else "",
     )
 
 
@@ -232,20 +250,12 @@ def check_unseen_categories(
         unseen = ~values.isin(set(known))
         shares[c] = float(unseen.mean())
         unseen_values[c] = sorted(values[unseen].unique())[:5]
-    worst = max(shares.values(), default=0.0)
-    bad = {c: s for c, s in shares.items() if s > UNSEEN_MAX_SHARE}
-    parts = [
-        f"{c}: {s:.3f} of rows unseen (e.g. {unseen_values[c]})"
-        for c, s in sorted(bad.items(), key=lambda kv: -kv[1])
-    ]
-    if skipped:
-        parts.append(f"identifier-like, skipped: {skipped}")
-    return CheckResult(
-        name="unseen_categories",
-        figure=_round(worst),
-        threshold=UNSEEN_MAX_SHARE,
-        passed=not bad,
-        detail="; ".join(parts),
+    return _worst_column(
+        "unseen_categories",
+        shares,
+        UNSEEN_MAX_SHARE,
+        lambda c, s: f"{c}: {s:.3f} of rows unseen (e.g. {unseen_values[c]})",
+        notes=[f"identifier-like, skipped: {skipped}"] if skipped else [],
     )
 
 
@@ -261,18 +271,11 @@ def check_missing_rates(
         now, before = float(recent[c].isna().mean()), float(reference[c].isna().mean())
         rises[c] = now - before
         rates[c] = (before, now)
-    worst = max(rises.values(), default=0.0)
-    bad = {c: r for c, r in rises.items() if r > MISSING_MAX_INCREASE}
-    detail = "; ".join(
-        f"{c}: missing {rates[c][0]:.3f} -> {rates[c][1]:.3f}"
-        for c, _ in sorted(bad.items(), key=lambda kv: -kv[1])
-    )
-    return CheckResult(
-        name="missing_rate",
-        figure=_round(worst),
-        threshold=MISSING_MAX_INCREASE,
-        passed=not bad,
-        detail=detail,
+    return _worst_column(
+        "missing_rate",
+        rises,
+        MISSING_MAX_INCREASE,
+        lambda c, _r: f"{c}: missing {rates[c][0]:.3f} -> {rates[c][1]:.3f}",
     )
 
 
