@@ -28,7 +28,7 @@ from driftloop.shared.config import Settings
 from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, TERMINAL_TYPES, RetrainRequested
 from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_alias
 from driftloop.shared.routes import Routes, Served
-from driftloop.shared.spec import parse_spec
+from driftloop.shared.spec import ModelSpec, parse_spec
 from driftloop.trainer.main import serve as trainer
 
 BOOTSTRAP_TYPES = [
@@ -151,6 +151,16 @@ async def serving(gateway: httpx.AsyncClient, version: str) -> None:
         return (await gateway.get("/v1/models/churn")).json()["champion"] == {"version": version}
 
     await eventually(check)
+
+
+def without_drift_trigger(monitor_line: str) -> ModelSpec:
+    """The test spec with drift thresholds out of reach and one more `monitor:` line, so only
+    the trigger under test can start a cycle."""
+    return parse_spec(
+        SPEC.replace("psi_warn: 0.2, psi_retrain: 0.25", "psi_warn: 50, psi_retrain: 50").replace(
+            "  cooldown: 10m\n", f"  cooldown: 10m\n  {monitor_line}\n"
+        )
+    )
 
 
 async def test_bootstrap_cycle_promotes_the_first_version(
@@ -326,12 +336,7 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
     for serve in (trainer, evaluator, deployer, monitor):
         running(serve(settings))
     await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
-    spec = parse_spec(
-        SPEC.replace("psi_warn: 0.2, psi_retrain: 0.25", "psi_warn: 50, psi_retrain: 50").replace(
-            "  cooldown: 10m\n",
-            "  cooldown: 10m\n  performance: {metric: accuracy, min: 0.7, min_labels: 200}\n",
-        )
-    )
+    spec = without_drift_trigger("performance: {metric: accuracy, min: 0.7, min_labels: 200}")
     await (await bus.kv(SPECS_BUCKET)).put("churn", spec.to_json())
     rng = np.random.default_rng(5)
 
@@ -457,11 +462,7 @@ async def test_enough_new_labels_trigger_a_volume_cycle_once(
     for serve in (trainer, evaluator, deployer, monitor):
         running(serve(settings))
     await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
-    spec = parse_spec(
-        SPEC.replace("psi_warn: 0.2, psi_retrain: 0.25", "psi_warn: 50, psi_retrain: 50").replace(
-            "  cooldown: 10m\n", "  cooldown: 10m\n  min_new_labels: 400\n"
-        )
-    )
+    spec = without_drift_trigger("min_new_labels: 400")
     await (await bus.kv(SPECS_BUCKET)).put("churn", spec.to_json())
     rng = np.random.default_rng(11)
 
