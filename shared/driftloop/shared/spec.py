@@ -114,20 +114,50 @@ class EvaluatorSpec(_Part):
 
 
 class ShadowSpec(_Part):
-    rows: int = Field(default=500, ge=0)
+    rows: int = Field(default=500, ge=0, description="mirrored rows before the canary; 0 skips")
 
 
 class CanarySpec(_Part):
-    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    """Steps of the canary and the bounds every analysed stage (shadow and each step) must
+    keep, the challenger's live figures against the champion's over the same period."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="canary weights in percent, increasing; [] promotes right after shadow",
+    )
     rows_per_step: int = Field(default=500, ge=1)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_metric_drop: float = Field(default=0.02, ge=0)
+    min_labels: int = Field(
+        default=50, ge=1, description="labelled rows of a stage before its metric is compared"
+    )
+    max_latency_ratio: float = Field(
+        default=3.0,
+        gt=0,
+        description="challenger p95 latency at most this many times the champion's",
+    )
+    max_disagreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of rows answered unlike the champion; unset: off",
+    )
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> CanarySpec:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps must increase, got {self.steps}")
+        return self
 
 
 class DeployerSpec(_Part):
     shadow: ShadowSpec = ShadowSpec()
     canary: CanarySpec = CanarySpec()
     approval: Literal["auto", "manual"] = "auto"
+    approval_timeout: Duration = Field(
+        default=timedelta(hours=24),
+        description="how long a manual approval is awaited before the rollout is rolled back",
+    )
 
 
 class ModelSpec(_Part):
