@@ -30,6 +30,7 @@ monitor:
   cooldown: 10m
 trainer: {max_rows: 900, min_rows: 300, holdout: 0.25}
 evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 1000}  # latency is not under test here
+deployer: {shadow: {rows: 0}, canary: {steps: []}}  # promote at once: rollouts have own tests
 """
 
 

@@ -25,7 +25,7 @@ from rich.markup import escape
 from driftloop.cli import supervisor
 from driftloop.cli.client import DeadLetter, Received, read_log, wait_for_cycle
 from driftloop.shared.config import SERVICES, Settings
-from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
+from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
 from driftloop.shared.spec import SpecError, parse_spec
 
 app = typer.Typer(
@@ -405,11 +405,115 @@ def describe(received: Received) -> str:
         return f"version {d.get('version')} (was {d.get('previous_version') or 'none'})"
     if t == "DriftDetected":
         return f"{d.get('rows')} rows, drifted: {', '.join(d.get('drifted_features', []))}"
-    if t in ("TrainingFailed", "DataRejected", "RolledBack"):
+    if t in ("TrainingFailed", "DataRejected"):
         return str(d.get("reason"))
+    if t == "RolledBack":
+        check = d.get("check") or {}
+        figures = (
+            f" ({check.get('name')} {check.get('figure')} > {check.get('threshold')})"
+            if check
+            else ""
+        )
+        return (
+            f"version {d.get('version')} -> {d.get('restored_version')}: {d.get('reason')}{figures}"
+        )
     if t == "RolloutAdvanced":
-        return f"version {d.get('version')} {d.get('stage')} {d.get('weight')}%"
+        paused = " (paused)" if d.get("paused") else ""
+        why = f" - {d['reason']}" if d.get("reason") else ""
+        return f"version {d.get('version')} {d.get('stage')} {d.get('weight')}%{paused}{why}"
+    if t == "ApprovalRequired":
+        return f"version {d.get('version')}: driftloop approve {d.get('model')} {d.get('version')}"
+    if t == "Approved":
+        return f"version {d.get('version')} by {d.get('by')}"
     return json.dumps(d)[:200]
+
+
+# Releases ------------------------------------------------------------------------------------
+
+
+def _control(action: str, model: str, **fields: Any) -> None:
+    """Ask the deployer to carry out a person's command; print the rollout it left."""
+    import getpass
+
+    s = settings()
+
+    async def ask(bus: Any) -> dict[str, Any]:
+        import nats.errors
+
+        request = {
+            "action": action,
+            "model": model,
+            "actor": os.environ.get("DRIFTLOOP_ACTOR") or getpass.getuser(),
+            "token": s.api_token,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        try:
+            answer: dict[str, Any] = await bus.request(DEPLOYER_CONTROL, request, timeout=30)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+            raise FailedError("the deployer does not answer: is `driftloop up` running?") from exc
+        return answer
+
+    answer = run_async(lambda: _bus_call(s, ask))
+    if not answer.get("ok"):
+        fail(str(answer.get("error") or answer))
+    rollout = answer["rollout"]
+    out.print(
+        f"{model} version {rollout['version']}: {rollout['state']}"
+        + (f" {rollout['weight']}%" if rollout["state"] == "canary" else "")
+        + (" (paused)" if rollout.get("paused") else "")
+        + (f" - {rollout['reason']}" if rollout.get("reason") else "")
+    )
+
+
+@app.command()
+def approve(
+    model: str,
+    version: str,
+    reject: Annotated[bool, typer.Option("--reject", help="end the rollout instead")] = False,
+    reason: Annotated[str | None, typer.Option(help="recorded in the audit log")] = None,
+) -> None:
+    """Approve (or --reject) a rollout waiting in awaiting_approval."""
+    _control("reject" if reject else "approve", model, version=version, reason=reason)
+
+
+@app.command()
+def rollback(
+    model: str,
+    to: Annotated[str | None, typer.Option("--to", help="the version to restore")] = None,
+    reason: Annotated[str | None, typer.Option(help="recorded in the audit log")] = None,
+) -> None:
+    """End the running rollout, or with none running make an earlier version champion again
+    (--to VERSION, default the champion before the current one)."""
+    _control("rollback", model, to=to, reason=reason)
+
+
+@app.command()
+def promote(
+    model: str,
+    version: str,
+    reason: Annotated[str | None, typer.Option(help="recorded in the audit log")] = None,
+) -> None:
+    """Make VERSION champion now: the running rollout's version skips its remaining steps,
+    or with none running any registered version is released at once."""
+    _control("promote", model, version=version, reason=reason)
+
+
+@app.command()
+def pause(
+    model: str,
+    reason: Annotated[str | None, typer.Option(help="recorded in the audit log")] = None,
+) -> None:
+    """Freeze the running rollout where it is: no step advances or rolls back by itself."""
+    _control("pause", model, reason=reason)
+
+
+@app.command()
+def resume(
+    model: str,
+    reason: Annotated[str | None, typer.Option(help="recorded in the audit log")] = None,
+) -> None:
+    """Let a paused rollout's analysis go on."""
+    _control("resume", model, reason=reason)
 
 
 # Watching ----------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ PREDICTIONS_STREAM = "DRIFTLOOP_PREDICTIONS"
 FEEDBACK_STREAM = "DRIFTLOOP_FEEDBACK"
 ROUTES_BUCKET = "driftloop_routes"
 SPECS_BUCKET = "driftloop_specs"
+DEPLOYER_CONTROL = "driftloop.rpc.deployer.control"  # approve/rollback/promote/pause
+DEPLOYER_STATUS = "driftloop.rpc.deployer.status"
 
 Trigger = Literal["drift", "performance", "schedule", "volume", "manual", "bootstrap"]
 
@@ -147,8 +149,14 @@ class RolloutAdvanced(Event):
 
     cycle_id: str
     version: str
-    stage: Literal["shadow", "canary", "champion"]
+    stage: Literal["shadow", "awaiting_approval", "canary", "champion"]
     weight: int
+    paused: bool = False
+    by: str = Field(default="deployer", description="who moved it: the deployer or a person")
+    reason: str = ""
+    checks: list[CheckResult] = Field(
+        default_factory=list, description="the analysis of the stage just passed"
+    )
 
 
 class ApprovalRequired(Event):
@@ -183,7 +191,12 @@ class RolledBack(Event):
     cycle_id: str
     version: str
     restored_version: str | None
+    restored_run_id: str | None = Field(
+        default=None, description="MLflow run of the restored champion (its reference profile)"
+    )
     check: CheckResult | None = None
+    checks: list[CheckResult] = Field(default_factory=list)
+    by: str = "deployer"
     reason: str = ""
 
 

@@ -224,6 +224,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "(spec)"
+    label_wait: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long a canary step that answered its rows waits for their labels "
+        "before it is judged without the metric",
+    )
         lines.append(f"{where}: {err['msg']}")
     return "; ".join(lines)
 

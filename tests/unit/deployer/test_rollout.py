@@ -1,19 +1,44 @@
-"""Planning a release once its evaluation passed: this version promotes at once."""
+"""The rollout state machine: start, analysis of each stage, promotion, rollback, commands."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftloop.deployer.domain.rollout import Stage, plan
-from driftloop.shared.events import Deployed, EvaluationPassed, RolloutAdvanced
-from driftloop.shared.routes import CanaryRoute, Routes, Served
+from driftloop.deployer.domain import rollout as machine
+from driftloop.deployer.domain.rollout import Counters, Observation, Rollout, RolloutError, Stage
+from driftloop.shared.events import (
+    ApprovalRequired,
+    Approved,
+    Deployed,
+    EvaluationPassed,
+    RolledBack,
+    RolloutAdvanced,
+)
+from driftloop.shared.routes import Routes, Served
 from driftloop.shared.spec import ModelSpec
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-SPEC = ModelSpec(model="churn", target="churned")
 V1 = Served(version="1", run_id="run-1")
+
+
+def spec(**deployer: object) -> ModelSpec:
+    return ModelSpec.model_validate(
+        {
+            "model": "churn",
+            "target": "churned",
+            "deployer": {
+                "shadow": {"rows": 100},
+                "canary": {"steps": [10, 50, 100], "rows_per_step": 200, "min_labels": 20},
+                **deployer,
+            },
+        }
+    )
+
+
+SPEC = spec()
 
 
 def passed(version: str = "2", run_id: str = "run-2") -> EvaluationPassed:
@@ -31,70 +56,376 @@ def passed(version: str = "2", run_id: str = "run-2") -> EvaluationPassed:
     )
 
 
-def test_promotion_makes_the_version_champion_and_clears_other_routes() -> None:
-    current = Routes(
-        model="churn",
-        champion=V1,
-        canary=CanaryRoute(version="2", run_id="run-2", weight=10),
-        shadow=Served(version="2", run_id="run-2"),
-        revision=4,
-    )
+def seen(rows: int, errors: int = 0, **more: object) -> Observation:
+    return Observation(challenger=Counters(rows=rows, errors=errors), **more)  # type: ignore[arg-type]
 
-    transition = plan(passed(), current, V1, SPEC, now=NOW)
 
-    routes = transition.routes
-    assert routes.model == "churn"
-    assert routes.champion == Served(version="2", run_id="run-2")
-    assert routes.canary is None
-    assert routes.shadow is None
-    assert routes.updated_at == NOW
-    assert routes.rollout is not None
-    assert routes.rollout["state"] == "promoted"
-    assert routes.rollout["version"] == "2"
-    assert routes.rollout["cycle_id"] == "cycle-7"
+def started(model_spec: ModelSpec = SPEC) -> Rollout:
+    return machine.start(passed(), V1, model_spec, now=NOW).rollout
+
+
+def counted(rollout: Rollout, base: int = 0) -> Rollout:
+    """The stage with its baseline taken (the first look after entering it)."""
+    return replace(rollout, baseline=Counters(rows=base))
+
+
+def later(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+# Start ------------------------------------------------------------------------------------
+
+
+def test_the_first_version_is_promoted_at_once() -> None:
+    transition = machine.start(passed(), None, SPEC, now=NOW)
+
     assert transition.rollout.stage is Stage.PROMOTED
-    assert transition.rollout.weight == 100
-
-
-@pytest.mark.parametrize(
-    ("current", "revision"),
-    [(None, 1), (Routes(model="churn"), 1), (Routes(model="churn", champion=V1, revision=41), 42)],
-    ids=["no-routes-yet", "empty-routes", "existing-routes"],
-)
-def test_revision_increments_from_the_current_routes(current: Routes | None, revision: int) -> None:
-    transition = plan(passed(), current, None, SPEC, now=NOW)
-
-    assert transition.routes.revision == revision
-
-
-def test_events_are_rollout_advanced_then_deployed() -> None:
-    current = Routes(model="churn", champion=V1, revision=1)
-
-    transition = plan(passed(), current, V1, SPEC, now=NOW)
-
     advanced, deployed = transition.events
     assert isinstance(advanced, RolloutAdvanced)
+    assert advanced.stage == "champion"
     assert isinstance(deployed, Deployed)
-    assert (advanced.model, advanced.cycle_id, advanced.version) == ("churn", "cycle-7", "2")
-    assert (advanced.stage, advanced.weight) == ("champion", 100)
-    assert (deployed.model, deployed.cycle_id, deployed.version) == ("churn", "cycle-7", "2")
-    assert deployed.run_id == "run-2"
+    assert deployed.previous_version is None
+    routes = machine.routes_for(transition.rollout, None)
+    assert routes.champion == Served(version="2", run_id="run-2")
+    assert (routes.canary, routes.shadow, routes.revision) == (None, None, 1)
 
 
-@pytest.mark.parametrize(
-    ("previous", "expected"),
-    [(V1, "1"), (None, None), (Served(version="2", run_id="run-2"), None)],
-    ids=["replaces-previous", "no-previous", "previous-is-the-same-version"],
-)
-def test_deployed_names_the_previous_version_from_previous(
-    previous: Served | None, expected: str | None
-) -> None:
-    # `previous` (the deployer's release log) decides, not the current routes.
-    current = Routes(model="churn", champion=Served(version="9", run_id="run-9"), revision=3)
+def test_a_release_over_a_champion_starts_in_shadow() -> None:
+    transition = machine.start(passed(), V1, SPEC, now=NOW)
 
-    transition = plan(passed(), current, previous, SPEC, now=NOW)
+    assert transition.rollout.stage is Stage.SHADOW
+    (advanced,) = transition.events
+    assert isinstance(advanced, RolloutAdvanced)
+    assert advanced.stage == "shadow"
+    routes = machine.routes_for(transition.rollout, Routes(model="churn", champion=V1, revision=4))
+    assert routes.champion == V1
+    assert routes.shadow == Served(version="2", run_id="run-2")
+    assert routes.canary is None
+    assert routes.revision == 5
+    assert routes.rollout is not None
+    assert routes.rollout["state"] == "shadow"
+
+
+def test_no_shadow_rows_and_no_steps_promotes_directly() -> None:
+    direct = spec(shadow={"rows": 0}, canary={"steps": []})
+
+    transition = machine.start(passed(), V1, direct, now=NOW)
+
+    assert transition.rollout.stage is Stage.PROMOTED
+    assert isinstance(transition.events[-1], Deployed)
+    assert transition.events[-1].previous_version == "1"
+
+
+def test_no_shadow_goes_to_the_first_canary_step() -> None:
+    transition = machine.start(passed(), V1, spec(shadow={"rows": 0}), now=NOW)
+
+    assert transition.rollout.stage is Stage.CANARY
+    assert transition.rollout.weight == 10
+    routes = machine.routes_for(transition.rollout, None)
+    assert routes.canary is not None
+    assert routes.canary.weight == 10
+
+
+# Analysis ----------------------------------------------------------------------------------
+
+
+def test_the_first_look_takes_the_baseline_and_holds() -> None:
+    rollout = started()
+
+    transition = machine.analyse(rollout, seen(rows=40), SPEC, now=later(1))
+
+    assert transition is not None
+    assert transition.rollout.baseline == Counters(rows=40)
+    assert transition.events == []
+    assert not transition.moves_routes
+
+
+def test_a_stage_holds_until_its_rows() -> None:
+    rollout = counted(started(), base=40)
+
+    assert machine.analyse(rollout, seen(rows=139), SPEC, now=later(5)) is None
+
+
+def test_shadow_passes_to_the_first_canary_step_with_its_checks() -> None:
+    rollout = counted(started(), base=40)
+
+    transition = machine.analyse(
+        rollout, seen(rows=140, challenger_p95_ms=2.0, champion_p95_ms=1.5), SPEC, now=later(5)
+    )
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.CANARY
+    assert (transition.rollout.step, transition.rollout.weight) == (0, 10)
+    assert transition.rollout.baseline is None
+    (advanced,) = transition.events
+    assert isinstance(advanced, RolloutAdvanced)
+    assert (advanced.stage, advanced.weight) == ("canary", 10)
+    checks = {c.name: c for c in advanced.checks}
+    assert checks["rows"].figure == 100
+    assert checks["latency_p95_ratio"].figure == pytest.approx(2.0 / 1.5, rel=1e-3)
+    assert all(c.passed for c in advanced.checks)
+
+
+def test_manual_approval_waits_after_shadow() -> None:
+    manual = spec(approval="manual")
+    rollout = counted(started(manual))
+
+    transition = machine.analyse(rollout, seen(rows=100), manual, now=later(5))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.AWAITING_APPROVAL
+    assert [type(e) for e in transition.events] == [RolloutAdvanced, ApprovalRequired]
+    assert machine.analyse(transition.rollout, seen(rows=500), manual, now=later(60)) is None
+
+
+def test_approval_starts_the_first_canary_step() -> None:
+    manual = spec(approval="manual", shadow={"rows": 0})
+    waiting = machine.start(passed(), V1, manual, now=NOW).rollout
+    assert waiting.stage is Stage.AWAITING_APPROVAL
+
+    transition = machine.approve(waiting, manual, now=later(30), actor="ana")
+
+    assert transition.rollout.stage is Stage.CANARY
+    assert transition.rollout.weight == 10
+    approved = transition.events[0]
+    assert isinstance(approved, Approved)
+    assert approved.by == "ana"
+    assert transition.audit[-1].actor == "ana"
+
+
+def test_an_approval_that_never_comes_rolls_back() -> None:
+    manual = spec(approval="manual", shadow={"rows": 0}, approval_timeout="1h")
+    waiting = machine.start(passed(), V1, manual, now=NOW).rollout
+
+    assert machine.analyse(waiting, None, manual, now=later(3599)) is None
+    transition = machine.analyse(waiting, None, manual, now=later(3601))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert rolled.check is not None
+    assert rolled.check.name == "approval_wait"
+    assert rolled.restored_version == "1"
+
+
+def test_approve_refuses_a_rollout_that_does_not_wait() -> None:
+    with pytest.raises(RolloutError, match="not awaiting approval"):
+        machine.approve(started(), SPEC, now=NOW, actor="ana")
+
+
+def canary(step: int = 0, base: int = 0) -> Rollout:
+    rollout = machine.start(passed(), V1, spec(shadow={"rows": 0}), now=NOW).rollout
+    weight = SPEC.deployer.canary.steps[step]
+    return replace(rollout, step=step, weight=weight, baseline=Counters(rows=base))
+
+
+def test_errors_beyond_what_the_step_allows_roll_back_at_once() -> None:
+    # 200 rows per step at 1 % may fail 2 rows; the third failure ends it early.
+    transition = machine.analyse(canary(), seen(rows=30, errors=3), SPEC, now=later(2))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert rolled.check is not None
+    assert rolled.check.name == "error_rate"
+    assert rolled.check.figure == pytest.approx(0.1)
+    assert rolled.restored_version == "1"
+    assert rolled.restored_run_id == "run-1"
+    routes = machine.routes_for(transition.rollout, None)
+    assert routes.champion == V1
+    assert routes.canary is None
+    assert routes.shadow is None
+
+
+def test_a_canary_step_waits_for_labels_then_compares_the_metric() -> None:
+    rollout = canary()
+    few = seen(rows=200, metric="accuracy", challenger_labels=5, champion_labels=500)
+
+    reached = machine.analyse(rollout, few, SPEC, now=later(10))
+    assert reached is not None
+    assert reached.events == []
+    waiting = reached.rollout
+    assert machine.analyse(waiting, few, SPEC, now=later(30)) is None
+
+    worse = seen(
+        rows=210,
+        metric="accuracy",
+        challenger_metric=0.70,
+        challenger_labels=60,
+        champion_metric=0.80,
+        champion_labels=500,
+    )
+    transition = machine.analyse(waiting, worse, SPEC, now=later(31))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    rolled = transition.events[0]
+    assert isinstance(rolled, RolledBack)
+    assert rolled.check is not None
+    assert rolled.check.name == "accuracy_drop"
+    assert rolled.check.figure == pytest.approx(0.10)
+    assert rolled.check.threshold == pytest.approx(0.02)
+
+
+def test_without_labels_the_step_is_judged_after_the_label_wait() -> None:
+    reached = machine.analyse(canary(), seen(rows=200), SPEC, now=later(10))
+    assert reached is not None
+
+    transition = machine.analyse(reached.rollout, seen(rows=200), SPEC, now=later(71))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.CANARY
+    assert transition.rollout.weight == 50
+    advanced = transition.events[0]
+    assert isinstance(advanced, RolloutAdvanced)
+    metric = next(c for c in advanced.checks if c.name.endswith("_drop"))
+    assert metric.passed
+    assert metric.figure is None
+    assert "not compared" in metric.detail
+
+
+def test_lower_is_better_metrics_compare_the_other_way() -> None:
+    rollout = replace(canary(), rows_reached_at=later(1))
+    better = seen(
+        rows=200,
+        metric="rmse",
+        challenger_metric=9.0,
+        challenger_labels=100,
+        champion_metric=10.0,
+        champion_labels=100,
+    )
+
+    transition = machine.analyse(rollout, better, SPEC, now=later(2))
+
+    assert transition is not None
+    assert transition.rollout.weight == 50
+
+
+def test_the_last_step_promotes() -> None:
+    rollout = replace(canary(step=2, base=1000), rows_reached_at=later(1))
+    good = seen(
+        rows=1200,
+        metric="accuracy",
+        challenger_metric=0.85,
+        challenger_labels=100,
+        champion_metric=0.80,
+        champion_labels=100,
+    )
+
+    transition = machine.analyse(rollout, good, SPEC, now=later(2))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.PROMOTED
+    advanced, deployed = transition.events
+    assert isinstance(advanced, RolloutAdvanced)
+    assert advanced.stage == "champion"
+    assert isinstance(deployed, Deployed)
+    assert deployed.previous_version == "1"
+    routes = machine.routes_for(transition.rollout, None)
+    assert routes.champion == Served(version="2", run_id="run-2")
+    assert routes.canary is None
+
+
+def test_disagreement_is_judged_only_when_bounded() -> None:
+    bounded = spec(canary={"max_disagreement": 0.2})
+    rollout = counted(started(bounded))
+    split = Observation(challenger=Counters(rows=100, compared=100, disagreed=30))
+
+    transition = machine.analyse(rollout, split, bounded, now=later(3))
+    unbounded = machine.analyse(counted(started()), split, SPEC, now=later(3))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    assert unbounded is not None
+    assert unbounded.rollout.stage is Stage.CANARY
+
+
+def test_latency_far_above_the_champion_rolls_back() -> None:
+    transition = machine.analyse(
+        counted(started()),
+        seen(rows=100, challenger_p95_ms=40.0, champion_p95_ms=2.0),
+        SPEC,
+        now=later(3),
+    )
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    assert transition.events[0].check.name == "latency_p95_ratio"  # type: ignore[attr-defined]
+
+
+# Commands -----------------------------------------------------------------------------------
+
+
+def test_a_paused_rollout_neither_advances_nor_rolls_back() -> None:
+    paused = machine.pause(canary(), now=later(1), actor="ana", paused=True).rollout
+
+    assert machine.analyse(paused, seen(rows=1000, errors=500), SPEC, now=later(2)) is None
+    resumed = machine.pause(paused, now=later(3), actor="ana", paused=False)
+    assert not resumed.rollout.paused
+    advanced = resumed.events[0]
+    assert isinstance(advanced, RolloutAdvanced)
+    assert advanced.by == "ana"
+    assert machine.analyse(resumed.rollout, seen(rows=1000, errors=500), SPEC, now=later(4))
+
+
+def test_pausing_twice_is_refused() -> None:
+    paused = machine.pause(canary(), now=NOW, actor="ana", paused=True).rollout
+
+    with pytest.raises(RolloutError, match="already paused"):
+        machine.pause(paused, now=NOW, actor="ana", paused=True)
+
+
+@pytest.mark.parametrize("stage", [Stage.SHADOW, Stage.AWAITING_APPROVAL, Stage.CANARY])
+def test_a_person_can_roll_back_from_every_running_stage(stage: Stage) -> None:
+    rollout = replace(canary(), stage=stage, paused=stage is Stage.CANARY)
+
+    transition = machine.roll_back(rollout, now=later(1), actor="ana", reason="looks wrong")
+
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    assert not transition.rollout.paused
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert (rolled.by, rolled.reason, rolled.restored_version) == ("ana", "looks wrong", "1")
+    (entry,) = transition.audit
+    assert (entry.actor, entry.to_stage) == ("ana", "rolled_back")
+
+
+def test_restore_makes_an_earlier_version_champion_again() -> None:
+    transition = machine.restore(
+        Served(version="3", run_id="run-3"),
+        V1,
+        model="churn",
+        cycle_id="rollback-1",
+        now=NOW,
+        actor="ana",
+        reason="bad week",
+    )
+
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert (rolled.version, rolled.restored_version, rolled.restored_run_id) == ("3", "1", "run-1")
+    assert machine.routes_for(transition.rollout, None).champion == V1
+    assert transition.audit[0].from_stage == "champion 3"
+
+
+def test_release_promotes_a_named_version_as_its_own_cycle() -> None:
+    transition = machine.release(
+        V1,
+        Served(version="4", run_id="run-4"),
+        model="churn",
+        cycle_id="promote-1",
+        now=NOW,
+        actor="ana",
+        reason="hotfix",
+    )
 
     deployed = transition.events[-1]
     assert isinstance(deployed, Deployed)
-    assert deployed.previous_version == expected
-    assert transition.rollout.previous == previous
+    assert (deployed.version, deployed.previous_version, deployed.cycle_id) == (
+        "4",
+        "1",
+        "promote-1",
+    )
+    assert transition.audit[0].from_stage == "champion 1"

@@ -59,6 +59,7 @@ from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
 from driftloop.shared.samples import record_labels, record_predictions
 from driftloop.shared.service import SpecSource
+    RolledBack,
 from driftloop.shared.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -146,16 +147,22 @@ def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
 
 
 async def version_status(
-    model: str, version: str, *, uow: SqlUnitOfWork, specs: SpecSource
+    model: str,
+    version: str,
+    *,
+    uow: SqlUnitOfWork,
+    specs: SpecSource,
+    since: datetime | None = None,
 ) -> dict[str, Any]:
-    """What the deployer's analysis reads: the version's live stats per route since its stage
-    started, and its metric on labelled traffic."""
+    """What the deployer's analysis reads: the version's live stats per route (counters since
+    the version first served on that route; the deployer diffs them against the figures it
+    saw when a stage started), and its metric on labelled traffic predicted since `since`."""
     spec = await specs.get(model)
     metric = spec.monitor.performance.metric if spec else "accuracy"
     with uow.engine.connect() as conn:
         routes = stats_of_version(conn, model, version)
         labelled = labelled_of_version(
-            conn, model, version, limit=spec.monitor.window if spec else 2000
+            conn, model, version, limit=spec.monitor.window if spec else 2000, since=since
         )
     figure = (
         live_metric(metric, [r.label for r in labelled], [r.prediction for r in labelled])
@@ -405,6 +412,30 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "last_drift": state["last_drift"],
             "last_performance": state["last_performance"],
             "open_cycle_id": state["open_cycle_id"],
+async def on_rolled_back(
+    event: RolledBack, *, uow: SqlUnitOfWork, client: MlflowClient, now: Callable[[], datetime]
+) -> None:
+    """The cycle is over; when the rollback changed the champion (a person rolled it back to
+    an earlier version), that version's training profile becomes the reference again."""
+    with uow.engine.connect() as conn:
+        state = load(conn, event.model) or {}
+    if (
+        event.restored_version is not None
+        and event.restored_run_id is not None
+        and state.get("reference_version") not in (None, event.restored_version)
+    ):
+        restored = Deployed(
+            model=event.model,
+            cycle_id=event.cycle_id,
+            version=event.restored_version,
+            previous_version=event.version,
+            run_id=event.restored_run_id,
+        )
+        await on_deployed(restored, uow=uow, client=client, now=now)
+        return
+    await on_cycle_ended(event, uow=uow)
+
+
             "last_retrain_at": state["last_retrain_at"],
             "last_decision": {
                 k: decision[k] for k in ("at", "trigger", "fired", "reason", "cycle_id")

@@ -60,7 +60,7 @@ async def serve(settings: Settings) -> None:
         )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
         bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
-        for ended in (EvaluationFailed, DataRejected, TrainingFailed, RolledBack):
+        for ended in (EvaluationFailed, DataRejected, TrainingFailed):
             bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
 
         async def answer_status(data: bytes) -> dict[str, Any]:
@@ -70,13 +70,21 @@ async def serve(settings: Settings) -> None:
         async def answer_version(data: bytes) -> dict[str, Any]:
             asked = json.loads(data or b"{}")
             return await handlers.version_status(
-                str(asked.get("model", "")), str(asked.get("version", "")), uow=uow, specs=specs
+        bus.subscribe(
+            RolledBack, partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow)
+        )
+                str(asked.get("model", "")),
+                str(asked.get("version", "")),
+                uow=uow,
+                specs=specs,
+                since=datetime.fromisoformat(since) if since else None,
             )
 
         await bus.respond(STATUS_SUBJECT, answer_status)
         await bus.respond(VERSION_SUBJECT, answer_version)
         bus.start_relay(uow)
         schedule = asyncio.create_task(_schedule_timer(uow, specs))
+            since = asked.get("since")
         try:
             await bus.run_until_stopped()
         finally:

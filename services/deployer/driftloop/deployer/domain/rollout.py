@@ -1,9 +1,14 @@
-"""The rollout state machine: one pure function from (rollout, observation, spec) to a
-transition (the new state, the routes to publish, the events to emit).
+"""The rollout state machine: pure functions from (rollout, observation or command, spec) to
+a transition (the new state, the events to emit, the audit entries to write).
 
-States: shadow -> awaiting_approval? -> canary(step i) -> promoted, or rolled_back from any
-running state. This version of the deployer plans every release as an immediate promotion
-(`plan` below); shadow and canary stages plug into `next_state` without changing callers.
+    shadow ──▶ awaiting_approval? ──▶ canary step 1 … n ──▶ promoted
+       └──────────────┴────────────────────┴──────────────▶ rolled_back
+
+A stage is analysed from the monitor's live figures of the challenger against the
+champion's: it passes once the challenger answered the stage's rows (`shadow.rows`, or
+`canary.rows_per_step` at each weight) within every bound, and fails, rolling back at once,
+as soon as a bound is broken beyond recovery. The routes the gateways must follow are a pure
+function of the rollout (`routes_for`), so the adapter can always re-apply them after a crash.
 """
 
 from __future__ import annotations
@@ -11,10 +16,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from driftloop.shared.events import Deployed, EvaluationPassed, Event, RolloutAdvanced
-from driftloop.shared.routes import Routes, Served
+from driftloop.shared.events import (
+    ApprovalRequired,
+    Approved,
+    CheckResult,
+    Deployed,
+    EvaluationPassed,
+    Event,
+    RolledBack,
+    RolloutAdvanced,
+)
+from driftloop.shared.modeling import HIGHER_IS_BETTER
+from driftloop.shared.routes import CanaryRoute, Routes, Served
 from driftloop.shared.spec import ModelSpec
 
 
@@ -26,7 +41,52 @@ class Stage(StrEnum):
     ROLLED_BACK = "rolled_back"
 
 
+RUNNING = frozenset({Stage.SHADOW, Stage.AWAITING_APPROVAL, Stage.CANARY})
 TERMINAL = frozenset({Stage.PROMOTED, Stage.ROLLED_BACK})
+
+
+class RolloutError(ValueError):
+    """A command that does not apply to the rollout as it is (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counters of one version on one route, as the monitor reports them."""
+
+    rows: int = 0
+    errors: int = 0
+    compared: int = 0
+    disagreed: int = 0
+
+    def since(self, base: Counters) -> Counters:
+        return Counters(
+            rows=self.rows - base.rows,
+            errors=self.errors - base.errors,
+            compared=self.compared - base.compared,
+            disagreed=self.disagreed - base.disagreed,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "errors": self.errors,
+            "compared": self.compared,
+            "disagreed": self.disagreed,
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the monitor knows of the challenger's stage and of the champion."""
+
+    challenger: Counters  # on the stage's route (shadow or canary), cumulative
+    challenger_p95_ms: float | None = None
+    champion_p95_ms: float | None = None
+    metric: str = "accuracy"
+    challenger_metric: float | None = None  # on labelled rows predicted since the stage began
+    challenger_labels: int = 0
+    champion_metric: float | None = None  # on labelled rows predicted since the rollout began
+    champion_labels: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,85 +95,554 @@ class Rollout:
     cycle_id: str
     version: str
     run_id: str
-    previous: Served | None
+    previous: Served | None  # the champion this release replaces (restored on rollback)
     stage: Stage
-    step: int = 0
+    started_at: datetime
+    stage_started_at: datetime
+    updated_at: datetime
+    step: int = 0  # index into spec.deployer.canary.steps while in canary
     weight: int = 0
-    updated_at: datetime | None = None
+    paused: bool = False
+    baseline: Counters | None = None  # the route's counters when the stage's count began
+    rows_reached_at: datetime | None = None
+    reason: str = ""
+    revision: int = 0  # bumped on every transition (optimistic concurrency in the store)
+
+    @property
+    def running(self) -> bool:
+        return self.stage in RUNNING
+
+    @property
+    def route(self) -> Literal["shadow", "canary"] | None:
+        if self.stage is Stage.SHADOW:
+            return "shadow"
+        if self.stage is Stage.CANARY:
+            return "canary"
+        return None
+
+    @property
+    def served(self) -> Served:
+        return Served(version=self.version, run_id=self.run_id)
 
     def summary(self) -> dict[str, Any]:
         return {
             "state": self.stage.value,
             "cycle_id": self.cycle_id,
             "version": self.version,
+            "previous_version": self.previous.version if self.previous else None,
             "step": self.step,
             "weight": self.weight,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "paused": self.paused,
+            "stage_started_at": self.stage_started_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    from_stage: str | None
+    to_stage: str
+    actor: str
+    reason: str
 
 
 @dataclass(frozen=True)
 class Transition:
     rollout: Rollout
-    routes: Routes
     events: list[Event] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+    @property
+    def moves_routes(self) -> bool:
+        """Whether the gateways must see new routes (every audited move changes them)."""
+        return bool(self.audit)
 
 
-def plan(
-    passed: EvaluationPassed,
-    current: Routes | None,
-    previous: Served | None,
-    spec: ModelSpec,
-    *,
-    now: datetime,
+def routes_for(rollout: Rollout, current: Routes | None) -> Routes:
+    """The routes a rollout in its present state asks of every gateway."""
+    champion: Served | None
+    canary = shadow = None
+    if rollout.stage is Stage.PROMOTED:
+        champion = rollout.served
+    elif rollout.stage is Stage.ROLLED_BACK:
+        champion = rollout.previous
+    else:
+        champion = rollout.previous
+        if rollout.stage is Stage.SHADOW:
+            shadow = rollout.served
+        elif rollout.stage is Stage.CANARY:
+            canary = CanaryRoute(
+                version=rollout.version, run_id=rollout.run_id, weight=rollout.weight
+            )
+    return Routes(
+        model=rollout.model,
+        champion=champion,
+        canary=canary,
+        shadow=shadow,
+        revision=(current.revision + 1) if current else 1,
+        rollout=rollout.summary(),
+        updated_at=rollout.updated_at,
+    )
+
+
+# Starting a release ----------------------------------------------------------------------
+
+
+def start(
+    passed: EvaluationPassed, previous: Served | None, spec: ModelSpec, *, now: datetime
 ) -> Transition:
     """The first transition of a release once its evaluation passed.
 
-    `previous` is the champion this release replaces (from the deployer's own release log,
-    so a redelivered event still names the right one). With nothing serving yet the version
-    is promoted at once (nothing to compare against live); staged rollouts (shadow, canary,
-    approval from `spec.deployer`) are issue 6 and enter here.
+    With nothing serving yet (or the version already champion) it is promoted at once:
+    there is nothing to compare it with live. Otherwise it enters the first stage the spec
+    asks for: shadow, then approval, then the canary steps (each may be skipped).
     """
-    del spec  # used once staged rollouts land
     rollout = Rollout(
         model=passed.model,
         cycle_id=passed.cycle_id,
         version=passed.version,
         run_id=passed.run_id,
         previous=previous,
-        stage=Stage.PROMOTED,
-        weight=100,
+        stage=Stage.SHADOW,
+        started_at=now,
+        stage_started_at=now,
         updated_at=now,
     )
-    return promote(rollout, current, now=now)
+    if previous is None or previous.version == passed.version:
+        return promote(rollout, now=now, actor="deployer", reason="first version of the model")
+    if spec.deployer.shadow.rows > 0:
+        return Transition(
+            rollout,
+            [_advanced(rollout, reason="mirroring live traffic")],
+            [
+                AuditEntry(
+                    None, Stage.SHADOW.value, "deployer", passed.reason or "evaluation passed"
+                )
+            ],
+        )
+    return _after_shadow(rollout, spec, now=now, checks=[], reason="shadow skipped (rows: 0)")
 
 
-def promote(rollout: Rollout, current: Routes | None, *, now: datetime) -> Transition:
-    done = replace(rollout, stage=Stage.PROMOTED, weight=100, updated_at=now)
-    routes = Routes(
-        model=rollout.model,
-        champion=Served(version=rollout.version, run_id=rollout.run_id),
-        canary=None,
-        shadow=None,
-        revision=(current.revision + 1) if current else 1,
-        rollout=done.summary(),
+def _after_shadow(
+    rollout: Rollout, spec: ModelSpec, *, now: datetime, checks: list[CheckResult], reason: str
+) -> Transition:
+    if spec.deployer.approval == "manual":
+        waiting = _enter(rollout, Stage.AWAITING_APPROVAL, now=now, reason=reason)
+        return Transition(
+            waiting,
+            [
+                _advanced(waiting, reason=reason, checks=checks),
+                ApprovalRequired(
+                    model=rollout.model, cycle_id=rollout.cycle_id, version=rollout.version
+                ),
+            ],
+            [AuditEntry(_from(rollout), Stage.AWAITING_APPROVAL.value, "deployer", reason)],
+        )
+    return _canary_step(rollout, 0, spec, now=now, checks=checks, reason=reason, actor="deployer")
+
+
+def _canary_step(
+    rollout: Rollout,
+    step: int,
+    spec: ModelSpec,
+    *,
+    now: datetime,
+    checks: list[CheckResult],
+    reason: str,
+    actor: str,
+) -> Transition:
+    steps = spec.deployer.canary.steps
+    if step >= len(steps):
+        return promote(rollout, now=now, actor=actor, reason=reason, checks=checks)
+    moved = replace(
+        _enter(rollout, Stage.CANARY, now=now, reason=reason), step=step, weight=steps[step]
+    )
+    return Transition(
+        moved,
+        [_advanced(moved, reason=reason, checks=checks, by=actor)],
+        [AuditEntry(_from(rollout), f"canary {steps[step]}%", actor, reason)],
+    )
+
+
+def _enter(rollout: Rollout, stage: Stage, *, now: datetime, reason: str) -> Rollout:
+    return replace(
+        rollout,
+        stage=stage,
+        stage_started_at=now,
         updated_at=now,
+        baseline=None,
+        rows_reached_at=None,
+        reason=reason,
+        revision=rollout.revision + 1,
+    )
+
+
+def _from(rollout: Rollout) -> str:
+    if rollout.stage is Stage.CANARY:
+        return f"canary {rollout.weight}%"
+    return rollout.stage.value
+
+
+def _advanced(
+    rollout: Rollout, *, reason: str, checks: list[CheckResult] | None = None, by: str = "deployer"
+) -> RolloutAdvanced:
+    stage: Literal["shadow", "awaiting_approval", "canary", "champion"] = (
+        "champion" if rollout.stage is Stage.PROMOTED else rollout.stage.value  # type: ignore[assignment]
+    )
+    return RolloutAdvanced(
+        model=rollout.model,
+        cycle_id=rollout.cycle_id,
+        version=rollout.version,
+        stage=stage,
+        weight=100 if rollout.stage is Stage.PROMOTED else rollout.weight,
+        paused=rollout.paused,
+        by=by,
+        reason=reason,
+        checks=checks or [],
+    )
+
+
+# Ending a release ------------------------------------------------------------------------
+
+
+def promote(
+    rollout: Rollout,
+    *,
+    now: datetime,
+    actor: str,
+    reason: str,
+    checks: list[CheckResult] | None = None,
+) -> Transition:
+    done = replace(
+        _enter(rollout, Stage.PROMOTED, now=now, reason=reason), weight=100, paused=False
     )
     previous = rollout.previous.version if rollout.previous else None
-    events: list[Event] = [
-        RolloutAdvanced(
-            model=rollout.model,
-            cycle_id=rollout.cycle_id,
-            version=rollout.version,
-            stage="champion",
-            weight=100,
-        ),
-        Deployed(
-            model=rollout.model,
-            cycle_id=rollout.cycle_id,
-            version=rollout.version,
-            previous_version=previous if previous != rollout.version else None,
-            run_id=rollout.run_id,
-        ),
+    return Transition(
+        done,
+        [
+            _advanced(done, reason=reason, checks=checks, by=actor),
+            Deployed(
+                model=rollout.model,
+                cycle_id=rollout.cycle_id,
+                version=rollout.version,
+                previous_version=previous if previous != rollout.version else None,
+                run_id=rollout.run_id,
+            ),
+        ],
+        [
+            AuditEntry(
+                _from(rollout) if rollout.running else None, Stage.PROMOTED.value, actor, reason
+            )
+        ],
+    )
+
+
+def roll_back(
+    rollout: Rollout,
+    *,
+    now: datetime,
+    actor: str,
+    reason: str,
+    failed: CheckResult | None = None,
+    checks: list[CheckResult] | None = None,
+) -> Transition:
+    """End a running rollout: the champion it would have replaced serves everything again."""
+    done = replace(
+        _enter(rollout, Stage.ROLLED_BACK, now=now, reason=reason), weight=0, paused=False
+    )
+    return Transition(
+        done,
+        [
+            RolledBack(
+                model=rollout.model,
+                cycle_id=rollout.cycle_id,
+                version=rollout.version,
+                restored_version=rollout.previous.version if rollout.previous else None,
+                restored_run_id=rollout.previous.run_id if rollout.previous else None,
+                check=failed,
+                checks=checks or ([failed] if failed else []),
+                by=actor,
+                reason=reason,
+            )
+        ],
+        [AuditEntry(_from(rollout), Stage.ROLLED_BACK.value, actor, reason)],
+    )
+
+
+def restore(
+    champion: Served,
+    target: Served,
+    *,
+    model: str,
+    cycle_id: str,
+    now: datetime,
+    actor: str,
+    reason: str,
+) -> Transition:
+    """A manual rollback with no rollout running: an earlier version becomes champion again.
+    It is its own cycle (one RolledBack), so the monitor takes the restored reference."""
+    rollout = Rollout(
+        model=model,
+        cycle_id=cycle_id,
+        version=champion.version,
+        run_id=champion.run_id,
+        previous=target,
+        stage=Stage.PROMOTED,
+        started_at=now,
+        stage_started_at=now,
+        updated_at=now,
+        weight=100,
+    )
+    transition = roll_back(rollout, now=now, actor=actor, reason=reason)
+    entry = AuditEntry(f"champion {champion.version}", Stage.ROLLED_BACK.value, actor, reason)
+    return replace(transition, audit=[entry])
+
+
+def release(
+    champion: Served | None,
+    target: Served,
+    *,
+    model: str,
+    cycle_id: str,
+    now: datetime,
+    actor: str,
+    reason: str,
+) -> Transition:
+    """A manual promotion with no rollout running: `target` becomes champion at once, as its
+    own cycle (one Deployed), so the monitor takes its reference."""
+    rollout = Rollout(
+        model=model,
+        cycle_id=cycle_id,
+        version=target.version,
+        run_id=target.run_id,
+        previous=champion,
+        stage=Stage.PROMOTED,
+        started_at=now,
+        stage_started_at=now,
+        updated_at=now,
+    )
+    transition = promote(rollout, now=now, actor=actor, reason=reason)
+    before = f"champion {champion.version}" if champion else None
+    return replace(transition, audit=[AuditEntry(before, Stage.PROMOTED.value, actor, reason)])
+
+
+# Commands of a person ----------------------------------------------------------------------
+
+
+def approve(rollout: Rollout, spec: ModelSpec, *, now: datetime, actor: str) -> Transition:
+    _must_await_approval(rollout)
+    approved = Approved(
+        model=rollout.model, cycle_id=rollout.cycle_id, version=rollout.version, by=actor
+    )
+    step = _canary_step(
+        replace(rollout, paused=False),
+        0,
+        spec,
+        now=now,
+        checks=[],
+        reason=f"approved by {actor}",
+        actor=actor,
+    )
+    return replace(step, events=[approved, *step.events])
+
+
+def reject(rollout: Rollout, *, now: datetime, actor: str, reason: str) -> Transition:
+    _must_await_approval(rollout)
+    return roll_back(rollout, now=now, actor=actor, reason=reason or f"rejected by {actor}")
+
+
+def _must_await_approval(rollout: Rollout) -> None:
+    if rollout.stage is not Stage.AWAITING_APPROVAL:
+        raise RolloutError(
+            f"version {rollout.version} of {rollout.model} is in {rollout.stage.value}, "
+            "not awaiting approval"
+        )
+
+
+def pause(rollout: Rollout, *, now: datetime, actor: str, paused: bool) -> Transition:
+    """Freeze (or thaw) the analysis: the routes stay as they are, nothing advances or rolls
+    back by itself; a person may still approve, promote or roll back."""
+    if rollout.paused == paused:
+        raise RolloutError(
+            f"the rollout of {rollout.model} version {rollout.version} is already "
+            + ("paused" if paused else "running")
+        )
+    verb = "paused" if paused else "resumed"
+    moved = replace(rollout, paused=paused, updated_at=now, revision=rollout.revision + 1)
+    reason = f"{verb} by {actor}"
+    return Transition(
+        moved,
+        [_advanced(moved, reason=reason, by=actor)],
+        [AuditEntry(_from(rollout), f"{_from(moved)} ({verb})", actor, reason)],
+    )
+
+
+# Analysis ------------------------------------------------------------------------------
+
+
+def analyse(
+    rollout: Rollout, seen: Observation | None, spec: ModelSpec, *, now: datetime
+) -> Transition | None:
+    """One look at a running rollout: None to hold, else the transition to make.
+
+    A transition with no events (only state: the stage's baseline, or the moment its rows
+    were reached) is bookkeeping; an audited one moves the release.
+    """
+    if not rollout.running or rollout.paused:
+        return None
+    if rollout.stage is Stage.AWAITING_APPROVAL:
+        limit = spec.deployer.approval_timeout
+        waited = now - rollout.stage_started_at
+        if waited <= limit:
+            return None
+        check = CheckResult(
+            name="approval_wait",
+            figure=waited.total_seconds(),
+            threshold=limit.total_seconds(),
+            passed=False,
+            detail="no approval came in time",
+        )
+        return roll_back(
+            rollout, now=now, actor="deployer", reason="approval timed out", failed=check
+        )
+    if seen is None:
+        return None
+    if rollout.baseline is None:
+        return Transition(replace(rollout, baseline=seen.challenger, revision=rollout.revision + 1))
+    canary = spec.deployer.canary
+    needed = spec.deployer.shadow.rows if rollout.stage is Stage.SHADOW else canary.rows_per_step
+    stage = seen.challenger.since(rollout.baseline)
+    errors = _error_check(stage, needed, canary.max_error_rate)
+    if stage.errors > canary.max_error_rate * needed:  # the stage can no longer pass
+        return roll_back(
+            rollout,
+            now=now,
+            actor="deployer",
+            reason=f"{_from(rollout)}: error rate above {canary.max_error_rate:g}",
+            failed=errors,
+        )
+    if stage.rows < needed:
+        return None
+    if rollout.rows_reached_at is None:
+        rollout = replace(rollout, rows_reached_at=now, revision=rollout.revision + 1)
+    metric = _metric_check(rollout, seen, spec, now=now)
+    if metric is None:  # waiting for the labels of the stage's rows
+        if rollout.rows_reached_at == now:
+            return Transition(rollout)
+        return None
+    checks = [
+        CheckResult(name="rows", figure=stage.rows, threshold=needed, passed=True),
+        errors,
+        _latency_check(seen, canary.max_latency_ratio),
+        _disagreement_check(stage, canary.max_disagreement),
+        metric,
     ]
-    return Transition(done, routes, events)
+    failed = next((c for c in checks if not c.passed), None)
+    if failed is not None:
+        return roll_back(
+            rollout,
+            now=now,
+            actor="deployer",
+            reason=f"{_from(rollout)}: {failed.name} out of bounds",
+            failed=failed,
+            checks=checks,
+        )
+    reason = f"{_from(rollout)} passed on {stage.rows} rows"
+    if rollout.stage is Stage.SHADOW:
+        return _after_shadow(rollout, spec, now=now, checks=checks, reason=reason)
+    return _canary_step(
+        rollout, rollout.step + 1, spec, now=now, checks=checks, reason=reason, actor="deployer"
+    )
+
+
+def _error_check(stage: Counters, needed: int, limit: float) -> CheckResult:
+    rate = stage.errors / stage.rows if stage.rows else 0.0
+    return CheckResult(
+        name="error_rate",
+        figure=round(rate, 6),
+        threshold=limit,
+        passed=stage.errors <= limit * needed and rate <= limit,
+        detail=f"{stage.errors} of {stage.rows} rows failed",
+    )
+
+
+def _latency_check(seen: Observation, max_ratio: float) -> CheckResult:
+    if not seen.challenger_p95_ms or not seen.champion_p95_ms:
+        return CheckResult(
+            name="latency_p95_ratio",
+            figure=None,
+            threshold=max_ratio,
+            passed=True,
+            detail="not compared: no latency figure yet",
+        )
+    ratio = seen.challenger_p95_ms / seen.champion_p95_ms
+    return CheckResult(
+        name="latency_p95_ratio",
+        figure=round(ratio, 4),
+        threshold=max_ratio,
+        passed=ratio <= max_ratio,
+        detail=f"p95 {seen.challenger_p95_ms:.3g} ms vs champion {seen.champion_p95_ms:.3g} ms",
+    )
+
+
+def _disagreement_check(stage: Counters, limit: float | None) -> CheckResult:
+    share = stage.disagreed / stage.compared if stage.compared else None
+    if limit is None or share is None:
+        return CheckResult(
+            name="disagreement",
+            figure=share,
+            threshold=limit,
+            passed=True,
+            detail="not judged" if limit is None else "not compared: no paired answers",
+        )
+    return CheckResult(
+        name="disagreement",
+        figure=round(share, 6),
+        threshold=limit,
+        passed=share <= limit,
+        detail=f"{stage.disagreed} of {stage.compared} answers differ from the champion",
+    )
+
+
+def _metric_check(
+    rollout: Rollout, seen: Observation, spec: ModelSpec, *, now: datetime
+) -> CheckResult | None:
+    """The challenger's metric on the stage's labelled rows against the champion's over the
+    rollout; None while the labels may still come (up to `canary.label_wait` after the
+    stage's rows were reached). A shadow's answers are not joined with labels."""
+    canary = spec.deployer.canary
+    name = f"{seen.metric}_drop"
+    enough = (
+        seen.challenger_labels >= canary.min_labels and seen.champion_labels >= canary.min_labels
+    )
+    if not enough or seen.challenger_metric is None or seen.champion_metric is None:
+        reached = rollout.rows_reached_at or now
+        if rollout.stage is Stage.CANARY and now - reached < canary.label_wait:
+            return None
+        return CheckResult(
+            name=name,
+            figure=None,
+            threshold=canary.max_metric_drop,
+            passed=True,
+            detail=(
+                f"not compared: {seen.challenger_labels} labelled rows of the stage and "
+                f"{seen.champion_labels} of the champion (min_labels {canary.min_labels})"
+            ),
+        )
+    higher = HIGHER_IS_BETTER.get(seen.metric, True)
+    drop = (
+        seen.champion_metric - seen.challenger_metric
+        if higher
+        else seen.challenger_metric - seen.champion_metric
+    )
+    return CheckResult(
+        name=name,
+        figure=round(drop, 6),
+        threshold=canary.max_metric_drop,
+        passed=drop <= canary.max_metric_drop,
+        detail=(
+            f"{seen.metric} {seen.challenger_metric:.4f} on {seen.challenger_labels} labelled "
+            f"rows vs champion {seen.champion_metric:.4f} on {seen.champion_labels}"
+        ),
+    )

@@ -85,18 +85,22 @@ def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:
 
 
 def labelled_of_version(
-    conn: Connection, model: str, version: str, *, limit: int
+    conn: Connection, model: str, version: str, *, limit: int, since: datetime | None = None
 ) -> list[sa.Row[Any]]:
-    """The newest joined (prediction, label) pairs served by `version`."""
+    """The newest joined (prediction, label) pairs served by `version` (predicted at or after
+    `since` when given)."""
+    where = [
+        samples.c.model == model,
+        samples.c.version == version,
+        samples.c.label.is_not(None),
+        samples.c.prediction.is_not(None),
+    ]
+    if since is not None:
+        where.append(samples.c.predicted_at >= since)
     return list(
         conn.execute(
             sa.select(samples.c.prediction, samples.c.label, samples.c.labelled_at)
-            .where(
-                samples.c.model == model,
-                samples.c.version == version,
-                samples.c.label.is_not(None),
-                samples.c.prediction.is_not(None),
-            )
+            .where(*where)
             .order_by(samples.c.labelled_at.desc())
             .limit(limit)
         )
