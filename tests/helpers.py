@@ -30,8 +30,25 @@ monitor:
   cooldown: 10m
 trainer: {max_rows: 900, min_rows: 300, holdout: 0.25}
 evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 1000}  # latency is not under test here
-deployer: {shadow: {rows: 0}, canary: {steps: []}}  # promote at once: rollouts have own tests
+deployer: {shadow: {rows: 0}, canary: {steps: []}}  # promote at once: see staged_spec()
 """
+
+
+DIRECT = "deployer: {shadow: {rows: 0}, canary: {steps: []}}"
+ROWS_PER_STEP = 60
+STAGED = (
+    "deployer:\n"
+    "  shadow: {rows: 100}\n"
+    f"  canary: {{steps: [10, 50, 100], rows_per_step: {ROWS_PER_STEP}, min_labels: 20,"
+    " label_wait: 5s, max_metric_drop: 0.05, max_latency_ratio: 1000}\n"
+)
+
+
+def staged_spec(deployer_section: str = STAGED) -> str:
+    """The test spec with a staged rollout (latency is not under test: shadows run in the
+    test's process beside everything else)."""
+    assert DIRECT in SPEC
+    return SPEC.replace(DIRECT, deployer_section)
 
 
 async def eventually(

@@ -1,5 +1,6 @@
 """One whole retraining cycle through the CLI and the REST API, with real processes:
-`driftloop up --detach`, apply, train, drifted traffic with delayed labels, a new champion."""
+`driftloop up --detach`, apply, train, drifted traffic with delayed labels, a new champion
+released through shadow and canary steps, then rolled back by hand."""
 
 from __future__ import annotations
 
@@ -16,13 +17,19 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
+from helpers import churn, eventually, of_cycle, read_all_events, staged_spec, types
 
 from driftloop.cli.supervisor import free_port, pid_alive
 from driftloop.shared.events import TERMINAL_TYPES
 from driftloop.shared.telemetry import trace_id_of
 
-CYCLE = ["RetrainRequested", "ModelTrained", "EvaluationPassed", "RolloutAdvanced", "Deployed"]
+CYCLE = [
+    "RetrainRequested",
+    "ModelTrained",
+    "EvaluationPassed",
+    *["RolloutAdvanced"] * 5,  # shadow, canary 10 %, 50 %, 100 %, champion
+    "Deployed",
+]
 
 
 class Cli:
@@ -65,7 +72,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 
 @pytest.mark.e2e
 async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: Path) -> None:
-    (tmp_path / "churn.yaml").write_text(SPEC)
+    (tmp_path / "churn.yaml").write_text(staged_spec())
     churn(np.random.default_rng(3), 1200).to_csv(tmp_path / "churn.csv", index=False)
 
     applied = cli("apply", str(tmp_path / "churn.yaml"))
@@ -82,27 +89,6 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert status["models"][0]["champion"] == {"version": "1"}
 
     rng = np.random.default_rng(4)
-    version = "1"
-    async with httpx.AsyncClient(base_url=cli.gateway, timeout=30) as http:
-        for i in range(80):
-            frame = churn(rng, 50, drifted=True)
-            resp = await http.post(
-                "/v1/models/churn/predict",
-                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
-            )
-            assert resp.status_code == 200, resp.text
-            body = resp.json()
-            version = body["version"]
-            if version != "1":
-                break
-            labels = [
-                {"id": k, "label": int(y)}
-                for k, y in zip(body["ids"], frame["churned"], strict=True)
-            ]
-            assert (
-                await http.post("/v1/models/churn/feedback", json={"labels": labels})
-            ).status_code == 202
-            await asyncio.sleep(0.25 if i < 20 else 0.5)
 
     async def drift_cycle_ended() -> list[dict[str, Any]] | None:
         events = await read_all_events(cli.nats_url, "churn")
@@ -116,6 +102,26 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
             return None
         last = of_cycle(events, started[0]["envelope"]["data"]["cycle_id"])[-1]
         return events if last["envelope"]["type"] in TERMINAL_TYPES else None
+
+    async with httpx.AsyncClient(base_url=cli.gateway, timeout=30) as http:
+        for i in range(300):  # until the cycle ends: the canary steps need labelled traffic
+            frame = churn(rng, 50, drifted=True)
+            resp = await http.post(
+                "/v1/models/churn/predict",
+                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+            )
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            labels = [
+                {"id": k, "label": int(y)}
+                for k, y in zip(body["ids"], frame["churned"], strict=True)
+            ]
+            assert (
+                await http.post("/v1/models/churn/feedback", json={"labels": labels})
+            ).status_code == 202
+            if i % 5 == 4 and await drift_cycle_ended():
+                break
+            await asyncio.sleep(0.25 if i < 20 else 0.1)
 
     events = await eventually(drift_cycle_ended, timeout=150)
     drift = [
@@ -172,6 +178,20 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     tree = await eventually(traced, timeout=30)
     assert "consume ModelTrained" in tree
     assert "driftloop-trainer" in tree
+
+    # A person rolls the release back from the command line: version 1 serves again.
+    nothing_to_approve = cli("approve", "churn", "2")
+    rolled = cli("rollback", "churn", "--reason", "end-to-end test")
+    again = cli("status", "churn", "--json")
+
+    assert nothing_to_approve.returncode == 1
+    assert "no rollout of churn is running" in nothing_to_approve.stderr
+    assert rolled.returncode == 0, rolled.stderr
+    assert "churn version 2: rolled_back - end-to-end test" in rolled.stdout
+    assert json.loads(again.stdout)["champion"] == {"version": "1"}
+    history = cli("events", "churn")
+    assert "RolledBack" in history.stdout
+    assert "end-to-end test" in history.stdout
 
 
 @pytest.mark.e2e

@@ -12,7 +12,16 @@ import httpx
 import nats.errors
 import numpy as np
 import pytest
-from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
+from helpers import (
+    ROWS_PER_STEP,
+    SPEC,
+    churn,
+    eventually,
+    of_cycle,
+    read_all_events,
+    staged_spec,
+    types,
+)
 from loop import predict_and_label, serving, start_bootstrap, wait_for
 
 from driftloop.deployer.main import serve as deployer
@@ -31,20 +40,6 @@ from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_ali
 from driftloop.shared.routes import Routes
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.main import serve as trainer
-
-DIRECT = "deployer: {shadow: {rows: 0}, canary: {steps: []}}"
-ROWS_PER_STEP = 60
-STAGED = (
-    "deployer:\n"
-    "  shadow: {rows: 100}\n"
-    f"  canary: {{steps: [10, 50, 100], rows_per_step: {ROWS_PER_STEP}, min_labels: 20,"
-    " label_wait: 5s, max_metric_drop: 0.05, max_latency_ratio: 1000}\n"
-)
-
-
-def staged_spec(deployer_section: str = STAGED) -> str:
-    assert DIRECT in SPEC
-    return SPEC.replace(DIRECT, deployer_section)
 
 
 async def release_second_version(

@@ -3,8 +3,9 @@
 A first champion is trained from a seeded file; traffic flows through the gateway with labels
 arriving one batch late through /feedback; part-way, the customers change (distribution drift)
 and so does what makes them churn (concept drift). The monitor notices, the trainer retrains on
-recent labels, the evaluator judges, the deployer promotes, and the gateway serves the new
-version: the demo ends once it does.
+recent labels, the evaluator judges, the deployer releases the new version through shadow
+and canary steps (10, 50, 100 %) analysed on live labelled traffic, and the gateway serves it:
+the demo ends once it is champion.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ monitor:
 trainer: {max_rows: 1200, min_rows: 400, holdout: 0.25}
 evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 100}
 deployer:
+  shadow: {rows: 300}
+  canary: {steps: [10, 50, 100], rows_per_step: 150, min_labels: 30, label_wait: 10s}
   approval: auto
 """
 BATCH = 50
 BEFORE_DRIFT = 1500  # rows served before the customers change
 MAX_ROWS = 30_000  # the demo fails if no new champion serves by then
-AFTER_PROMOTION = 1000
+AFTER_PROMOTION = 1000  # rows served by the new champion once Deployed
 
 
 def customers(rng: np.random.Generator, n: int, *, drifted: bool) -> pd.DataFrame:
@@ -248,7 +251,7 @@ async def _traffic(
     phases = {
         "before": Phase("before drift"),
         "after": Phase("after drift, old champion"),
-        "new": Phase("after drift, new champion"),
+        "new": Phase("after drift, new version"),
     }
     pending: list[tuple[list[str], list[Any], list[int], str]] = []
     first_version: str | None = None
@@ -283,7 +286,7 @@ async def _traffic(
             phases[phase].right += right
             phases[phase].total += BATCH
             timeline.rows_served += BATCH
-            if phase == "new":
+            if phase == "new" and timeline.deployed_at is not None:
                 served_new += BATCH
             pending.append((ids, body["predictions"], labels, body["version"]))
             if len(pending) > 1:  # the label of a batch arrives with the next one

@@ -131,6 +131,11 @@ class CanarySpec(_Part):
     min_labels: int = Field(
         default=50, ge=1, description="labelled rows of a stage before its metric is compared"
     )
+    label_wait: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how long a canary step that answered its rows waits for their labels "
+        "before it is judged without the metric",
+    )
     max_latency_ratio: float = Field(
         default=3.0,
         gt=0,
@@ -224,11 +229,6 @@ def describe_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "(spec)"
-    label_wait: Duration = Field(
-        default=timedelta(seconds=60),
-        description="how long a canary step that answered its rows waits for their labels "
-        "before it is judged without the metric",
-    )
         lines.append(f"{where}: {err['msg']}")
     return "; ".join(lines)
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,8 +28,10 @@ from driftloop.shared.db import SqlUnitOfWork
 from driftloop.shared.events import EvaluationPassed
 from driftloop.shared.routes import Served
 from driftloop.shared.service import SpecSource
+from driftloop.shared.telemetry import extract_context, inject_headers, tracer
 
 logger = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 class Deployer:
@@ -55,6 +58,27 @@ class Deployer:
         self.lock = asyncio.Lock()  # one transition at a time in this process
 
     async def apply(self, transition: Transition, *, expected: int | None) -> None:
+        """Carry out a transition inside its cycle's trace (a cycle is one trace, whichever
+        timer, message or command moves it)."""
+        rollout = transition.rollout
+        if not transition.audit:
+            await self._apply(transition, expected=expected)
+            return
+        parent = extract_context(rollout.trace) if rollout.trace else None
+        with _tracer.start_as_current_span(
+            f"rollout {transition.audit[-1].to_stage}",
+            context=parent,
+            attributes={
+                "driftloop.model": rollout.model,
+                "driftloop.cycle_id": rollout.cycle_id,
+                "driftloop.version": rollout.version,
+            },
+        ):
+            if not rollout.trace:  # a cycle started by a command: this span is its root
+                transition = replace(transition, rollout=replace(rollout, trace=inject_headers()))
+            await self._apply(transition, expected=expected)
+
+    async def _apply(self, transition: Transition, *, expected: int | None) -> None:
         rollout = transition.rollout
         if transition.moves_routes:
             current = await self.routes.current(rollout.model)
@@ -104,7 +128,8 @@ class Deployer:
                 current = await self.routes.current(event.model)
                 if current and current.champion and current.champion.version != event.version:
                     previous = current.champion
-            await self.apply(machine.start(event, previous, spec, now=self.now()), expected=None)
+            started = machine.start(event, previous, spec, now=self.now(), trace=inject_headers())
+            await self.apply(started, expected=None)
 
     # The timer ------------------------------------------------------------------------------
 

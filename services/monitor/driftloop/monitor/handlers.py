@@ -53,13 +53,13 @@ from driftloop.shared.events import (
     PerformanceDegraded,
     PredictionBatch,
     RetrainRequested,
+    RolledBack,
     Trigger,
 )
 from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
 from driftloop.shared.samples import record_labels, record_predictions
 from driftloop.shared.service import SpecSource
-    RolledBack,
 from driftloop.shared.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -385,6 +385,30 @@ async def on_deployed(
     logger.info("reference replaced", extra={"model": event.model, "version": event.version})
 
 
+async def on_rolled_back(
+    event: RolledBack, *, uow: SqlUnitOfWork, client: MlflowClient, now: Callable[[], datetime]
+) -> None:
+    """The cycle is over; when the rollback changed the champion (a person rolled it back to
+    an earlier version), that version's training profile becomes the reference again."""
+    with uow.engine.connect() as conn:
+        state = load(conn, event.model) or {}
+    if (
+        event.restored_version is not None
+        and event.restored_run_id is not None
+        and state.get("reference_version") not in (None, event.restored_version)
+    ):
+        restored = Deployed(
+            model=event.model,
+            cycle_id=event.cycle_id,
+            version=event.restored_version,
+            previous_version=event.version,
+            run_id=event.restored_run_id,
+        )
+        await on_deployed(restored, uow=uow, client=client, now=now)
+        return
+    await on_cycle_ended(event, uow=uow)
+
+
 async def on_cycle_ended(event: Event, *, uow: SqlUnitOfWork) -> None:
     """EvaluationFailed, DataRejected, TrainingFailed, RolledBack: the cycle is over."""
     cycle_id = getattr(event, "cycle_id", None)
@@ -412,30 +436,6 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "last_drift": state["last_drift"],
             "last_performance": state["last_performance"],
             "open_cycle_id": state["open_cycle_id"],
-async def on_rolled_back(
-    event: RolledBack, *, uow: SqlUnitOfWork, client: MlflowClient, now: Callable[[], datetime]
-) -> None:
-    """The cycle is over; when the rollback changed the champion (a person rolled it back to
-    an earlier version), that version's training profile becomes the reference again."""
-    with uow.engine.connect() as conn:
-        state = load(conn, event.model) or {}
-    if (
-        event.restored_version is not None
-        and event.restored_run_id is not None
-        and state.get("reference_version") not in (None, event.restored_version)
-    ):
-        restored = Deployed(
-            model=event.model,
-            cycle_id=event.cycle_id,
-            version=event.restored_version,
-            previous_version=event.version,
-            run_id=event.restored_run_id,
-        )
-        await on_deployed(restored, uow=uow, client=client, now=now)
-        return
-    await on_cycle_ended(event, uow=uow)
-
-
             "last_retrain_at": state["last_retrain_at"],
             "last_decision": {
                 k: decision[k] for k in ("at", "trigger", "fired", "reason", "cycle_id")

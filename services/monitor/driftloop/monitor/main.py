@@ -62,6 +62,9 @@ async def serve(settings: Settings) -> None:
         bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
         for ended in (EvaluationFailed, DataRejected, TrainingFailed):
             bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
+        bus.subscribe(
+            RolledBack, partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow)
+        )
 
         async def answer_status(data: bytes) -> dict[str, Any]:
             model = str(json.loads(data or b"{}").get("model", ""))
@@ -69,10 +72,8 @@ async def serve(settings: Settings) -> None:
 
         async def answer_version(data: bytes) -> dict[str, Any]:
             asked = json.loads(data or b"{}")
+            since = asked.get("since")
             return await handlers.version_status(
-        bus.subscribe(
-            RolledBack, partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow)
-        )
                 str(asked.get("model", "")),
                 str(asked.get("version", "")),
                 uow=uow,
@@ -84,7 +85,6 @@ async def serve(settings: Settings) -> None:
         await bus.respond(VERSION_SUBJECT, answer_version)
         bus.start_relay(uow)
         schedule = asyncio.create_task(_schedule_timer(uow, specs))
-            since = asked.get("since")
         try:
             await bus.run_until_stopped()
         finally:

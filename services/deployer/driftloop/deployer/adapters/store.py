@@ -58,6 +58,7 @@ rollouts = sa.Table(
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("trace", sa.JSON(none_as_null=True), nullable=True),
 )
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
@@ -136,6 +137,7 @@ def _from_row(row: Any) -> Rollout:
         rows_reached_at=row.rows_reached_at,
         reason=row.reason,
         revision=row.revision,
+        trace=dict(row.trace or {}),
     )
 
 
@@ -181,6 +183,7 @@ def save(conn: Connection, rollout: Rollout, *, expected_revision: int | None) -
         "updated_at": rollout.updated_at,
         "reason": rollout.reason,
         "revision": rollout.revision,
+        "trace": rollout.trace or None,
     }
     if expected_revision is None:
         conn.execute(sa.insert(rollouts).values(cycle_id=rollout.cycle_id, **values))

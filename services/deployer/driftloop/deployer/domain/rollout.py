@@ -107,6 +107,7 @@ class Rollout:
     rows_reached_at: datetime | None = None
     reason: str = ""
     revision: int = 0  # bumped on every transition (optimistic concurrency in the store)
+    trace: dict[str, str] = field(default_factory=dict)  # the cycle's W3C trace context
 
     @property
     def running(self) -> bool:
@@ -190,7 +191,12 @@ def routes_for(rollout: Rollout, current: Routes | None) -> Routes:
 
 
 def start(
-    passed: EvaluationPassed, previous: Served | None, spec: ModelSpec, *, now: datetime
+    passed: EvaluationPassed,
+    previous: Served | None,
+    spec: ModelSpec,
+    *,
+    now: datetime,
+    trace: dict[str, str] | None = None,
 ) -> Transition:
     """The first transition of a release once its evaluation passed.
 
@@ -208,6 +214,7 @@ def start(
         started_at=now,
         stage_started_at=now,
         updated_at=now,
+        trace=dict(trace or {}),
     )
     if previous is None or previous.version == passed.version:
         return promote(rollout, now=now, actor="deployer", reason="first version of the model")

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("revision", sa.Integer, nullable=False),
+        sa.Column("trace", sa.JSON, nullable=True),
     )
     op.create_index("ix_deployer_rollouts_model_stage", "deployer_rollouts", ["model", "stage"])
 
