@@ -3,6 +3,7 @@ repeats are handled once, the outbox relay publishes once, RetryLaterError redel
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,3 +223,72 @@ async def test_retry_later_redelivers_until_the_handler_succeeds(
 
     assert calls == [event_id, event_id]
     assert store.handled_runs() == ["run-1"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_stopping_drains_the_message_in_hand_and_returns_the_rest_unacked(
+    settings: Settings,
+) -> None:
+    events = [trained(str(v)) for v in range(1, 6)]
+    started: list[str] = []
+    finished: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(received: ModelTrained) -> None:
+        started.append(received.version)
+        await release.wait()
+        finished.append(received.version)
+
+    async with connect_bus(settings, service="t") as bus:
+        for event in events:
+            await bus.publish(event)
+        bus.subscribe(ModelTrained, slow)
+        await eventually(lambda: asyncio.sleep(0, result=started == ["1"]), timeout=10)
+        closing = asyncio.create_task(bus.close(drain=10))
+        await asyncio.sleep(0.3)
+        assert not closing.done(), "close waits for the message in hand"
+        release.set()
+        await closing
+
+    assert finished == ["1"]
+    handled_later: list[str] = []
+
+    async def quick(received: ModelTrained) -> None:
+        handled_later.append(received.version)
+
+    async with connect_bus(settings, service="t") as again:
+        again.subscribe(ModelTrained, quick)
+        # drained() waits 10 s, well within the 60 s ack wait: the four were handed back
+        # (naked) when the first bus stopped, not left to time out.
+        await drained(again, acked=5)
+    assert sorted(handled_later) == ["2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_handler_past_the_drain_bound_is_cancelled_and_redelivered(
+    settings: Settings, store: Store
+) -> None:
+    event = trained("9")
+    attempts: list[str | None] = []
+    stuck = asyncio.Event()
+
+    async def writes_then_hangs(received: ModelTrained) -> None:
+        attempts.append(current_message_id.get())
+        async with store.uow.handling(received) as tx:
+            tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
+            if len(attempts) == 1:
+                stuck.set()
+                await asyncio.Event().wait()  # never finishes: cut off at the bound
+
+    async with connect_bus(settings, service="t") as bus:
+        await bus.publish(event)
+        bus.subscribe(ModelTrained, writes_then_hangs)
+        await eventually(lambda: asyncio.sleep(0, result=stuck.is_set()), timeout=10)
+        await bus.close(drain=0.5)
+
+    assert store.handled_runs() == []  # its transaction rolled back, its message naked
+    async with connect_bus(settings, service="t") as bus:
+        bus.subscribe(ModelTrained, writes_then_hangs)
+        await eventually(lambda: asyncio.sleep(0, result=len(attempts) == 2), timeout=30)
+        await drained(bus, acked=1)
+    assert store.handled_runs() == ["run-9"]

@@ -70,6 +70,7 @@ E = TypeVar("E", bound=Event)
 R = TypeVar("R", bound=BaseModel)
 
 DAY = 86_400.0
+DRAIN_SECONDS = 10.0  # how long a stopping service lets its in-flight messages finish
 DEADLETTER_STREAM = "DRIFTLOOP_DEADLETTER"
 DEADLETTER_PREFIX = "driftloop.deadletter"
 # Headers of a dead letter (the payload is the original message's, unchanged).
@@ -284,6 +285,10 @@ class Bus:
                 await asyncio.sleep(1.0)
                 continue
             for msg in msgs:
+                if self._stopping.is_set():  # fetched, not started: back to the stream now
+                    with suppress(Exception):
+                        await msg.nak()
+                    continue
                 await self._deliver(msg, durable, parse, handler, max_deliver, ack_wait)
 
     async def _deliver(
@@ -324,7 +329,12 @@ class Bus:
                     **_cycle_attr(payload),
                 },
             ) as span:
-                error = await _run(handler, payload, message_id)
+                try:
+                    error = await _run(handler, payload, message_id)
+                except asyncio.CancelledError:  # stopped past the drain bound: not acked,
+                    with suppress(Exception):  # handed back for redelivery at once
+                        await msg.nak()
+                    raise
                 heartbeat.cancel()
                 if error is not None and not isinstance(error, RetryLaterError):
                     span.record_exception(error)
@@ -438,15 +448,27 @@ class Bus:
         logger.info("ready", extra={"service": self.service})
         await self._stopping.wait()
 
-    async def close(self) -> None:
+    async def close(self, *, drain: float = DRAIN_SECONDS) -> None:
+        """Stop taking messages and drain: the message each consumer is handling may finish
+        (and be acked) within `drain` seconds; messages fetched but not started are naked so
+        they are redelivered at once; a handler still running at the bound is cancelled, its
+        transaction rolls back and its message, never acked, is redelivered."""
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
+        if self._tasks:
+            _done, late = await asyncio.wait(self._tasks, timeout=drain)
+            if late:
+                logger.warning(
+                    "drain bound reached; cancelling", extra={"tasks": [t.get_name() for t in late]}
+                )
+            for task in late:
+                task.cancel()
         for task in self._tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         with suppress(Exception):
-            await self.nc.close()  # consumers are stopped: an unacked message is redelivered
+            await self.nc.flush(timeout=2)  # the last acks and naks reach the server
+        with suppress(Exception):
+            await self.nc.close()
 
 
 def _pong(service: str) -> Callable[[bytes], Awaitable[dict[str, Any]]]:
