@@ -145,6 +145,7 @@ class Bus:
     def __post_init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._buckets: dict[str, KeyValue] = {}
 
     # Topology ----------------------------------------------------------------------------
 
@@ -159,10 +160,24 @@ class Bus:
             await self.kv(bucket)
 
     async def kv(self, bucket: str) -> KeyValue:
-        try:
-            return await self.js.key_value(bucket)
-        except (BucketNotFoundError, NotFoundError):
-            return await self.js.create_key_value(bucket=bucket, history=16)
+        """The bucket's handle, looked up once per connection (a lookup is a JetStream API
+        round trip; a busy server may take seconds to answer one, so timeouts are retried)."""
+        if bucket in self._buckets:
+            return self._buckets[bucket]
+        for attempt in range(1, 4):
+            try:
+                try:
+                    handle = await self.js.key_value(bucket)
+                except (BucketNotFoundError, NotFoundError):
+                    handle = await self.js.create_key_value(bucket=bucket, history=16)
+            except nats.errors.TimeoutError:
+                if attempt == 3:
+                    raise
+                logger.warning("JetStream slow to answer; retrying", extra={"bucket": bucket})
+                continue
+            self._buckets[bucket] = handle
+            return handle
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # Publishing --------------------------------------------------------------------------
 
