@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test test-postgres lint typecheck asyncapi clean
+.PHONY: install demo test test-postgres lint typecheck asyncapi clean bench-gateway bench-ingest
 
 install: $(STAMP)
 
@@ -59,3 +59,11 @@ $(BENCH_STAMP): pyproject.toml
 		numpy==2.4.6 scipy==1.17.1 pydantic==2.14.4 pyyaml==6.0.4
 	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Gateway speed vs `mlflow models serve` and MLServer (issue 6); makes bench/.venv-mlserver itself.
+bench-gateway: install
+	$(BIN)/python bench/bench_gateway.py $(BENCH_ARGS)
+
+# Monitor ingest from JetStream and its memory over a long stream (issue 5).
+bench-ingest: install
+	$(BIN)/python bench/bench_ingest.py $(BENCH_ARGS)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any, TypeVar
 
 import nats
@@ -49,6 +54,27 @@ def staged_spec(deployer_section: str = STAGED) -> str:
     test's process beside everything else)."""
     assert DIRECT in SPEC
     return SPEC.replace(DIRECT, deployer_section)
+
+
+def cli_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a `driftloop` command under `home`: none of the caller's DRIFTLOOP_,
+    MLFLOW_ or OTEL_ settings leak in."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "MLFLOW_", "OTEL_"))
+    }
+    return env | {"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_GATEWAY_PORT": str(port), **extra}
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> CompletedProcess[str]:
+    """`driftloop ARGS` in a subprocess, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "driftloop.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 async def eventually(

@@ -105,8 +105,13 @@ async def predict_and_label(
 
 async def wait_for(settings: Settings, cycle: str, last: str, timeout: float = 90) -> list[str]:
     async def ended() -> list[str] | None:
-        seen = types(of_cycle(await read_all_events(settings.resolved_nats_url()), cycle))
-        return seen if last in seen else None
+        events = of_cycle(await read_all_events(settings.resolved_nats_url()), cycle)
+        seen = types(events)
+        if last in seen:
+            return seen
+        if seen and seen[-1] in TERMINAL_TYPES:  # over, another way: say how, at once
+            raise RuntimeError(f"cycle {cycle} ended with {seen}: {events[-1]['envelope']['data']}")
+        raise AssertionError(f"cycle {cycle} so far: {seen}")  # the timeout's message
 
     return await eventually(ended, timeout=timeout)
 

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers import churn, eventually, of_cycle, read_all_events, staged_spec, types
+from helpers import (
+    churn,
+    cli_env,
+    eventually,
+    of_cycle,
+    read_all_events,
+    run_cli,
+    staged_spec,
+    types,
+)
 
 from driftloop.cli.supervisor import free_port, pid_alive
 from driftloop.shared.events import TERMINAL_TYPES
@@ -35,23 +43,11 @@ CYCLE = [
 class Cli:
     def __init__(self, home: Path, port: int) -> None:
         self.home = home
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DRIFTLOOP_", "MLFLOW_", "OTEL_"))
-        }
-        self.env |= {"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_GATEWAY_PORT": str(port)}
+        self.env = cli_env(home, port)
         self.gateway = f"http://127.0.0.1:{port}"
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "driftloop.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return run_cli(self.env, *args, timeout=timeout)
 
     @property
     def nats_url(self) -> str:
@@ -158,8 +154,13 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert all(e["specversion"] == "1.0" and e["source"].startswith("/services/") for e in lines)
     assert json.loads(shown.stdout)["champion"] == {"version": "2"}
     assert json.loads(shown.stdout)["last_drift"]["drifted_features"]
+    assert json.loads(shown.stdout)["last_verdict"]["version"] == "2"
+    assert json.loads(shown.stdout)["last_verdict"]["verdict"] == "passed"
 
-    lineage = json.loads(cli("lineage", "churn", "2", "--json").stdout)
+    lineage = json.loads(cli("lineage", "churn", "2", "--json", "--verify").stdout)
+    assert lineage["dataset_verified"].endswith(f"hash to {lineage['dataset_version']}")
+    assert len(lineage["artifact_sha256"]) == 64
+    assert lineage["recipe"]["estimator"].startswith("sklearn.")
     assert lineage["cycle_id"] == cycle_id
     assert lineage["trigger"] == "drift"
     assert lineage["parent_version"] == "1"

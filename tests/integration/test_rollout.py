@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     ROWS_PER_STEP,
     SPEC,
+    STAGED,
     churn,
     eventually,
     of_cycle,
@@ -35,8 +36,15 @@ from driftloop.shared.events import (
     ROUTES_BUCKET,
     SPECS_BUCKET,
     TERMINAL_TYPES,
+    EvaluationPassed,
 )
-from driftloop.shared.registry import CHAMPION, configure_mlflow, version_by_alias
+from driftloop.shared.registry import (
+    CHAMPION,
+    configure_mlflow,
+    experiment_id,
+    record_artifact_digest,
+    version_by_alias,
+)
 from driftloop.shared.routes import Routes
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.main import serve as trainer
@@ -93,6 +101,7 @@ async def current_routes(bus: Bus) -> Routes:
     return Routes.model_validate_json(entry.value or b"")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: see the person test
 async def test_a_better_challenger_walks_shadow_and_every_canary_step_to_champion(
     settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -126,8 +135,14 @@ async def test_a_better_challenger_walks_shadow_and_every_canary_step_to_champio
     assert routes.shadow is None
     assert routes.rollout is not None
     assert routes.rollout["state"] == "promoted"
+    status = (await gateway.get("/v1/models/churn")).json()
+    assert status["rollout"]["state"] == "promoted"
+    assert status["last_verdict"]["verdict"] == "passed"
+    assert (status["last_verdict"]["version"], status["last_verdict"]["cycle_id"]) == ("2", cycle)
+    assert status["last_verdict"]["failed_checks"] == []
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: see the person test
 async def test_a_worse_challenger_is_rolled_back_in_the_first_canary_step(
     settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -160,6 +175,82 @@ async def test_a_worse_challenger_is_rolled_back_in_the_first_canary_step(
 
     for _ in range(20):
         assert await only_champion()
+
+
+def register_broken_version(settings: Settings) -> tuple[str, str]:
+    """A version with version 1's signature whose every prediction raises (a pipeline that
+    inverts its input matrix): the challenger that answers errors. Returns (version, run)."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    client = configure_mlflow(settings)
+    signature = mlflow.models.get_model_info("models:/churn/1").signature
+    fitted = DummyClassifier().fit(np.zeros((4, 1)), [0, 1, 0, 1])
+    broken = Pipeline([("boom", FunctionTransformer(np.linalg.inv)), ("clf", fitted)])
+    experiment = experiment_id(client, settings, "churn")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = mlflow.sklearn.log_model(
+            broken,
+            name="model",
+            signature=signature,
+            registered_model_name="churn",
+            serialization_format="cloudpickle",  # as the trainer logs them
+        )
+    version = str(info.registered_model_version)
+    record_artifact_digest(client, "churn", version)  # as the trainer records it
+    return version, run.info.run_id
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: see the person test
+async def test_a_challenger_that_answers_errors_is_rolled_back_and_no_client_sees_one(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    spec = parse_spec(staged_spec(STAGED.replace("shadow: {rows: 100}", "shadow: {rows: 0}")))
+    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
+    churn(np.random.default_rng(1), 1200).to_csv(tmp_path / "v1.csv", index=False)
+    await wait_for(
+        settings, await start_bootstrap(settings, bus, "churn", tmp_path / "v1.csv"), "Deployed"
+    )
+    version, run_id = await asyncio.to_thread(register_broken_version, settings)
+    cycle = "cycle-broken"
+    await bus.publish(  # acting as the evaluator: the deployer is under test
+        EvaluationPassed(
+            model="churn",
+            cycle_id=cycle,
+            version=version,
+            run_id=run_id,
+            champion_version="1",
+            metric="accuracy",
+            challenger_score=0.9,
+            champion_score=0.8,
+            checks=[],
+            reason="test: a challenger that cannot answer",
+        )
+    )
+    await wait_for(settings, cycle, "RolloutAdvanced")
+
+    answers, events = await drive(settings, gateway, cycle, drifted=False)
+
+    assert types(events) == ["EvaluationPassed", "RolloutAdvanced", "RolledBack"]
+    rolled = events[-1]["envelope"]["data"]
+    assert rolled["check"]["name"] == "error_rate"
+    assert rolled["check"]["figure"] == 1.0
+    assert {(a["version"], a["route"]) for a in answers} == {("1", "champion")}
+    metrics = (await gateway.get("/metrics")).text
+    failed = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("driftloop_errors_total{")
+        and f'version="{version}"' in line
+        and 'route="canary"' in line
+    ]
+    assert failed
+    assert float(failed[0].rsplit(" ", 1)[1]) >= 1
 
 
 async def control(bus: Bus, action: str, **fields: Any) -> dict[str, Any]:
@@ -233,6 +324,7 @@ async def test_a_person_approves_pauses_rolls_back_promotes_and_restores(
     assert all(h["at"] and h["reason"] for h in by_ana)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: see the person test
 async def test_the_deployer_killed_mid_rollout_resumes_where_it_was(
     settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:

@@ -4,9 +4,12 @@ how a retraining ends when it cannot train, and how it joins predictions with la
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,12 @@ from driftloop.shared.events import (
     PredictionBatch,
     RetrainRequested,
 )
+from driftloop.shared.registry import configure_mlflow
 from driftloop.shared.spec import parse_spec
+from driftloop.trainer.adapters.registry import DatasetMismatchError, materialise
 from driftloop.trainer.adapters.store import samples
+from driftloop.trainer.adapters.worker import TrainingWorkers, WorkerError
+from driftloop.trainer.domain.dataset import content_hash
 from driftloop.trainer.main import serve as trainer
 
 FEATURES = ["tenure", "monthly_charges", "plan", "autopay"]
@@ -214,3 +221,192 @@ async def test_a_repeated_label_does_not_change_the_first_one(
     rows = await eventually(until(stored, lambda rows: "c" in rows), timeout=20)
 
     assert {i: r.label for i, r in rows.items()} == {"a": 1, "b": 0, "c": 1}
+
+
+# training in a worker process ---------------------------------------------------------------
+
+SLOW = SPEC.replace(
+    "params: {max_iter: 60, random_state: 0}",
+    "params: {max_iter: 1000000, early_stopping: false, random_state: 0}",
+).replace("holdout: 0.25}", "holdout: 0.25, time_limit: 1s}")
+BAD_PARAMS = SPEC.replace("max_iter: 60", "max_iter: many")
+
+
+@pytest.mark.parametrize(
+    ("spec_text", "failure", "named"),
+    [(SLOW, "timeout", "trainer.time_limit (1s)"), (BAD_PARAMS, "RecipeError", "max_iter")],
+    ids=["too-slow-for-the-time-limit", "bad-params"],
+)
+async def test_a_failed_training_is_training_failed_and_the_trainer_trains_the_next_request(
+    settings: Settings, bus: Bus, tmp_path: Path, spec_text: str, failure: str, named: str
+) -> None:
+    await apply(bus, spec_text)
+    frame = churn(np.random.default_rng(4), 400)
+
+    failed = await outcome(settings, await request_bootstrap(settings, bus, frame, tmp_path))
+    await apply(bus)
+    trained = await outcome(settings, await request_bootstrap(settings, bus, frame, tmp_path))
+
+    assert failed["type"] == "TrainingFailed"
+    assert named in failed["data"]["reason"]
+    assert failed["data"]["report"]["failure"] == failure
+    assert (
+        failed["data"]["report"]["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
+    )
+    assert trained["type"] == "ModelTrained", trained["data"]
+
+
+def raise_memory_error() -> None:
+    bytearray(2**62)  # refused at once: nothing is allocated
+
+
+@pytest.mark.parametrize(
+    ("work", "args", "kind", "named"),
+    [
+        (os._exit, (3,), "crash", "exited with code 3"),
+        (signal.raise_signal, (signal.SIGKILL,), "crash", "killed by SIGKILL"),
+        (raise_memory_error, (), "MemoryError", "MemoryError"),
+        (time.sleep, (30,), "timeout", "the limit (0.5s)"),
+    ],
+    ids=["exit", "killed", "memory-error", "timeout"],
+)
+async def test_a_worker_that_dies_raises_or_overruns_is_an_error_and_the_next_job_runs(
+    work: Any, args: tuple[Any, ...], kind: str, named: str
+) -> None:
+    workers = TrainingWorkers()
+
+    with pytest.raises(WorkerError) as failed:
+        await workers.run(
+            work, *args, limit=0.5 if kind == "timeout" else 30, limit_name="the limit"
+        )
+    after = await workers.run(os.getpid, limit=30)
+
+    assert failed.value.kind == kind
+    assert named in failed.value.reason
+    assert after.value != os.getpid()
+
+
+# lineage and the stored training set --------------------------------------------------------
+
+
+async def test_a_run_records_its_lineage_and_its_training_set_rematerialises_exactly(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    await apply(bus)
+    frame = churn(np.random.default_rng(5), 500)
+    repeated = pd.concat([frame, frame.head(7)], ignore_index=True)
+
+    cycle = await request_bootstrap(settings, bus, repeated, tmp_path)
+    answer = await outcome(settings, cycle)
+    client = configure_mlflow(settings)
+    version = answer["data"]["version"]
+    run = client.get_run(answer["data"]["run_id"])
+    stored = await asyncio.to_thread(materialise, client, "churn", version)
+
+    assert answer["type"] == "ModelTrained", answer["data"]
+    tags, params = run.data.tags, run.data.params
+    dataset_version = answer["data"]["dataset_version"]
+    assert tags["driftloop.dataset_version"] == dataset_version
+    assert content_hash(stored) == dataset_version
+    assert len(stored) == 500
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [dataset_version]
+    assert tags["driftloop.cycle_id"] == cycle
+    assert (tags["driftloop.trigger"], tags["driftloop.reason"]) == ("bootstrap", "test")
+    assert tags["driftloop.window"] == "file"
+    assert tags["driftloop.parent_version"] == ""
+    assert tags["driftloop.code_version"].startswith(tags["driftloop.package_version"])
+    assert parse_spec(SPEC).recipe.model_dump_json() == tags["driftloop.recipe"]
+    assert params["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
+    assert params["param.max_iter"] == "60"
+    assert (params["recent_rows"], params["reference_rows"]) == ("500", "0")
+    assert (params["recent_duplicates"], params["reference_duplicates"]) == ("7", "0")
+    assert (params["time_limit"], params["window"]) == ("600s", "none")
+    assert run.data.metrics["train_seconds"] > 0
+
+
+async def test_a_changed_stored_training_set_does_not_rematerialise(
+    settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    await apply(bus)
+    cycle = await request_bootstrap(settings, bus, churn(np.random.default_rng(6), 400), tmp_path)
+    answer = await outcome(settings, cycle)
+    client = configure_mlflow(settings)
+    artifacts = Path(
+        client.get_run(answer["data"]["run_id"]).info.artifact_uri.removeprefix("file://")
+    )
+    stored = artifacts / "data" / "dataset.parquet"
+    pd.read_parquet(stored).iloc[1:].to_parquet(stored, index=False)
+
+    with pytest.raises(DatasetMismatchError, match="hashes to"):
+        await asyncio.to_thread(materialise, client, "churn", answer["data"]["version"])
+
+
+# the time window ----------------------------------------------------------------------------
+
+
+async def send_samples(
+    bus: Bus, frame: pd.DataFrame, *, prefix: str, labelled_at: datetime
+) -> None:
+    ids = [f"{prefix}{i}" for i in range(len(frame))]
+    await bus.publish_record(
+        "driftloop.predictions.churn",
+        PredictionBatch(
+            model="churn",
+            version="1",
+            route="champion",
+            ids=ids,
+            instances=frame[FEATURES].to_dict(orient="records"),
+            predictions=[0] * len(frame),
+            latency_ms=2.0,
+            at=labelled_at,
+        ),
+        msg_id=f"predictions-{prefix}",
+    )
+    batch = FeedbackBatch(
+        model="churn",
+        labels=[Label(id=i, label=int(y)) for i, y in zip(ids, frame["churned"], strict=True)],
+        at=labelled_at,
+    )
+    await bus.publish_record("driftloop.feedback.churn", batch, msg_id=f"feedback-{prefix}")
+
+
+@pytest.mark.parametrize(
+    ("window", "recent_rows", "kind"),
+    [(None, 800, "rows"), ("1d", 400, "time")],
+    ids=["by-rows", "by-time"],
+)
+async def test_a_time_window_keeps_older_labelled_rows_out_and_is_recorded(
+    settings: Settings,
+    bus: Bus,
+    stored: Callable[[], dict[str, Any]],
+    window: str | None,
+    recent_rows: int,
+    kind: str,
+) -> None:
+    spec_text = (
+        SPEC
+        if window is None
+        else SPEC.replace("holdout: 0.25}", f"holdout: 0.25, window: {window}}}")
+    )
+    await apply(bus, spec_text)
+    rng = np.random.default_rng(8)
+    now = datetime.now(UTC)
+    await send_samples(bus, churn(rng, 400), prefix="old", labelled_at=now - timedelta(days=2))
+    await send_samples(bus, churn(rng, 400), prefix="new", labelled_at=now)
+    await eventually(
+        until(
+            stored,
+            lambda rows: (
+                sum(r.features is not None and r.label is not None for r in rows.values()) == 800
+            ),
+        ),
+        timeout=30,
+    )
+
+    answer = await outcome(settings, await request(bus, "churn", trigger="manual"))
+    run = configure_mlflow(settings).get_run(answer["data"]["run_id"])
+
+    assert answer["type"] == "ModelTrained", answer["data"]
+    assert run.data.params["recent_rows"] == str(recent_rows)
+    assert run.data.tags["driftloop.window"] == kind
+    assert ("driftloop.recent_since" in run.data.tags) is (window is not None)

@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from driftloop.cli import supervisor
 from driftloop.cli.client import DeadLetter, Received, read_log, wait_for_cycle
-from driftloop.shared.config import SERVICES, Settings
+from driftloop.shared.config import SERVICES, Settings, redact
 from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
 from driftloop.shared.spec import SpecError, parse_spec
 
@@ -77,7 +77,7 @@ async def _bus_call(s: Settings, body: Callable[[Any], Awaitable[T]]) -> T:
         async with await _connect(s) as bus:
             return await body(bus)
     except (nats.errors.NoServersError, OSError) as exc:
-        raise FailedError(f"cannot reach NATS at {s.resolved_nats_url()}: {exc}") from exc
+        raise FailedError(f"cannot reach NATS at {redact(s.resolved_nats_url())}: {exc}") from exc
 
 
 # Life cycle --------------------------------------------------------------------------------
@@ -101,7 +101,8 @@ def up(
     sup = supervisor.Supervisor(s)
     try:
         url = sup.prepare()
-        _initialise_stores(s.model_copy(update={"nats_url": url}))
+        as_cli = supervisor.with_user(url, "cli", sup.passwords)
+        _initialise_stores(s.model_copy(update={"nats_url": as_cli}))
         sup.start_services(url)
     except (supervisor.SupervisorError, OSError) as exc:
         sup.shutdown()
@@ -577,6 +578,17 @@ def status(
                 f"  live {perf['metric']} {perf['figure']:.4f} over {perf['labels']} labels "
                 f"(version {perf['version']})"
             )
+        verdict = m.get("last_verdict")
+        if verdict:
+            figures = ""
+            if verdict.get("challenger_score") is not None:
+                figures = f" {verdict['metric']} {verdict['challenger_score']:.4f}"
+                if verdict.get("champion_score") is not None:
+                    figures += f" vs {verdict['champion_score']:.4f}"
+            out.print(
+                f"  last verdict: version {verdict['version']} {verdict['verdict']}{figures}"
+                f" ({verdict['reason']})"
+            )
         decision = mon.get("last_decision")
         if decision:
             out.print(
@@ -587,7 +599,7 @@ def status(
 
 def _nats_url_or_none(s: Settings) -> str | None:
     try:
-        return s.resolved_nats_url()
+        return redact(s.resolved_nats_url())
     except RuntimeError:
         return None
 
@@ -655,6 +667,9 @@ def lineage(
     model: str,
     version: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="re-materialise the training set and check its hash")
+    ] = False,
 ) -> None:
     """Where a version came from: cycle, trigger, dataset, parent, recipe, metrics, verdict."""
     from mlflow.exceptions import MlflowException
@@ -687,7 +702,24 @@ def lineage(
         "aliases": list(mv.aliases or []),
         "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
         "code_version": tags.get("driftloop.code_version"),
+        "package_version": tags.get("driftloop.package_version"),
+        "git_commit": tags.get("driftloop.git_commit"),
+        "recipe": json.loads(tags.get("driftloop.recipe", "null")),
+        "window": tags.get("driftloop.window"),
+        "recent_since": tags.get("driftloop.recent_since"),
+        "cause_id": tags.get("driftloop.cause_id"),
+        "dataset_uri": tags.get("driftloop.dataset_uri"),
+        "artifact_sha256": (mv.tags or {}).get("driftloop.artifact_sha256"),
     }
+    if verify:
+        from driftloop.trainer.adapters.registry import DatasetMismatchError, materialise
+
+        try:
+            frame = materialise(client, model, version)
+        except (DatasetMismatchError, MlflowException, OSError) as exc:
+            fail(f"the training set of {model} version {version} does not re-materialise: {exc}")
+            return
+        doc["dataset_verified"] = f"{len(frame)} rows hash to {doc['dataset_version']}"
     if as_json:
         out.print_json(data=doc)
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,8 +14,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from driftloop.shared.config import SERVICES, Settings
+from driftloop.shared.permissions import ACCOUNTS, render_conf
 
 logger = logging.getLogger(__name__)
 RESTART_LIMIT = 5  # crashes within RESTART_WINDOW seconds before a service is given up
@@ -48,15 +51,50 @@ def nats_server_binary() -> str:
     return found
 
 
+def nats_auth_enabled() -> bool:
+    """Users and per-service permissions on the embedded server (DRIFTLOOP_NATS_AUTH=0: off)."""
+    return os.environ.get("DRIFTLOOP_NATS_AUTH", "1").strip().lower() not in ("0", "false", "no")
+
+
+def with_user(url: str, user: str, passwords: dict[str, str]) -> str:
+    """`url` with `user`'s credentials, when the embedded server has users."""
+    if user not in passwords:
+        return url
+    parts = urlsplit(url)
+    netloc = f"{quote(user)}:{quote(passwords[user])}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def private_file(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (it holds credentials)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
+
+
 def start_nats(
-    store: Path, log: Path, *, port: int | None = None
+    store: Path, log: Path, *, port: int | None = None, conf: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A JetStream nats-server on loopback, its data under `store`; returns it and its URL."""
+    """A JetStream nats-server on loopback, its data under `store` (users and permissions from
+    `conf` when given); returns it and its URL."""
     store.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    config = ["-c", str(conf)] if conf else []
     proc = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        [
+            nats_server_binary(),
+            *config,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(store),
+        ],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -120,6 +158,7 @@ class Supervisor:
         self.services = services
         self.nats: subprocess.Popen[bytes] | None = None
         self.children: dict[str, Child] = {}
+        self.passwords: dict[str, str] = {}  # NATS users of the embedded server
         self._stop = False
 
     @property
@@ -146,10 +185,15 @@ class Supervisor:
             url = self.settings.nats_url
             (run / "nats.url").unlink(missing_ok=True)
         else:
+            conf = None
+            if nats_auth_enabled():
+                self.passwords = {a: secrets.token_urlsafe(24) for a in ACCOUNTS}
+                conf = private_file(run / "nats.conf", render_conf(self.passwords))
             self.nats, url = start_nats(
-                self.settings.home / "nats", self.settings.log_dir / "nats.log"
+                self.settings.home / "nats", self.settings.log_dir / "nats.log", conf=conf
             )
-            (run / "nats.url").write_text(url)
+            # The CLI (and anything on this machine acting for the person) connects as `cli`.
+            private_file(run / "nats.url", with_user(url, "cli", self.passwords))
             (run / "nats.pid").write_text(str(self.nats.pid))
         gateway = f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
         (run / "gateway.url").write_text(gateway)
@@ -172,7 +216,7 @@ class Supervisor:
             child = Child(
                 name,
                 [sys.executable, "-m", f"driftloop.{name}"],
-                env,
+                {**env, "DRIFTLOOP_NATS_URL": with_user(nats_url, name, self.passwords)},
                 self.settings.log_dir / f"{name}.log",
             )
             child.start()
@@ -231,7 +275,7 @@ class Supervisor:
         run = self.settings.run_dir
         for name in [*self.services, "nats", "supervisor"]:
             (run / f"{name}.pid").unlink(missing_ok=True)
-        for name in ("nats.url", "gateway.url"):
+        for name in ("nats.url", "gateway.url", "nats.conf"):
             (run / name).unlink(missing_ok=True)
 
 

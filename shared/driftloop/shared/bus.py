@@ -197,13 +197,21 @@ class Bus:
 
     async def publish_record(self, subject: str, record: BaseModel, *, msg_id: str) -> None:
         """Publish a prediction or feedback record; waits for JetStream's ack."""
+        await self.publish_raw(
+            subject, record.model_dump_json().encode(), msg_id=msg_id, kind=type(record).__name__
+        )
+
+    async def publish_raw(
+        self, subject: str, payload: bytes, *, msg_id: str, kind: str = "PredictionBatch"
+    ) -> None:
+        """Publish a serialised record; waits for JetStream's ack."""
         with _tracer.start_as_current_span(
-            f"publish {type(record).__name__}",
+            f"publish {kind}",
             kind=SpanKind.PRODUCER,
             attributes={"messaging.destination": subject, "messaging.message_id": msg_id},
         ):
             headers = inject_headers({"Nats-Msg-Id": msg_id})
-            await self.js.publish(subject, record.model_dump_json().encode(), headers=headers)
+            await self.js.publish(subject, payload, headers=headers)
 
     # Consuming ---------------------------------------------------------------------------
 

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DRIFTLOOP_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
     log_level: str = "INFO"
+    # What the gateway accepts in one request (larger or longer: a 413 or 422 naming the limit).
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_instances: int = Field(default=10_000, ge=1, description="rows per predict request")
+    max_string_length: int = Field(default=1_000, ge=1, description="characters per string")
 
     @field_validator("home")
     @classmethod
@@ -89,3 +93,14 @@ class Settings(BaseSettings):
         if recorded.exists():
             return recorded.read_text().strip()
         return f"http://{self.gateway_host}:{self.gateway_port}"
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for anything a person or a log will read."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

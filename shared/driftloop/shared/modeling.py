@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
+    confusion_matrix,
     f1_score,
+    log_loss,
     mean_absolute_error,
     mean_squared_error,
     precision_score,
@@ -94,3 +96,44 @@ def score(task: str, y_true: Any, pipeline: Any, x: pd.DataFrame) -> dict[str, f
                 else roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
             )
     return metrics
+
+
+def holdout_metrics(
+    task: str,
+    y_true: Any,
+    y_pred: Any,
+    proba: Any = None,
+    classes: list[Any] | None = None,
+) -> dict[str, float]:
+    """Every holdout metric from a model's outputs: `prediction_metrics`, plus for a classifier
+    with probabilities (columns in `classes` order) ROC AUC (binary: of the last class;
+    more classes: one-vs-rest macro average) and log loss, where the labels define them."""
+    if task == "regression":
+        return prediction_metrics(task, y_true, y_pred)
+    metrics = prediction_metrics(task, y_true, y_pred, classes)
+    if proba is None or classes is None:
+        return metrics
+    scores = np.asarray(proba, dtype=float)
+    present = set(np.asarray(y_true).tolist())
+    if len(present) > 1:
+        with contextlib.suppress(ValueError):
+            metrics["roc_auc"] = float(
+                roc_auc_score(y_true, scores[:, -1])
+                if len(classes) == 2
+                else roc_auc_score(y_true, scores, multi_class="ovr", labels=classes)
+            )
+    if present <= set(classes):
+        with contextlib.suppress(ValueError):
+            metrics["log_loss"] = float(log_loss(y_true, scores, labels=classes))
+    return metrics
+
+
+def confusion(y_true: Any, y_pred: Any, classes: list[Any]) -> dict[str, Any]:
+    """The confusion matrix as JSON: rows are true labels, columns predicted, in `labels` order."""
+    matrix = confusion_matrix(y_true, y_pred, labels=classes)
+    return {"labels": [_plain(c) for c in classes], "matrix": matrix.tolist()}
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -6,6 +6,7 @@ a run named in an event; nothing here reads another service's tables.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from driftloop.shared.config import Settings
+from driftloop.shared.db import MIGRATION_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +29,13 @@ EXPERIMENT_PREFIX = "driftloop"
 
 
 def configure_mlflow(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured store (a SQLite file under HOME by default)."""
+    """Point MLflow at the configured store (a SQLite file under HOME by default). Opening a
+    new store migrates it with Alembic: under the process's migration lock."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri())
-    mlflow.set_registry_uri(settings.tracking_uri())
-    return MlflowClient(settings.tracking_uri(), settings.tracking_uri())
+    with MIGRATION_LOCK:
+        mlflow.set_tracking_uri(settings.tracking_uri())
+        mlflow.set_registry_uri(settings.tracking_uri())
+        return MlflowClient(settings.tracking_uri(), settings.tracking_uri())
 
 
 def experiment_id(client: MlflowClient, settings: Settings, model: str) -> str:
@@ -71,9 +75,62 @@ def version_ref(client: MlflowClient, model: str, version: str) -> VersionRef:
     return VersionRef(model, str(mv.version), str(mv.run_id))
 
 
+ARTIFACT_DIGEST = "driftloop.artifact_sha256"  # model version tag set at registration
+
+
+class TamperedArtifactError(RuntimeError):
+    """A model's files do not hash to what was recorded when it was registered."""
+
+
+def artifact_digest(root: Path) -> str:
+    """SHA-256 over a model directory: every file's relative path and content, in order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _download_model(model: str, version: str, dest: str) -> Path:
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{model}/{version}", dst_path=dest
+        )
+    )
+
+
+def record_artifact_digest(client: MlflowClient, model: str, version: str) -> str:
+    """Hash a just-registered version's files and record it on the version (the trainer does
+    this before anything can route traffic to it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = artifact_digest(_download_model(model, version, tmp))
+    client.set_model_version_tag(model, version, ARTIFACT_DIGEST, digest)
+    return digest
+
+
 def load_model(model: str, version: str) -> Any:
-    """The scikit-learn pipeline of a registered version."""
-    return mlflow.sklearn.load_model(f"models:/{model}/{version}")
+    """The scikit-learn pipeline of a registered version, loaded from the configured registry
+    only after its files hash to the digest recorded at registration (what is checked is what
+    is loaded: one download, verified, then unpickled). Raises TamperedArtifactError."""
+    recorded = MlflowClient().get_model_version(model, version).tags.get(ARTIFACT_DIGEST)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = _download_model(model, version, tmp)
+        actual = artifact_digest(local)
+        if recorded is None:
+            raise TamperedArtifactError(
+                f"{model} version {version} has no recorded artifact hash ({ARTIFACT_DIGEST}): "
+                "refusing to load a model registered outside driftloop's trainer"
+            )
+        if actual != recorded:
+            raise TamperedArtifactError(
+                f"{model} version {version}: its files hash to {actual[:16]}..., not to "
+                f"{recorded[:16]}... recorded at registration: refusing to load them"
+            )
+        return mlflow.sklearn.load_model(str(local))
 
 
 def download_artifact(client: MlflowClient, run_id: str, path: str, dest: Path) -> Path:

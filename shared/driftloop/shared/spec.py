@@ -22,15 +22,23 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """`30s`, `10m`, `7d` (also ms, h) into a timedelta; numbers are seconds."""
+    """`30s`, `10m`, `7d` (also ms, h) into a timedelta; numbers are seconds. A duration is
+    never negative, and at most about 2.7 million years (timedelta's own bound)."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration such as 30s, 10m or 7d")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 30s, 10m or 7d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not seconds >= 0:  # also NaN
+        raise ValueError(f"{value!r} is not a duration: it must not be negative")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:
@@ -77,6 +85,30 @@ class PerformancePolicy(_Part):
 
 class MonitorSpec(_Part):
     window: int = Field(default=2000, ge=10, description="predicted rows per drift window")
+    window_time: Duration | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="a drift window also closes once this long has passed since its first "
+        "row, whichever of `window` rows and this comes first; unset: by rows only",
+    )
+    window_min_rows: int = Field(
+        default=100,
+        ge=1,
+        description="fewest rows a window closed by `window_time` is judged on; a smaller one "
+        "stays open until it has them",
+    )
+    keep_samples: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="served answers kept per model (newest first) to join with their labels "
+        "for the live metric and the deployer's analysis; older ones are deleted, so cover "
+        "traffic rate x label delay",
+    )
+    keep_samples_for: Duration = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="and none older than this, labelled or not",
+    )
     drift: DriftPolicy = DriftPolicy()
     performance: PerformancePolicy = PerformancePolicy()
     schedule: Duration | None = Field(
@@ -100,17 +132,86 @@ class TrainerSpec(_Part):
         description="how long a retraining waits for min_rows new labels before TrainingFailed",
     )
     seed: int = 0
+    window: Duration | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="recent rows are labelled within this long before the training (and after "
+        "the champion's training set); unset: the newest max_rows rows, however old",
+    )
+    deduplicate: bool = Field(
+        default=True,
+        description="drop rows that exactly repeat an earlier one (features and label) from the "
+        "training set; turn off when rows legitimately repeat (few categorical features)",
+    )
+    time_limit: Duration = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description="longest a training may run (in a worker process) before TrainingFailed",
+    )
+
+
+class SliceSpec(_Part):
+    """A slice of the holdout judged on its own: each value of a categorical column, or bins
+    of a numeric one (`bins`: increasing cut points, or a count of quantile bins; unset: 4)."""
+
+    column: str = Field(min_length=1)
+    bins: list[float] | Annotated[int, Field(ge=2, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _edges_increase(self) -> SliceSpec:
+        edges = self.bins
+        if isinstance(edges, list) and (
+            not edges or any(edges[i + 1] <= edges[i] for i in range(len(edges) - 1))
+        ):
+            raise ValueError(f"bins must be increasing cut points, got {edges}")
+        return self
 
 
 class EvaluatorSpec(_Part):
+    """How a challenger is judged against the champion on its holdout (docs/evaluation.md).
+
+    Improvement d = challenger - champion in `metric` (champion - challenger for rmse, mae):
+    its point estimate must reach `min_delta`, and its one-sided lower confidence bound at
+    `confidence` must reach `min_delta - non_inferiority`."""
+
     metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = (
         Field(default="f1", description="default: f1 (classification) or rmse (regression)")
     )
-    min_delta: float = 0.0
+    min_delta: float = Field(
+        default=0.0,
+        description="least improvement of the metric on the holdout (point estimate); "
+        "negative tolerates a small loss",
+    )
     min_score: float | None = Field(
         default=None, description="absolute floor of the metric (the first version's only bar)"
     )
     max_p95_ms: float = Field(default=50.0, gt=0)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1, description="one-sided confidence")
+    non_inferiority: float = Field(
+        default=0.0,
+        ge=0,
+        description="how far below min_delta the lower confidence bound may fall; 0 with "
+        "min_delta 0: the challenger must be better at the confidence",
+    )
+    uncertainty: Literal["bootstrap", "mcnemar"] = Field(
+        default="bootstrap",
+        description="paired bootstrap of the difference, or McNemar's exact test (accuracy)",
+    )
+    bootstrap: int = Field(default=1000, ge=100, le=100_000, description="resamples")
+    seed: int = 0
+    slices: list[SliceSpec] = Field(default_factory=list)
+    slice_tolerance: float = Field(
+        default=0.05, ge=0, description="largest metric drop of any slice vs the champion"
+    )
+    min_slice_rows: int = Field(
+        default=50, ge=1, description="smaller slices are reported, not judged"
+    )
+
+    @model_validator(mode="after")
+    def _mcnemar_tests_accuracy(self) -> EvaluatorSpec:
+        if self.uncertainty == "mcnemar" and self.metric != "accuracy":
+            raise ValueError(f"uncertainty mcnemar tests accuracy, not {self.metric}")
+        return self
 
 
 class ShadowSpec(_Part):
@@ -239,12 +340,33 @@ def parse_spec(text: str | bytes) -> ModelSpec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise SpecError("not valid YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise SpecError("a spec is a mapping with at least `model` and `target`")
+    budget = [100_000]  # values, counting each use of a YAML alias
+
+    def storable(value: Any, where: str, within: frozenset[int]) -> None:
+        """The spec travels as JSON (the specs bucket): no NaN, Infinity or cycles."""
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SpecError("the spec is too large (are YAML aliases repeating each other?)")
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            raise SpecError(f"{where}: {value} is not a finite number")
+        if isinstance(value, dict | list):
+            if id(value) in within:
+                raise SpecError(f"{where}: contains itself")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                storable(item, f"{where}.{key}" if where else str(key), within | {id(value)})
+
+    storable(raw, "", frozenset())
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(describe_validation_error(exc)) from exc
+    except OverflowError as exc:  # e.g. a duration of 10**20 days
+        raise SpecError(f"a duration or number is out of range ({exc})") from exc
     if spec.features is not None and spec.target in spec.features:
         raise SpecError(f"features: the target {spec.target!r} cannot also be a feature")
     if spec.monitor.drift.psi_retrain < spec.monitor.drift.psi_warn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -150,7 +151,16 @@ def test_shadow_passes_to_the_first_canary_step_with_its_checks() -> None:
     rollout = counted(started(), base=40)
 
     transition = machine.analyse(
-        rollout, seen(rows=140, challenger_p95_ms=2.0, champion_p95_ms=1.5), SPEC, now=later(5)
+        rollout,
+        seen(
+            rows=140,
+            challenger_p95_ms=2.0,
+            champion_p95_ms=1.5,
+            challenger_requests=30,
+            champion_requests=300,
+        ),
+        SPEC,
+        now=later(5),
     )
 
     assert transition is not None
@@ -342,17 +352,38 @@ def test_disagreement_is_judged_only_when_bounded() -> None:
     assert unbounded.rollout.stage is Stage.CANARY
 
 
-def test_latency_far_above_the_champion_rolls_back() -> None:
-    transition = machine.analyse(
+def slow_shadow(challenger_requests: int) -> Any:
+    """A shadow 20 times slower than the champion at p95, over `challenger_requests`."""
+    return machine.analyse(
         counted(started()),
-        seen(rows=100, challenger_p95_ms=40.0, champion_p95_ms=2.0),
+        seen(
+            rows=100,
+            challenger_p95_ms=40.0,
+            champion_p95_ms=2.0,
+            challenger_requests=challenger_requests,
+            champion_requests=500,
+        ),
         SPEC,
         now=later(3),
     )
 
+
+@pytest.mark.parametrize(("requests", "stage"), [(25, Stage.ROLLED_BACK), (6, Stage.CANARY)])
+def test_latency_far_above_the_champion_rolls_back_once_it_is_measured(
+    requests: int, stage: Stage
+) -> None:
+    transition = slow_shadow(requests)
+
     assert transition is not None
-    assert transition.rollout.stage is Stage.ROLLED_BACK
-    assert transition.events[0].check.name == "latency_p95_ratio"  # type: ignore[attr-defined]
+    assert transition.rollout.stage is stage
+    checks = transition.events[0].checks  # type: ignore[attr-defined]
+    latency = next(c for c in checks if c.name == "latency_p95_ratio")
+    assert latency.passed is (requests < 20)
+    if requests < 20:  # a p95 over six requests is their slowest one: not judged
+        assert latency.figure is None
+        assert "6 and 500 requests" in latency.detail
+    else:
+        assert latency.figure == pytest.approx(20.0)
 
 
 # Commands -----------------------------------------------------------------------------------

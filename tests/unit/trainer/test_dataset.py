@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from driftloop.shared.events import CheckResult
 from driftloop.shared.spec import ModelSpec, TrainerSpec
-from driftloop.trainer.domain.dataset import assemble, validate
+from driftloop.trainer.domain.dataset import assemble, recent_since, validate
 
 SPEC = ModelSpec(
     model="churn",
@@ -113,6 +115,88 @@ def test_content_hash_changes_when_a_filled_row_changes() -> None:
     after = assemble(rows(4, source="recent"), changed, SPEC)
 
     assert before.version != after.version
+
+
+# de-duplication ----------------------------------------------------------------------------
+
+
+def with_spec(**trainer: object) -> ModelSpec:
+    return SPEC.model_copy(update={"trainer": SPEC.trainer.model_copy(update=trainer)})
+
+
+def test_a_recent_row_repeating_a_newer_one_is_dropped_and_counted() -> None:
+    recent = rows(6, source="recent")
+    replayed = pd.concat([recent, recent.iloc[[0, 2]]], ignore_index=True)
+
+    ts = assemble(replayed, rows(20, source="reference"), SPEC)
+
+    assert ts.frame["tenure"].tolist()[:6] == [float(i) for i in range(6)]
+    assert (ts.recent_rows, ts.recent_duplicates) == (6, 2)
+    assert (ts.reference_rows, ts.reference_duplicates) == (4, 0)
+
+
+def test_a_reference_row_repeating_a_recent_row_is_skipped_and_the_fill_goes_on() -> None:
+    recent = rows(4, source="recent")
+    reference = pd.concat([recent.iloc[[1]], rows(20, source="reference")], ignore_index=True)
+
+    ts = assemble(recent, reference, SPEC)
+
+    assert ts.frame["tenure"].tolist()[4:] == [1000.0 + i for i in range(6)]
+    assert (ts.recent_rows, ts.reference_rows) == (4, 6)
+    assert (ts.recent_duplicates, ts.reference_duplicates) == (0, 1)
+
+
+def test_rows_that_differ_only_in_the_label_are_both_kept() -> None:
+    recent = rows(4, source="recent")
+    conflicting = pd.concat([recent, recent.iloc[[0]].assign(churned=1)], ignore_index=True)
+
+    ts = assemble(conflicting, None, SPEC)
+
+    assert (ts.recent_rows, ts.recent_duplicates) == (5, 0)
+
+
+def test_repeats_are_kept_when_deduplicate_is_off() -> None:
+    recent = rows(6, source="recent")
+    replayed = pd.concat([recent, recent.iloc[[0, 2]]], ignore_index=True)
+    spec = with_spec(deduplicate=False)
+
+    ts = assemble(replayed, None, spec)
+
+    assert (ts.recent_rows, ts.recent_duplicates) == (8, 0)
+
+
+def test_the_duplicates_check_sees_the_recent_rows_as_received() -> None:
+    recent = rows(6, source="recent")
+    replayed = pd.concat([recent, *[recent.iloc[[0]]] * 4], ignore_index=True)
+
+    ts = assemble(replayed, None, SPEC)
+    [duplicates] = [c for c in validate(ts, SPEC) if c.name == "duplicates"]
+
+    assert ts.recent_rows == 6
+    assert not duplicates.passed
+    assert duplicates.detail.startswith("4 of 10 recent rows")
+
+
+# the time window ---------------------------------------------------------------------------
+
+NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cut", "window", "since"),
+    [
+        (None, None, None),
+        (NOW - timedelta(days=3), None, NOW - timedelta(days=3)),
+        (None, timedelta(days=1), NOW - timedelta(days=1)),
+        (NOW - timedelta(days=3), timedelta(days=1), NOW - timedelta(days=1)),
+        (NOW - timedelta(hours=2), timedelta(days=1), NOW - timedelta(hours=2)),
+    ],
+    ids=["rows-only", "after-champion", "window", "window-later", "champion-later"],
+)
+def test_recent_rows_start_at_the_later_of_the_champion_cut_and_the_window(
+    cut: datetime | None, window: timedelta | None, since: datetime | None
+) -> None:
+    assert recent_since(cut, window, now=NOW) == since
 
 
 # validate ----------------------------------------------------------------------------------

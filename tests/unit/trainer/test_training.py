@@ -3,6 +3,8 @@ feature types, and a bad recipe is an error naming the field."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from driftloop.shared.modeling import prepare
-from driftloop.shared.spec import ModelSpec, Recipe, TrainerSpec
+from driftloop.shared.spec import ModelSpec, Recipe, SpecError, TrainerSpec, parse_spec
 from driftloop.trainer.domain.training import RecipeError, fit, make_pipeline
 
 SPEC = ModelSpec(
@@ -141,3 +143,31 @@ def test_pipeline_ignores_unseen_categories_at_prediction_time() -> None:
     unseen = frame[features].head(3).assign(plan="enterprise")
 
     assert len(pipeline.predict(unseen)) == 3
+
+
+# the trainer's spec fields -----------------------------------------------------------------
+
+
+def test_the_trainer_spec_defaults_to_rows_only_deduplicated_with_a_ten_minute_limit() -> None:
+    trainer = parse_spec("model: churn\ntarget: churned\n").trainer
+
+    assert trainer.window is None
+    assert trainer.deduplicate is True
+    assert trainer.time_limit == timedelta(minutes=10)
+
+
+def test_window_and_time_limit_are_durations_that_read_back_from_json() -> None:
+    spec = parse_spec("model: churn\ntarget: churned\ntrainer: {window: 7d, time_limit: 90s}\n")
+
+    again = parse_spec(spec.to_json())
+
+    assert (again.trainer.window, again.trainer.time_limit) == (
+        timedelta(days=7),
+        timedelta(seconds=90),
+    )
+
+
+@pytest.mark.parametrize("field", ["window", "time_limit"])
+def test_a_zero_duration_is_refused_naming_the_field(field: str) -> None:
+    with pytest.raises(SpecError, match=f"trainer.{field}"):
+        parse_spec(f"model: churn\ntarget: churned\ntrainer: {{{field}: 0s}}\n")

@@ -43,7 +43,7 @@ def registered(client: MlflowClient) -> Any:
 
 async def serve(settings: Settings, *, look_every: float = LOOK_EVERY) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
-    client = configure_mlflow(settings)
+    client = await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
     async with connect_bus(settings, service=SERVICE) as bus:
         deployer = Deployer(
             uow=uow,

@@ -7,12 +7,13 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+import numpy as np
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from driftloop.evaluator.adapters.registry import record_verdict, score_pair
+from driftloop.evaluator.adapters.registry import load_evidence, record_verdict
 from driftloop.evaluator.adapters.store import verdicts
-from driftloop.evaluator.domain.verdict import judge, p95_ms
+from driftloop.evaluator.domain.verdict import judge
 from driftloop.shared.db import SqlUnitOfWork
 from driftloop.shared.events import EvaluationFailed, EvaluationPassed, ModelTrained
 from driftloop.shared.service import SpecSource
@@ -33,27 +34,17 @@ async def on_model_trained(
     spec = await specs.get(event.model)
     if spec is None:
         raise RuntimeError(f"no spec for model {event.model!r}")
-    scored = await asyncio.to_thread(
-        score_pair,
-        client,
-        event.model,
-        event.version,
-        event.run_id,
-        task=spec.task,
-        target=spec.target,
-    )
-    verdict = judge(
-        spec,
-        challenger=scored.challenger,
-        champion=scored.champion,
-        latency_p95_ms=p95_ms(scored.latency_seconds),
-    )
+    loaded = await asyncio.to_thread(load_evidence, client, spec, event.version, event.run_id)
+    # Seeded per spec: a redelivered event is judged to the same figures.
+    rng = np.random.default_rng(spec.evaluator.seed)
+    verdict = await asyncio.to_thread(judge, spec, loaded.evidence, rng=rng)
     logger.info(
         "verdict",
         extra={
             "model": event.model,
             "cycle_id": event.cycle_id,
             "version": event.version,
+            "champion_version": loaded.champion_version,
             "passed": verdict.passed,
             "reason": verdict.reason,
         },
@@ -64,26 +55,22 @@ async def on_model_trained(
         cycle_id=event.cycle_id,
         version=event.version,
         run_id=event.run_id,
-        champion_version=scored.champion_version,
+        champion_version=loaded.champion_version,
         metric=spec.evaluator.metric,
         challenger_score=verdict.challenger_score,
         champion_score=verdict.champion_score,
         checks=verdict.checks,
         reason=verdict.reason,
     )
-    report = out.model_dump(mode="json") | {
-        "holdout_rows": scored.holdout_rows,
-        "challenger_metrics": scored.challenger,
-        "champion_metrics": scored.champion,
-    }
-    await asyncio.to_thread(record_verdict, client, event.run_id, verdict.passed, report)
+    report = out.model_dump(mode="json") | {"evaluation": verdict.report}
+    await asyncio.to_thread(record_verdict, client, event.run_id, verdict, report)
     async with uow.handling(event) as tx:
         tx.conn.execute(
             sa.insert(verdicts).values(
                 cycle_id=event.cycle_id,
                 model=event.model,
                 version=event.version,
-                champion_version=scored.champion_version,
+                champion_version=loaded.champion_version,
                 passed=verdict.passed,
                 report=report,
                 judged_at=now(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from functools import partial
 
@@ -20,7 +21,7 @@ def utcnow() -> datetime:
 
 async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
-    client = configure_mlflow(settings)
+    client = await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
     async with connect_bus(settings, service=SERVICE) as bus:
         bus.subscribe(
             ModelTrained,

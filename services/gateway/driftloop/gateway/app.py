@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
+import math
 import random
-import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import (
@@ -26,14 +26,23 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
 from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher, ShadowMirror
-from driftloop.gateway.domain.validation import choose_route, validate_instances
-from driftloop.gateway.oip import register_oip
+from driftloop.gateway.domain.validation import (
+    choose_route,
+    validate_instances,
+    validate_labels,
+)
+from driftloop.gateway.limits import BodyLimit, documented, limited_route
+from driftloop.gateway.oip import binary_to_json, register_oip
+from driftloop.shared.auth import TokenSet
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
+from driftloop.shared.db import ordered_id
 from driftloop.shared.events import (
+    EVENTS_STREAM,
     ROUTES_BUCKET,
     SPECS_BUCKET,
     FeedbackBatch,
@@ -45,12 +54,13 @@ from driftloop.shared.registry import configure_mlflow
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 MONITOR_STATUS = "driftloop.rpc.monitor.status"
-MAX_INSTANCES = 10_000
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    instances: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INSTANCES)
+    instances: list[dict[str, Any]] = Field(
+        min_length=1, description="one object per row: feature -> value (DRIFTLOOP_MAX_INSTANCES)"
+    )
     ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = None
     key: str | None = Field(default=None, max_length=256, description="routing key (sticky)")
 
@@ -67,11 +77,34 @@ class PredictResponse(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    labels: list[Label] = Field(min_length=1, max_length=MAX_INSTANCES)
+    labels: list[Label] = Field(min_length=1, description="at most DRIFTLOOP_MAX_INSTANCES")
 
 
 class Accepted(BaseModel):
     accepted: int
+
+
+class Readiness(BaseModel):
+    ready: bool
+    nats: bool
+    routes_loaded: bool
+
+
+def _too_many(field: str, count: int, limit: int) -> HTTPException:
+    return HTTPException(
+        422,
+        [
+            {
+                "loc": ["body", field],
+                "type": "too_long",
+                "msg": f"{count} {field}: at most {limit} per request (DRIFTLOOP_MAX_INSTANCES)",
+            }
+        ],
+    )
+
+
+def _finite(values: list[Any]) -> bool:
+    return all(not isinstance(v, float) or math.isfinite(v) for v in values)
 
 
 class ModelStatus(BaseModel):
@@ -82,6 +115,7 @@ class ModelStatus(BaseModel):
     rollout: dict[str, Any] | None
     last_drift: dict[str, Any] | None
     monitor: dict[str, Any] | None = None
+    last_verdict: dict[str, Any] | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -106,6 +140,32 @@ def check_access_mode(settings: Settings) -> None:
         )
 
 
+class Traced:
+    """One SERVER span per HTTP request, named by its route (plain ASGI: no per-request task
+    or body wrapping, unlike Starlette's BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with _tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+        ) as span:
+
+            async def sending(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, sending)
+            route = scope.get("route")
+            if route is not None:  # the template, not the path: one name per endpoint
+                span.update_name(f"{scope['method']} {getattr(route, 'path', scope['path'])}")
+
+
 def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None = None) -> FastAPI:
     """The gateway application; nothing connects until the lifespan starts."""
     check_access_mode(settings)
@@ -114,7 +174,10 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         "driftloop_requests", "predict requests", ["model", "version", "route"], registry=registry
     )
     errors = Counter(
-        "driftloop_errors", "failed predict requests", ["model", "status"], registry=registry
+        "driftloop_errors",
+        "failed predict requests (a canary failure answered by the champion counts too)",
+        ["model", "version", "route", "status"],
+        registry=registry,
     )
     latency = Histogram(
         "driftloop_predict_seconds",
@@ -133,15 +196,19 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     )
     table = RouteTable()
     state: dict[str, Any] = {}
-    tokens = {t.strip() for t in (settings.api_tokens or "").split(",") if t.strip()}
+    tokens = TokenSet(settings.api_tokens)  # kept as SHA-256 digests, compared in constant time
     rng = random.Random()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        configure_mlflow(settings)
+        await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
-            publisher = RecordPublisher(bus, dropped=dropped)
+            publisher = RecordPublisher(
+                bus,
+                dropped=dropped,
+                spool=settings.home / "spool" / f"gateway-{settings.gateway_port}.sqlite",
+            )
             mirror = ShadowMirror(publisher, dropped=shadow_dropped)
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
@@ -159,22 +226,25 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 for task in tasks:
                     with suppress(asyncio.CancelledError, Exception):
                         await task
+                publisher.close()
 
-    app = FastAPI(title="driftloop gateway", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="driftloop gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        strict_content_type=False,  # no Content-Type is read as JSON; any other is a 415
+        # Our own server span per request (Traced) and Prometheus metrics instead of FastAPI's
+        # native telemetry, which cost a quarter of the gateway's CPU under load (py-spy).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.router.route_class = limited_route(
+        max_string_length=settings.max_string_length, binary=binary_to_json
+    )
 
-    @app.middleware("http")
-    async def traced(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        route = request.scope.get("route")
-        name = f"{request.method} {getattr(route, 'path', request.url.path)}"
-        with _tracer.start_as_current_span(name, kind=SpanKind.SERVER) as span:
-            response = await call_next(request)
-            span.set_attribute("http.status_code", response.status_code)
-            return response
+    app.add_middleware(Traced)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not tokens:
+        if not tokens.required:
             return
         if not authorization or not authorization.lower().startswith("bearer "):
             raise HTTPException(
@@ -182,8 +252,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 "a bearer token is required (DRIFTLOOP_API_TOKEN)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        given = authorization[7:].strip()
-        if not any(secrets.compare_digest(given, t) for t in tokens):
+        if not tokens.accepts(authorization[7:].strip()):
             raise HTTPException(403, "this token is not accepted")
 
     def serving_for(model: str) -> Any:
@@ -204,14 +273,16 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         """Validate, predict, count, and record (off the request path) one request."""
         problems = validate_instances(instances, chosen.schema)
         if problems:
-            errors.labels(model, "422").inc()
+            errors.labels(model, chosen.version, route, "422").inc()
             raise HTTPException(422, [p.as_dict() for p in problems])
-        ids = ids or [str(uuid.uuid4()) for _ in instances]
+        ids = ids or [ordered_id() for _ in instances]
         started = time.perf_counter()
         try:
             predictions, probabilities = chosen.predict(instances)
+            if not _finite(predictions) or not all(_finite(p) for p in probabilities or []):
+                raise ValueError("the model answered NaN or Infinity")
         except Exception as exc:
-            errors.labels(model, "500").inc()
+            errors.labels(model, chosen.version, route, "500").inc()
             logger.exception("predict failed", extra={"model": model, "version": chosen.version})
             state["publisher"].offer(  # a failure is a live figure of the version too
                 PredictionBatch(
@@ -232,7 +303,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         elapsed = time.perf_counter() - started
         requests.labels(model, chosen.version, route).inc()
         latency.labels(model, chosen.version, route).observe(elapsed)
-        state["publisher"].offer(
+        queued = state["publisher"].offer(
             PredictionBatch(
                 model=model,
                 version=chosen.version,
@@ -244,6 +315,14 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 at=datetime.now(UTC),
             )
         )
+        if not queued:  # the bus has been away too long: refuse (and count) rather than serve
+            errors.labels(model, chosen.version, route, "503").inc()  # an unrecorded answer
+            raise HTTPException(
+                503,
+                "prediction records cannot be delivered right now (the bus is unavailable and "
+                "the record queue is full): retry later",
+                headers={"Retry-After": "5"},
+            )
         serving = table.serving.get(model)
         if serving is not None and serving.shadow is not None and route == "champion":
             state["mirror"].offer(MirrorJob(model, serving.shadow, instances, ids))
@@ -252,16 +331,14 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     @app.post(
         "/v1/models/{model}/predict",
         response_model=PredictResponse,
-        responses={
-            404: {"description": "unknown model"},
-            422: {"description": "input does not match the signature"},
-            503: {"description": "no champion yet"},
-        },
+        responses=documented(404, 413, 415, 422, 503),
     )
     async def predict(
         model: str, body: PredictRequest, x_routing_key: Annotated[str | None, Header()] = None
     ) -> PredictResponse:
         serving = serving_for(model)
+        if len(body.instances) > settings.max_instances:
+            raise _too_many("instances", len(body.instances), settings.max_instances)
         route = choose_route(
             body.key or x_routing_key,
             serving.routes.canary.weight if serving.canary else 0,
@@ -279,7 +356,16 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                     }
                 ],
             )
-        ids, predictions, probabilities = run_model(model, chosen, route, body.instances, body.ids)
+        given = body.ids or [ordered_id() for _ in body.instances]
+        try:
+            ids, predictions, probabilities = run_model(model, chosen, route, body.instances, given)
+        except HTTPException as exc:
+            if exc.status_code != 500 or route != "canary":
+                raise
+            # The canary failed (counted against it, and in its live stats): the request is
+            # still answered, by the champion. A bad canary costs its errors, not the clients'.
+            chosen, route = serving.champion, "champion"
+            ids, predictions, probabilities = run_model(model, chosen, route, body.instances, given)
         return PredictResponse(
             model=model,
             version=chosen.version,
@@ -295,10 +381,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         dependencies=[Depends(require_token)],
         status_code=202,
         response_model=Accepted,
-        responses={
-            404: {"description": "unknown model"},
-            503: {"description": "the bus is unavailable"},
-        },
+        responses=documented(401, 403, 404, 413, 415, 422, 503),
     )
     async def feedback(
         model: str,
@@ -306,6 +389,11 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     ) -> Accepted:
         if not table.known(model):
             raise HTTPException(404, f"unknown model {model!r}")
+        if len(body.labels) > settings.max_instances:
+            raise _too_many("labels", len(body.labels), settings.max_instances)
+        problems = validate_labels([label.label for label in body.labels])
+        if problems:
+            raise HTTPException(422, [p.as_dict() for p in problems])
         batch = FeedbackBatch(model=model, labels=body.labels, at=datetime.now(UTC))
         try:
             await state["bus"].publish_record(
@@ -315,10 +403,43 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             raise HTTPException(503, f"labels not accepted, the bus is unavailable: {exc}") from exc
         return Accepted(accepted=len(body.labels))
 
+    async def last_verdict(model: str) -> dict[str, Any] | None:
+        """The evaluator's newest verdict on the model, from the events stream (the audit log)
+        by JetStream's last-message-per-subject lookup, not a scan."""
+        found = []
+        for verdict in ("EvaluationPassed", "EvaluationFailed"):
+            with suppress(Exception):
+                found.append(
+                    await state["bus"].js.get_last_msg(
+                        EVENTS_STREAM, f"driftloop.events.{model}.{verdict}"
+                    )
+                )
+        if not found:
+            return None
+        env = json.loads(max(found, key=lambda m: m.seq).data)
+        data = env.get("data") or {}
+        return {
+            "verdict": "passed" if env.get("type") == "EvaluationPassed" else "failed",
+            "at": env.get("time"),
+            **{
+                k: data.get(k)
+                for k in (
+                    "cycle_id",
+                    "version",
+                    "champion_version",
+                    "metric",
+                    "challenger_score",
+                    "champion_score",
+                    "reason",
+                )
+            },
+            "failed_checks": [c for c in data.get("checks") or [] if not c.get("passed")],
+        }
+
     @app.get(
         "/v1/models/{model}",
         response_model=ModelStatus,
-        responses={404: {"description": "unknown model"}},
+        responses=documented(404),
     )
     async def model_status(model: str) -> ModelStatus:
         if not table.known(model):
@@ -329,6 +450,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         with suppress(Exception):
             monitor = await state["bus"].request(MONITOR_STATUS, {"model": model}, timeout=1.0)
         return ModelStatus(
+            last_verdict=await last_verdict(model),
             model=model,
             champion={"version": routes.champion.version} if routes and routes.champion else None,
             canary={"version": routes.canary.version, "weight": routes.canary.weight}
@@ -344,7 +466,13 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     async def list_models() -> dict[str, list[str]]:
         return {"models": sorted(set(table.serving) | table.specs)}
 
-    register_oip(app, table=table, run_model=run_model, ready=lambda: readiness()[0])
+    register_oip(
+        app,
+        table=table,
+        run_model=run_model,
+        ready=lambda: readiness()[0],
+        max_rows=settings.max_instances,
+    )
 
     def readiness() -> tuple[bool, bool]:
         bus: Bus | None = state.get("bus")
@@ -355,7 +483,11 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready"}},
+    )
     async def readyz() -> JSONResponse:
         ready, connected = readiness()
         return JSONResponse(
@@ -363,8 +495,9 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

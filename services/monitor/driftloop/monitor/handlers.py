@@ -14,19 +14,25 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from driftloop.monitor.adapters.store import (
+    Profiles,
     champion_answers,
     decisions,
+    delete_samples_before,
     labelled_of_version,
     last_decision,
     load,
+    load_state,
     load_stats,
     models,
+    record_served,
+    sample_models,
     samples,
+    samples_cutoff,
     save,
     save_stats,
     stats_of_version,
 )
-from driftloop.monitor.domain.drift import Window, add_batch, drift_report
+from driftloop.monitor.domain.drift import Window, add_batch, drift_report, window_due
 from driftloop.monitor.domain.live import (
     VersionStats,
     add_comparison,
@@ -58,69 +64,90 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
-from driftloop.shared.samples import record_labels, record_predictions
+from driftloop.shared.samples import record_labels
 from driftloop.shared.service import SpecSource
-from driftloop.shared.spec import ModelSpec
+from driftloop.shared.spec import ModelSpec, MonitorSpec
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+PRUNE_BATCH = 10_000  # samples deleted per transaction, so ingest interleaves
 
 
 async def on_predictions(
-    batch: PredictionBatch, *, uow: SqlUnitOfWork, specs: SpecSource, now: Callable[[], datetime]
+    batch: PredictionBatch,
+    *,
+    uow: SqlUnitOfWork,
+    specs: SpecSource,
+    now: Callable[[], datetime],
+    profiles: Profiles | None = None,
 ) -> None:
     """Count every served batch per version; add the champion's inputs to the drift window and
-    judge the window when it is full."""
+    judge the window when it closes: once it has `monitor.window` rows (this batch included),
+    or, when `monitor.window_time` has passed since its first row, before this batch joins."""
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
         count_served(tx, batch, at=now())
         if batch.route == "shadow" or batch.error:
             return
-        record_predictions(tx.conn, samples, batch)
+        record_served(tx.conn, batch)
         if batch.route != "champion":
             return
-        state = load(tx.conn, batch.model)
-        if spec is None or state is None or state["profile"] is None:
-            return  # no reference yet: nothing to compare against
-        profile = ReferenceProfile.model_validate(state["profile"])
-        window = add_batch(
-            Window.model_validate(state["window"] or {}), profile, batch.instances, batch.at
-        )
-        rows_seen = (state["rows_seen"] or 0) + len(batch.instances)
-        if window.rows < spec.monitor.window:
-            save(tx.conn, batch.model, window=window.model_dump(mode="json"), rows_seen=rows_seen)
+        state = load_state(tx.conn, batch.model)
+        if spec is None or state is None:
             return
-        report = drift_report(profile, window, spec.monitor.drift)
-        summary = {
-            "rows": report.rows,
-            "window_start": report.start,
-            "window_end": report.end,
-            "drifted_features": report.drifted,
-            "at": now(),
-            "features": {f.feature: f.psi for f in report.features},
-        }
-        values: dict[str, Any] = {
-            "window": Window().model_dump(mode="json"),
-            "rows_seen": rows_seen,
-            "last_drift": _jsonable(summary),
-        }
-        if report.drifted:
-            drift_id = tx.emit(
-                DriftDetected(
-                    model=batch.model,
-                    window_start=report.start or now(),
-                    window_end=report.end or now(),
-                    rows=report.rows,
-                    reference_version=state["reference_version"],
-                    features=report.features,
-                    drifted_features=report.drifted,
-                )
+        profile = (profiles or Profiles()).get(tx.conn, batch.model, state["reference_run_id"])
+        if profile is None:
+            return  # no reference yet: nothing to compare against
+        window = Window.model_validate(state["window"] or {})
+        values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
+        judged = False
+        if window_due(window, spec.monitor, at=batch.at):  # by time, before this batch
+            values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
+            window, judged = Window(), True
+        window = add_batch(window, profile, batch.instances, batch.at)
+        if not judged and window.rows >= spec.monitor.window:
+            values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
+            window = Window()
+        save(tx.conn, batch.model, window=window.model_dump(mode="json"), **values)
+
+
+def _judge_window(
+    tx: Tx,
+    model: str,
+    profile: ReferenceProfile,
+    window: Window,
+    spec: ModelSpec,
+    state: dict[str, Any],
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """The drift report of a closed window, DriftDetected and the retrain decision when it
+    drifted; returns the model-state columns that change."""
+    report = drift_report(profile, window, spec.monitor.drift)
+    summary = {
+        "rows": report.rows,
+        "window_start": report.start,
+        "window_end": report.end,
+        "drifted_features": report.drifted,
+        "at": now,
+        "features": {f.feature: f.psi for f in report.features},
+    }
+    values: dict[str, Any] = {"last_drift": _jsonable(summary)}
+    if report.drifted:
+        drift_id = tx.emit(
+            DriftDetected(
+                model=model,
+                window_start=report.start or now,
+                window_end=report.end or now,
+                rows=report.rows,
+                reference_version=state["reference_version"],
+                features=report.features,
+                drifted_features=report.drifted,
             )
-            decision = decide_retrain(report, _trigger_state(state), spec.monitor, now=now())
-            values |= _record_decision(
-                tx, batch.model, "drift", decision, cause_id=drift_id, now=now()
-            )
-        save(tx.conn, batch.model, **values)
+        )
+        decision = decide_retrain(report, _trigger_state(state), spec.monitor, now=now)
+        values |= _record_decision(tx, model, "drift", decision, cause_id=drift_id, now=now)
+    return values
 
 
 def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
@@ -356,6 +383,27 @@ async def check_schedule(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime
                     save(tx.conn, model, **values)
 
 
+async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime) -> None:
+    """Time windows when traffic paused, run by a timer: a window `window_time` old (with at
+    least `window_min_rows`) is judged now, not when the next batch comes."""
+    with uow.engine.connect() as conn:
+        names = [r.model for r in conn.execute(sa.select(models.c.model))]
+    for model in names:
+        spec = await specs.get(model)
+        if spec is None or spec.monitor.window_time is None:
+            continue
+        async with uow.transaction() as tx:
+            state = load_state(tx.conn, model)
+            window = Window.model_validate((state or {}).get("window") or {})
+            if state is None or not window_due(window, spec.monitor, at=now):
+                continue
+            profile = Profiles().get(tx.conn, model, None)
+            if profile is None:
+                continue
+            values = _judge_window(tx, model, profile, window, spec, state, now=now)
+            save(tx.conn, model, window=Window().model_dump(mode="json"), **values)
+
+
 async def on_deployed(
     event: Deployed,
     *,
@@ -455,3 +503,32 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+async def prune_samples(
+    *, uow: SqlUnitOfWork, specs: SpecSource, now: datetime, batch: int = PRUNE_BATCH
+) -> int:
+    """The samples retention, run by a timer: per model, answers beyond the newest
+    `monitor.keep_samples` or older than `monitor.keep_samples_for` go, with labels whose
+    answer never came (or went) from before the same time; `batch` rows a transaction.
+    Returns how many rows were deleted."""
+    with uow.engine.connect() as conn:
+        names = sample_models(conn)
+    deleted = 0
+    for model in names:
+        spec = await specs.get(model)
+        keep = spec.monitor if spec else MonitorSpec()
+        with uow.engine.connect() as conn:
+            cutoff = samples_cutoff(
+                conn, model, keep=keep.keep_samples, oldest=now - keep.keep_samples_for
+            )
+        while True:
+            async with uow.transaction() as tx:
+                done = delete_samples_before(tx.conn, model, cutoff, limit=batch)
+            deleted += done
+            if done < batch:
+                break
+            await asyncio.sleep(0)  # let the consumers in between batches
+    if deleted:
+        logger.debug("samples pruned", extra={"rows": deleted})
+    return deleted

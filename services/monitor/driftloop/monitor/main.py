@@ -10,7 +10,8 @@ from functools import partial
 from typing import Any
 
 from driftloop.monitor import handlers
-from driftloop.monitor.adapters.store import SERVICE, VERSIONS, messaging
+from driftloop.monitor.adapters.specs import CachedSpecSource
+from driftloop.monitor.adapters.store import SERVICE, VERSIONS, Profiles, messaging
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
@@ -31,6 +32,7 @@ from driftloop.shared.registry import configure_mlflow
 
 logger = logging.getLogger(__name__)
 SCHEDULE_TICK_SECONDS = 30.0
+UPKEEP_TICK_SECONDS = 5.0  # time windows of paused traffic; the samples retention
 STATUS_SUBJECT = "driftloop.rpc.monitor.status"
 VERSION_SUBJECT = "driftloop.rpc.monitor.version"  # live stats of one version
 
@@ -41,14 +43,20 @@ def utcnow() -> datetime:
 
 async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
-    client = configure_mlflow(settings)
+    client = await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
     async with connect_bus(settings, service=SERVICE) as bus:
         specs = service.SpecSource(bus)
         bus.subscribe_records(
             PREDICTIONS_STREAM,
             "driftloop.predictions.>",
             PredictionBatch,
-            partial(handlers.on_predictions, uow=uow, specs=specs, now=utcnow),
+            partial(
+                handlers.on_predictions,
+                uow=uow,
+                specs=CachedSpecSource(bus),  # read per batch: at most once a second
+                now=utcnow,
+                profiles=Profiles(),
+            ),
             durable="predictions",
         )
         bus.subscribe_records(
@@ -85,10 +93,12 @@ async def serve(settings: Settings) -> None:
         await bus.respond(VERSION_SUBJECT, answer_version)
         bus.start_relay(uow)
         schedule = asyncio.create_task(_schedule_timer(uow, specs))
+        upkeep = asyncio.create_task(_upkeep_timer(uow, specs))
         try:
             await bus.run_until_stopped()
         finally:
             schedule.cancel()
+            upkeep.cancel()
 
 
 async def _schedule_timer(uow: SqlUnitOfWork, specs: service.SpecSource) -> None:
@@ -98,6 +108,16 @@ async def _schedule_timer(uow: SqlUnitOfWork, specs: service.SpecSource) -> None
             await handlers.check_schedule(uow=uow, specs=specs, now=utcnow())
         except Exception:
             logger.exception("schedule check failed")
+
+
+async def _upkeep_timer(uow: SqlUnitOfWork, specs: service.SpecSource) -> None:
+    while True:
+        await asyncio.sleep(UPKEEP_TICK_SECONDS)
+        try:
+            await handlers.close_due_windows(uow=uow, specs=specs, now=utcnow())
+            await handlers.prune_samples(uow=uow, specs=specs, now=utcnow())
+        except Exception:
+            logger.exception("upkeep failed")
 
 
 def main() -> None:

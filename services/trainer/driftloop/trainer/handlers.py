@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
 
 from driftloop.shared.bus import RetryLaterError
 from driftloop.shared.db import SqlUnitOfWork, Tx
 from driftloop.shared.events import (
+    CheckResult,
     DataRejected,
     FeedbackBatch,
     ModelTrained,
@@ -22,9 +23,17 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.samples import recent_labelled, record_labels, record_predictions
 from driftloop.shared.service import SpecSource
-from driftloop.trainer.adapters.registry import Champion, TrainerRegistry, records_frame
+from driftloop.shared.spec import format_duration
+from driftloop.trainer.adapters.registry import (
+    Champion,
+    Lineage,
+    TrainerRegistry,
+    records_frame,
+    stored_form,
+)
 from driftloop.trainer.adapters.store import runs, samples
-from driftloop.trainer.domain.dataset import assemble, validate
+from driftloop.trainer.adapters.worker import TrainingWorkers, WorkerError
+from driftloop.trainer.domain.dataset import assemble, recent_since, validate
 from driftloop.trainer.domain.training import RecipeError, fit
 from driftloop.trainer.domain.validation import ChampionEvidence
 
@@ -54,12 +63,35 @@ def _fail(tx: Tx, event: RetrainRequested, reason: str, **report: object) -> Non
     )
 
 
+def _reject(tx: Tx, event: RetrainRequested, checks: list[CheckResult]) -> None:
+    failed = [c for c in checks if not c.passed]
+    logger.info(
+        "data rejected",
+        extra={
+            "model": event.model,
+            "cycle_id": event.cycle_id,
+            "failed": [c.name for c in failed],
+        },
+    )
+    tx.emit(
+        DataRejected(
+            model=event.model,
+            cycle_id=event.cycle_id,
+            reason="; ".join(
+                f"{c.name}: {c.figure} vs {c.threshold} {c.detail}".strip() for c in failed
+            ),
+            report=checks,
+        )
+    )
+
+
 async def on_retrain_requested(
     event: RetrainRequested,
     *,
     uow: SqlUnitOfWork,
     specs: SpecSource,
     registry: TrainerRegistry,
+    workers: TrainingWorkers,
     now: Callable[[], datetime],
 ) -> None:
     if uow.already_handled():
@@ -90,6 +122,7 @@ async def on_retrain_requested(
 
     parent: str | None = None
     labelled_until: str | None = None
+    since: datetime | None = None
     champion: Champion | None = None
     if event.trigger == "bootstrap":
         if not event.data_uri:
@@ -106,14 +139,15 @@ async def on_retrain_requested(
     else:
         champion = await asyncio.to_thread(registry.champion, event.model)
         parent = champion.ref.version if champion else None
-        after = (
+        cut = (
             datetime.fromisoformat(champion.labelled_until)
             if (champion and champion.labelled_until)
             else None
         )
+        since = recent_since(cut, spec.trainer.window, now=now())
         with uow.engine.connect() as conn:
             rows = recent_labelled(
-                conn, samples, event.model, after=after, limit=spec.trainer.max_rows
+                conn, samples, event.model, after=since, limit=spec.trainer.max_rows
             )
         if len(rows) < spec.trainer.min_rows:
             waited = now() - event.requested_at
@@ -136,56 +170,58 @@ async def on_retrain_requested(
         labelled_until = max(r.labelled_at for r in rows).isoformat()
         reference = champion.dataset if champion else None
 
-    ts = assemble(recent, reference, spec)
+    assembled = assemble(recent, reference, spec)
+    try:
+        ts = stored_form(assembled)
+    except ValueError as exc:  # a column parquet cannot hold: the set could not be versioned
+        check = CheckResult(name="storable", figure=0, threshold=1, passed=False, detail=str(exc))
+        async with uow.handling(event) as tx:
+            _reject(tx, event, [check])
+        return
     evidence: ChampionEvidence | None = None
     if champion is not None and spec.task == "classification":
         evidence = await asyncio.to_thread(
             registry.champion_evidence, champion, ts.frame.iloc[: ts.recent_rows], ts.features
         )
     checks = validate(ts, spec, reference=reference, champion=evidence)
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        logger.info(
-            "data rejected",
-            extra={
-                "model": event.model,
-                "cycle_id": event.cycle_id,
-                "failed": [c.name for c in failed],
-            },
-        )
+    if any(not c.passed for c in checks):
         async with uow.handling(event) as tx:
-            tx.emit(
-                DataRejected(
-                    model=event.model,
-                    cycle_id=event.cycle_id,
-                    reason="; ".join(
-                        f"{c.name}: {c.figure} vs {c.threshold} {c.detail}".strip() for c in failed
-                    ),
-                    report=checks,
-                )
-            )
+            _reject(tx, event, checks)
         return
 
-    started = time.perf_counter()
+    limit = spec.trainer.time_limit
     try:
-        fitted = await asyncio.to_thread(
-            fit, ts.frame, ts.features, spec, recent_rows=ts.recent_rows
+        trained = await workers.run(
+            partial(fit, recent_rows=ts.recent_rows),
+            ts.frame,
+            ts.features,
+            spec,
+            limit=limit.total_seconds(),
+            limit_name="trainer.time_limit",
         )
-    except RecipeError as exc:
+    except WorkerError as exc:
+        reason = exc.message if exc.kind == RecipeError.__name__ else exc.reason
         async with uow.handling(event) as tx:
-            _fail(tx, event, str(exc), estimator=spec.recipe.estimator)
+            _fail(
+                tx,
+                event,
+                reason,
+                estimator=spec.recipe.estimator,
+                failure=exc.kind,
+                time_limit=format_duration(limit),
+                dataset_version=ts.version,
+            )
         return
-    seconds = time.perf_counter() - started
-    version, run_id = await asyncio.to_thread(
-        registry.log,
-        event,
-        spec,
-        ts,
-        fitted,
+    fitted = trained.value
+    window = "file" if event.trigger == "bootstrap" else "time" if spec.trainer.window else "rows"
+    lineage = Lineage(
         parent=parent,
         labelled_until=labelled_until,
-        train_seconds=seconds,
+        train_seconds=trained.seconds,
+        window=window,
+        recent_since=since.isoformat() if since else None,
     )
+    version, run_id = await asyncio.to_thread(registry.log, event, spec, ts, fitted, lineage)
     logger.info(
         "model trained",
         extra={

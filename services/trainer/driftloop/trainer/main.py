@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from functools import partial
 
@@ -19,6 +20,7 @@ from driftloop.shared.registry import configure_mlflow
 from driftloop.trainer import handlers
 from driftloop.trainer.adapters.registry import TrainerRegistry
 from driftloop.trainer.adapters.store import SERVICE, VERSIONS, messaging
+from driftloop.trainer.adapters.worker import TrainingWorkers
 
 
 def utcnow() -> datetime:
@@ -27,7 +29,9 @@ def utcnow() -> datetime:
 
 async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
-    registry = TrainerRegistry(configure_mlflow(settings), settings)
+    registry = TrainerRegistry(await asyncio.to_thread(configure_mlflow, settings), settings)
+    workers = TrainingWorkers()
+    warming = asyncio.create_task(workers.warm())  # the workers' imports, off the start-up path
     async with connect_bus(settings, service=SERVICE) as bus:
         specs = service.SpecSource(bus)
         bus.subscribe_records(
@@ -47,13 +51,21 @@ async def serve(settings: Settings) -> None:
         bus.subscribe(
             RetrainRequested,
             partial(
-                handlers.on_retrain_requested, uow=uow, specs=specs, registry=registry, now=utcnow
+                handlers.on_retrain_requested,
+                uow=uow,
+                specs=specs,
+                registry=registry,
+                workers=workers,
+                now=utcnow,
             ),
             max_deliver=1000,
             ack_wait=120.0,
         )
         bus.start_relay(uow)
-        await bus.run_until_stopped()
+        try:
+            await bus.run_until_stopped()
+        finally:
+            warming.cancel()
 
 
 def main() -> None:

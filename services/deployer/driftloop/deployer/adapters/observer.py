@@ -42,6 +42,8 @@ def observation(
         challenger=counters(stage_route),
         challenger_p95_ms=p95(stage_route),
         champion_p95_ms=p95(champion_route),
+        challenger_requests=int((stage_route or {}).get("requests") or 0),
+        champion_requests=int((champion_route or {}).get("requests") or 0),
         metric=str(mine.get("name") or theirs.get("name") or "accuracy"),
         challenger_metric=mine.get("figure"),
         challenger_labels=int(mine.get("labels") or 0),

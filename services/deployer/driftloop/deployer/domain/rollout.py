@@ -82,6 +82,8 @@ class Observation:
     challenger: Counters  # on the stage's route (shadow or canary), cumulative
     challenger_p95_ms: float | None = None
     champion_p95_ms: float | None = None
+    challenger_requests: int = 0  # the requests each latency figure is taken over
+    champion_requests: int = 0
     metric: str = "accuracy"
     challenger_metric: float | None = None  # on labelled rows predicted since the stage began
     challenger_labels: int = 0
@@ -574,14 +576,21 @@ def _error_check(stage: Counters, needed: int, limit: float) -> CheckResult:
     )
 
 
+LATENCY_MIN_REQUESTS = 20  # a p95 over fewer requests is the slowest one or two: noise
+
+
 def _latency_check(seen: Observation, max_ratio: float) -> CheckResult:
-    if not seen.challenger_p95_ms or not seen.champion_p95_ms:
+    few = min(seen.challenger_requests, seen.champion_requests) < LATENCY_MIN_REQUESTS
+    if not seen.challenger_p95_ms or not seen.champion_p95_ms or few:
         return CheckResult(
             name="latency_p95_ratio",
             figure=None,
             threshold=max_ratio,
             passed=True,
-            detail="not compared: no latency figure yet",
+            detail=(
+                f"not compared: {seen.challenger_requests} and {seen.champion_requests} "
+                f"requests (fewer than {LATENCY_MIN_REQUESTS} on a side)"
+            ),
         )
     ratio = seen.challenger_p95_ms / seen.champion_p95_ms
     return CheckResult(

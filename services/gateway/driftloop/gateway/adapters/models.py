@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from nats.js.kv import KeyValue
 
@@ -19,6 +21,150 @@ from driftloop.shared.routes import Routes, Served
 logger = logging.getLogger(__name__)
 
 
+FloatArray = npt.NDArray[np.float64]
+PROBE = "\x00driftloop-unseen"  # a category no model was trained on
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One block of the transformed matrix: a one-hot feature or a number."""
+
+    feature: str
+    kind: Literal["onehot", "number"]
+    categories: dict[str, int] = field(default_factory=dict)  # onehot: category -> position
+    fill: float = float("nan")  # number: what a missing value becomes
+
+
+@dataclass(frozen=True)
+class RowEncoder:
+    """The trainer's preprocessing (one-hot strings, numbers passed through or imputed) in
+    plain Python: one-row requests skip pandas and the ColumnTransformer, the slow part of a
+    small predict. Built only for the pipelines it can reproduce, and kept only when it gives
+    the very matrix the pipeline's own transform gives on probe rows."""
+
+    columns: tuple[_Column, ...]
+    width: int
+
+    def encode(self, instances: list[dict[str, Any]]) -> FloatArray:
+        x = np.zeros((len(instances), self.width))
+        for r, inst in enumerate(instances):
+            at = 0
+            for col in self.columns:
+                value = inst.get(col.feature)
+                if col.kind == "number":
+                    x[r, at] = col.fill if value is None else float(value)
+                    at += 1
+                    continue
+                if value is not None:
+                    hit = col.categories.get(str(value))
+                    if hit is not None:
+                        x[r, at + hit] = 1.0
+                at += len(col.categories)
+        return x
+
+    @classmethod
+    def compile(cls, pipeline: Any, schema: dict[str, str]) -> RowEncoder | None:
+        """The encoder of a Pipeline(ColumnTransformer, estimator) made of one-hot encoders,
+        passthrough and mean/median imputers; None for anything else or any mismatch."""
+        try:
+            columns = _columns(pipeline, schema)
+            if columns is None:
+                return None
+            width = sum(len(c.categories) if c.kind == "onehot" else 1 for c in columns)
+            encoder = cls(tuple(columns), width)
+            probes = _probe_rows(encoder, schema)
+            expected = pipeline[:-1].transform(
+                prepare(
+                    pd.DataFrame(probes, columns=list(schema)),
+                    list(schema),
+                    numeric={f for f, t in schema.items() if t in NUMERIC_TYPES},
+                )
+            )
+            got = encoder.encode(probes)
+            if np.shape(expected) != got.shape or not np.array_equal(
+                np.asarray(expected, dtype=float), got, equal_nan=True
+            ):
+                logger.warning("row encoder differs from the pipeline; not used")
+                return None
+            return encoder
+        except Exception:  # any surprise: the pipeline's own path is always right
+            logger.exception("row encoder not built")
+            return None
+
+
+def _columns(pipeline: Any, schema: dict[str, str]) -> list[_Column] | None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        return None
+    pre, estimator = pipeline[0], pipeline[-1]
+    if not isinstance(pre, ColumnTransformer) or hasattr(estimator, "feature_names_in_"):
+        return None
+    if getattr(pre, "sparse_output_", False) or getattr(pre, "_sklearn_output_config", {}):
+        return None
+    columns: list[_Column] = []
+    for _name, step, names in pre.transformers_:
+        if step == "drop" or len(names) == 0:
+            continue
+        if not all(isinstance(n, str) and n in schema for n in names):
+            return None
+        numeric = all(schema[n] in NUMERIC_TYPES for n in names)
+        if isinstance(step, OneHotEncoder) and not numeric:
+            if (
+                step.handle_unknown != "ignore"
+                or step.drop is not None
+                or step.sparse_output
+                or step.min_frequency is not None
+                or step.max_categories is not None
+            ):
+                return None
+            for n, cats in zip(names, step.categories_, strict=True):
+                if not all(isinstance(c, str) for c in cats):
+                    return None  # missing values seen as a category: leave it to sklearn
+                columns.append(_Column(n, "onehot", {c: i for i, c in enumerate(cats)}))
+        elif numeric and (
+            step == "passthrough" or (isinstance(step, FunctionTransformer) and step.func is None)
+        ):
+            columns.extend(_Column(n, "number") for n in names)
+        elif (
+            numeric
+            and isinstance(step, SimpleImputer)
+            and step.strategy in ("mean", "median")
+            and not step.add_indicator
+            and step.statistics_.shape == (len(names),)
+        ):
+            columns.extend(
+                _Column(n, "number", fill=float(v))
+                for n, v in zip(names, step.statistics_, strict=True)
+            )
+        else:
+            return None
+    return columns
+
+
+def _probe_rows(encoder: RowEncoder, schema: dict[str, str]) -> list[dict[str, Any]]:
+    """Every category, an unseen one and a missing one of each one-hot feature; numbers
+    negative, fractional, large and missing."""
+    numbers = [0.0, -1.5, 3.25, 1e6, None]
+    values: dict[str, list[Any]] = {}
+    for col in encoder.columns:
+        if col.kind == "onehot":
+            values[col.feature] = [*col.categories, PROBE, None]
+        else:
+            values[col.feature] = [
+                v if v is None or schema[col.feature] not in ("integer", "long") else int(v)
+                for v in numbers
+            ]
+    n = max((len(v) for v in values.values()), default=0)
+    return [
+        {f: values[f][i % len(values[f])] if f in values else None for f in schema}
+        for i in range(n)
+    ]
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     model: str
@@ -27,6 +173,8 @@ class LoadedModel:
     pipeline: Any
     schema: dict[str, str]  # feature -> MLflow type name
     classes: list[Any] | None
+    rows: RowEncoder | None = None  # the preprocessing without pandas, when it is exact
+    argmax: bool = False  # the estimator's predict is classes_[argmax(predict_proba)]
 
     @property
     def features(self) -> list[str]:
@@ -35,6 +183,8 @@ class LoadedModel:
     def predict(
         self, instances: list[dict[str, Any]]
     ) -> tuple[list[Any], list[list[float]] | None]:
+        if self.rows is not None:
+            return self._predict_rows(self.rows.encode(instances))
         frame = prepare(
             pd.DataFrame(instances, columns=self.features),
             self.features,
@@ -45,6 +195,19 @@ class LoadedModel:
         if self.classes is not None and hasattr(self.pipeline, "predict_proba"):
             probabilities = self.pipeline.predict_proba(frame).round(6).tolist()
         return [_plain(p) for p in predictions], probabilities
+
+    def _predict_rows(self, x: FloatArray) -> tuple[list[Any], list[list[float]] | None]:
+        """The final estimator on the encoded rows: what Pipeline.predict computes after its
+        transform; one predict_proba serves both answers where predict is its argmax."""
+        estimator = self.pipeline[-1]
+        if self.classes is None or not hasattr(estimator, "predict_proba"):
+            return [_plain(p) for p in estimator.predict(x)], None
+        proba = estimator.predict_proba(x)
+        if self.argmax:
+            predictions = estimator.classes_[np.argmax(proba, axis=1)]
+        else:
+            predictions = estimator.predict(x)
+        return [_plain(p) for p in predictions], proba.round(6).tolist()
 
 
 def _plain(value: Any) -> Any:
@@ -64,7 +227,33 @@ def load_version(model: str, served: Served) -> LoadedModel:
     }
     pipeline = load_model(model, served.version)
     classes = [_plain(c) for c in pipeline.classes_] if hasattr(pipeline, "classes_") else None
-    return LoadedModel(model, served.version, served.run_id, pipeline, schema, classes)
+    rows = RowEncoder.compile(pipeline, schema)
+    logger.info(
+        "model loaded",
+        extra={"model": model, "version": served.version, "row_encoder": rows is not None},
+    )
+    return LoadedModel(
+        model,
+        served.version,
+        served.run_id,
+        pipeline,
+        schema,
+        classes,
+        rows,
+        argmax=rows is not None and _predicts_argmax(pipeline[-1]),
+    )
+
+
+def _predicts_argmax(estimator: Any) -> bool:
+    """Whether scikit-learn's own predict of this exact class is classes_[argmax(proba)]."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+
+    exact = (HistGradientBoostingClassifier, RandomForestClassifier, ExtraTreesClassifier)
+    return type(estimator) in exact and getattr(estimator, "n_outputs_", 1) == 1
 
 
 @dataclass

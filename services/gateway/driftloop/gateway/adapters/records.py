@@ -1,13 +1,15 @@
-"""Prediction records leave the request path through a bounded queue to JetStream."""
+"""Prediction records leave the request path through a bounded, on-disk spool to JetStream."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
@@ -19,42 +21,143 @@ from driftloop.shared.events import PredictionBatch
 logger = logging.getLogger(__name__)
 
 
+class RecordSpool:
+    """Prediction records on disk (SQLite, WAL) from before their request is answered until
+    JetStream has acknowledged them: a gateway killed, or a bus away, loses none. Bounded by
+    `capacity` records; `synchronous=NORMAL` survives a killed process (not a power cut)."""
+
+    def __init__(self, path: Path, *, capacity: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "subject TEXT NOT NULL, msg_id TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
+        self.size = int(self.db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def append(self, subject: str, msg_id: str, payload: bytes) -> bool:
+        if self.size >= self.capacity:
+            return False
+        self.db.execute(
+            "INSERT INTO records (subject, msg_id, payload) VALUES (?, ?, ?)",
+            (subject, msg_id, payload),
+        )
+        self.size += 1
+        return True
+
+    def oldest(self, limit: int = 100) -> list[tuple[int, str, str, bytes]]:
+        return list(
+            self.db.execute(
+                "SELECT seq, subject, msg_id, payload FROM records ORDER BY seq LIMIT ?", (limit,)
+            )
+        )
+
+    def remove(self, seq: int) -> None:
+        self.db.execute("DELETE FROM records WHERE seq = ?", (seq,))
+        self.size -= 1
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class RecordPublisher:
-    def __init__(self, bus: Bus, *, capacity: int = 10_000, dropped: Counter | None = None) -> None:
+    """Records leave the request path here: written to the spool (or, without one, a bounded
+    in-memory queue) when the request is answered, published to JetStream in order by `run`
+    with the record's id as `Nats-Msg-Id` (a re-publish after a crash is de-duplicated)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        capacity: int = 10_000,
+        dropped: Counter | None = None,
+        spool: Path | None = None,
+    ) -> None:
         self.bus = bus
         self.queue: asyncio.Queue[PredictionBatch] = asyncio.Queue(maxsize=capacity)
         self.dropped = dropped
+        self.spool = RecordSpool(spool, capacity=capacity) if spool is not None else None
+        self._waiting = asyncio.Event()
+        self._idle = asyncio.Event()  # set when every spooled record is published
+        if self.spool is not None and self.spool.size:
+            self._waiting.set()  # records of an earlier run: deliver them first
+            logger.info("replaying spooled prediction records", extra={"count": self.spool.size})
 
     def offer(self, batch: PredictionBatch) -> bool:
-        """Queue a record without waiting; False (and counted) when the queue is full."""
-        try:
-            self.queue.put_nowait(batch)
-        except asyncio.QueueFull:
+        """Keep a record without waiting for the bus; False (and counted) when full."""
+        if self.spool is not None:
+            subject = f"driftloop.predictions.{batch.model}"
+            kept = self.spool.append(subject, batch.batch_id, batch.model_dump_json().encode())
+            if kept:
+                self._idle.clear()
+                self._waiting.set()
+        else:
+            try:
+                self.queue.put_nowait(batch)
+                kept = True
+            except asyncio.QueueFull:
+                kept = False
+        if not kept:
             if self.dropped is not None:
                 self.dropped.labels(batch.model).inc()
-            logger.warning("prediction record dropped: queue full", extra={"model": batch.model})
-            return False
-        return True
+            logger.warning("prediction record refused: buffer full", extra={"model": batch.model})
+        return kept
 
     async def run(self) -> None:
+        if self.spool is not None:
+            await self._run_spool(self.spool)
+            return
         while True:
             batch = await self.queue.get()
-            while True:
-                try:
-                    await self.bus.publish_record(
-                        f"driftloop.predictions.{batch.model}", batch, msg_id=batch.batch_id
-                    )
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("publishing a prediction record failed; retrying")
-                    await asyncio.sleep(0.5)
+            await self._publish(
+                f"driftloop.predictions.{batch.model}",
+                batch.batch_id,
+                batch.model_dump_json().encode(),
+            )
             self.queue.task_done()
 
+    async def _run_spool(self, spool: RecordSpool) -> None:
+        while True:
+            rows = spool.oldest()
+            if not rows:
+                self._waiting.clear()
+                self._idle.set()
+                await self._waiting.wait()
+                continue
+            for seq, subject, msg_id, payload in rows:
+                await self._publish(subject, msg_id, payload)
+                spool.remove(seq)
+
+    async def _publish(self, subject: str, msg_id: str, payload: bytes) -> None:
+        while True:
+            try:
+                await self.bus.publish_raw(subject, payload, msg_id=msg_id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("publishing a prediction record failed; retrying")
+                await asyncio.sleep(0.5)
+
+    @property
+    def pending(self) -> int:
+        return self.spool.size if self.spool is not None else self.queue.qsize()
+
     async def flush(self, timeout: float = 5.0) -> None:
+        """Wait (up to `timeout`) until every record is published; spooled ones that are not
+        stay on disk for the next start."""
         with suppress(TimeoutError):
-            await asyncio.wait_for(self.queue.join(), timeout)
+            if self.spool is None:
+                await asyncio.wait_for(self.queue.join(), timeout)
+            else:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
 @dataclass(frozen=True)
@@ -63,6 +166,20 @@ class MirrorJob:
     shadow: LoadedModel
     instances: list[dict[str, Any]]
     ids: list[str]
+
+
+class _Timing:
+    """The predict call's own time, measured in the worker thread: like the champion's, it
+    leaves out the wait for a thread and for the event loop, which only a shadow pays."""
+
+    ms = 0.0
+
+    def run(self, predict: Any, job: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return predict(job.instances)
+        finally:
+            self.ms = (time.perf_counter() - started) * 1000
 
 
 class ShadowMirror:
@@ -92,11 +209,11 @@ class ShadowMirror:
     async def run(self) -> None:
         while True:
             job = await self.queue.get()
-            started = time.perf_counter()
             error: str | None = None
             predictions: list[Any] = []
+            timing = _Timing()
             try:
-                predictions, _ = await asyncio.to_thread(job.shadow.predict, job.instances)
+                predictions, _ = await asyncio.to_thread(timing.run, job.shadow.predict, job)
             except Exception as exc:  # a failing shadow is a figure, not an outage
                 error = f"{type(exc).__name__}: {exc}"[:500]
             self.records.offer(
@@ -107,7 +224,7 @@ class ShadowMirror:
                     ids=job.ids,
                     instances=job.instances,
                     predictions=predictions,
-                    latency_ms=(time.perf_counter() - started) * 1000,
+                    latency_ms=timing.ms,
                     at=datetime.now(UTC),
                     error=error,
                 )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from driftloop.shared.db import UtcDateTime, messaging_tables
+from driftloop.shared.events import PredictionBatch
+from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.samples import samples_table
 
 SERVICE = "monitor"
@@ -33,6 +38,8 @@ models = sa.Table(
     sa.Column("reference_at", UtcDateTime(), nullable=True),
 )
 samples = samples_table(metadata, SERVICE)
+# the retention's order (migration 0005): newest answers first, per model
+sa.Index("ix_monitor_samples_predicted_at", samples.c.model, samples.c.predicted_at)
 version_stats = sa.Table(
     "monitor_version_stats",
     metadata,
@@ -62,9 +69,60 @@ def load(conn: Connection, model: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+# Statements of the per-batch path, built once: building one per call (its where clause and
+# cache key) cost the monitor a tenth of its time per batch.
+_LOAD_STATE = sa.select(*[c for c in models.c if c.name != "profile"]).where(
+    models.c.model == sa.bindparam("_model")
+)
+_UPDATE_MODEL = models.update().where(models.c.model == sa.bindparam("_model"))
+_LOAD_STATS = sa.select(version_stats.c.stats, version_stats.c.since).where(
+    version_stats.c.model == sa.bindparam("_model"),
+    version_stats.c.version == sa.bindparam("_version"),
+    version_stats.c.route == sa.bindparam("_route"),
+)
+_UPDATE_STATS = (
+    version_stats.update()
+    .where(
+        version_stats.c.model == sa.bindparam("_model"),
+        version_stats.c.version == sa.bindparam("_version"),
+        version_stats.c.route == sa.bindparam("_route"),
+    )
+    .values(stats=sa.bindparam("stats"), updated_at=sa.bindparam("updated_at"))
+)
+
+
+def load_state(conn: Connection, model: str) -> dict[str, Any] | None:
+    """The model's row without its reference profile (read that through `Profiles`)."""
+    row = conn.execute(_LOAD_STATE, {"_model": model}).mappings().first()
+    return dict(row) if row else None
+
+
+class Profiles:
+    """Reference profiles, parsed once per MLflow run that logged them: a run's profile
+    never changes (a new reference is a new run), so the monitor need not read and validate
+    it for every batch. Keeps the last `size` (one or two per model)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._by_run: dict[str, ReferenceProfile] = {}
+
+    def get(self, conn: Connection, model: str, run_id: str | None) -> ReferenceProfile | None:
+        if run_id is not None and run_id in self._by_run:
+            return self._by_run[run_id]
+        raw = conn.execute(sa.select(models.c.profile).where(models.c.model == model)).scalar()
+        if raw is None:
+            return None
+        profile = ReferenceProfile.model_validate(raw)
+        if run_id is not None:
+            if len(self._by_run) >= self.size:
+                self._by_run.pop(next(iter(self._by_run)))  # the oldest
+            self._by_run[run_id] = profile
+        return profile
+
+
 def save(conn: Connection, model: str, **values: Any) -> None:
     """Insert or update the model's row (only the given columns change)."""
-    done = conn.execute(models.update().where(models.c.model == model).values(**values))
+    done = conn.execute(_UPDATE_MODEL, {"_model": model, **values})
     if done.rowcount == 0:
         values = {"rows_seen": 0, "labels_since_eval": 0, "labels_since_retrain": 0} | values
         conn.execute(models.insert().values(model=model, **values))
@@ -108,13 +166,7 @@ def labelled_of_version(
 
 
 def load_stats(conn: Connection, model: str, version: str, route: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.select(version_stats.c.stats, version_stats.c.since).where(
-            version_stats.c.model == model,
-            version_stats.c.version == version,
-            version_stats.c.route == route,
-        )
-    ).first()
+    row = conn.execute(_LOAD_STATS, {"_model": model, "_version": version, "_route": route}).first()
     return {"stats": row.stats, "since": row.since} if row else None
 
 
@@ -122,13 +174,8 @@ def save_stats(
     conn: Connection, model: str, version: str, route: str, stats: dict[str, Any], at: datetime
 ) -> None:
     done = conn.execute(
-        version_stats.update()
-        .where(
-            version_stats.c.model == model,
-            version_stats.c.version == version,
-            version_stats.c.route == route,
-        )
-        .values(stats=stats, updated_at=at)
+        _UPDATE_STATS,
+        {"_model": model, "_version": version, "_route": route, "stats": stats, "updated_at": at},
     )
     if done.rowcount == 0:
         conn.execute(
@@ -156,3 +203,120 @@ def champion_answers(conn: Connection, model: str, ids: list[str]) -> dict[str, 
         )
     )
     return {r.id: r.prediction for r in rows}
+
+
+# Served answers, for the join with labels --------------------------------------------------
+
+
+def record_served(conn: Connection, batch: PredictionBatch) -> int:
+    """Store the answers of a served batch (not a shadow's) for the join with their labels.
+
+    The monitor keeps no inputs here (they go to the drift window's counters): the live
+    metric and the shadow comparison need the id, version, answer and time only. The upsert
+    is shared.samples' (a label that came first keeps its half of the row), run as one
+    statement over the rows (executemany), not a VALUES list compiled anew for every batch;
+    on SQLite straight on the driver with the values converted as the column types convert
+    them (the time once per batch), which stores the same text SQLAlchemy would."""
+    if batch.error or batch.route == "shadow":
+        return 0
+    pairs = list(zip(batch.ids, batch.predictions, strict=False))
+    if not pairs:
+        return 0
+    dialect = conn.dialect
+    if dialect.name == "sqlite":
+        as_json, as_time = _sqlite_converters(dialect)
+        at = as_time(batch.at)
+        conn.exec_driver_sql(
+            _SQLITE_SERVED,
+            [(batch.model, i, as_json(p), batch.version, at) for i, p in pairs],
+        )
+    else:
+        rows = [
+            {
+                "model": batch.model,
+                "id": i,
+                "prediction": p,
+                "version": batch.version,
+                "predicted_at": batch.at,
+            }
+            for i, p in pairs
+        ]
+        conn.execute(_served_upsert(dialect.name), rows)
+    return len(pairs)
+
+
+_SERVED = ("prediction", "version", "predicted_at")
+
+
+@functools.cache
+def _sqlite_converters(dialect: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """The column types' own conversions to what SQLite stores (JSON text, UTC timestamp)."""
+    as_json = samples.c.prediction.type.dialect_impl(dialect).bind_processor(dialect)
+    as_time = samples.c.predicted_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert as_json is not None  # both convert on SQLite
+    assert as_time is not None
+    return as_json, as_time
+
+
+# SQLite: the statement as SQLAlchemy compiles it, run on the driver (executemany of tuples),
+# values converted by the columns' own types (above): per-row parameter processing was a third
+# of the monitor's time per batch.
+_SQLITE_SERVED = (
+    f"INSERT INTO {samples.name} (model, id, prediction, version, predicted_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, id) DO UPDATE SET "
+    "prediction = excluded.prediction, version = excluded.version, "
+    "predicted_at = excluded.predicted_at"
+)
+
+
+@functools.cache
+def _served_upsert(dialect: str) -> Any:
+    if dialect != "postgresql":  # pragma: no cover - SQLite has its own path (above)
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = postgresql.insert(samples)
+    return stmt.on_conflict_do_update(
+        index_elements=["model", "id"], set_={c: stmt.excluded[c] for c in _SERVED}
+    )
+
+
+# Retention of the samples table ------------------------------------------------------------
+
+
+def sample_models(conn: Connection) -> list[str]:
+    """Every model the monitor may hold samples of (from its small tables, not a scan of the
+    samples)."""
+    query = sa.union(sa.select(version_stats.c.model), sa.select(models.c.model))
+    return [str(m) for m in conn.execute(query).scalars()]
+
+
+def samples_cutoff(conn: Connection, model: str, *, keep: int, oldest: datetime) -> datetime:
+    """The time before which the model's samples go: the answer time of its `keep`+1-th
+    newest answer, or `oldest`, whichever is later."""
+    nth = conn.execute(
+        sa.select(samples.c.predicted_at)
+        .where(samples.c.model == model, samples.c.predicted_at.is_not(None))
+        .order_by(samples.c.predicted_at.desc())
+        .limit(1)
+        .offset(keep)
+    ).scalar()
+    return max(nth, oldest) if nth is not None else oldest
+
+
+def delete_samples_before(conn: Connection, model: str, cutoff: datetime, *, limit: int) -> int:
+    """Delete up to `limit` of the model's samples from before `cutoff`: answers given before
+    it, and labels whose answer never came (or is gone) labelled before it. Returns how many."""
+    deleted = 0
+    for older in (
+        samples.c.predicted_at < cutoff,
+        sa.and_(samples.c.predicted_at.is_(None), samples.c.labelled_at < cutoff),
+    ):
+        ids = sa.select(samples.c.id).where(samples.c.model == model, older)
+        done = conn.execute(
+            sa.delete(samples).where(
+                samples.c.model == model, samples.c.id.in_(ids.limit(limit - deleted))
+            )
+        )
+        deleted += done.rowcount
+        if deleted >= limit:
+            break
+    return deleted

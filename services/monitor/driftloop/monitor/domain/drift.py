@@ -6,6 +6,7 @@ not grow with traffic.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from driftloop.shared.events import FeatureDrift
-from driftloop.shared.profile import ReferenceProfile, bin_counts
-from driftloop.shared.spec import DriftPolicy
+from driftloop.shared.profile import FeatureProfile, ReferenceProfile, bin_counts
+from driftloop.shared.spec import DriftPolicy, MonitorSpec
 
 PSI_EPSILON = 1e-4  # floor of a bin's share, so an empty bin adds a large but finite term
 
@@ -49,7 +50,7 @@ def add_batch(
     counts = dict(window.counts)
     missing = dict(window.missing)
     for fp in profile.features:
-        binned, absent = bin_counts(fp, [inst.get(fp.name) for inst in instances])
+        binned, absent = _bin_counts(fp, [inst.get(fp.name) for inst in instances])
         prior = np.asarray(counts.get(fp.name, [0] * fp.bins), dtype=np.int64)
         counts[fp.name] = (prior + binned).tolist()
         missing[fp.name] = missing.get(fp.name, 0) + absent
@@ -60,6 +61,37 @@ def add_batch(
         counts=counts,
         missing=missing,
     )
+
+
+def window_due(window: Window, spec: MonitorSpec, *, at: datetime) -> bool:
+    """Whether the window closes (is judged) at `at`: it has `window` rows, or `window_time`
+    has passed since its first row and it has at least `window_min_rows` (a smaller one stays
+    open: too few rows to judge)."""
+    if window.rows >= spec.window:
+        return True
+    if spec.window_time is None or window.start is None or window.rows < spec.window_min_rows:
+        return False
+    return at - window.start >= spec.window_time
+
+
+def _bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int]:
+    """`bin_counts`, vectorised for what a gateway sends almost always: a numeric feature of
+    ints and floats only, a categorical one of strings only (anything else takes the general
+    path, with the same result)."""
+    if fp.kind == "numeric":
+        if all(type(v) is float or type(v) is int for v in values):
+            nums = np.asarray(values, dtype=float)
+            absent = np.isnan(nums)
+            idx = np.searchsorted(np.asarray(fp.edges), nums[~absent], side="right")
+            return np.bincount(idx, minlength=fp.bins).astype(np.int64), int(absent.sum())
+    elif all(type(v) is str for v in values):
+        counts = np.zeros(fp.bins, dtype=np.int64)
+        other = len(fp.categories)
+        index = {c: i for i, c in enumerate(fp.categories)}
+        for value, n in Counter(values).items():
+            counts[index.get(value, other)] += n
+        return counts, 0
+    return bin_counts(fp, values)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import logging
+import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from pyarrow.lib import ArrowException
 
 from driftloop.shared.config import Settings
 from driftloop.shared.events import RetrainRequested
@@ -25,16 +29,35 @@ from driftloop.shared.registry import (
     experiment_id,
     load_model,
     read_parquet_artifact,
+    record_artifact_digest,
     version_by_alias,
+    version_ref,
 )
-from driftloop.shared.spec import ModelSpec
-from driftloop.trainer.domain.dataset import TrainingSet
+from driftloop.shared.spec import ModelSpec, format_duration
+from driftloop.trainer.domain.dataset import TrainingSet, content_hash
 from driftloop.trainer.domain.training import Fitted
 from driftloop.trainer.domain.validation import ChampionEvidence
 
 logger = logging.getLogger(__name__)
 
 LABELLED_UNTIL = "driftloop.labelled_until"
+DATASET_VERSION = "driftloop.dataset_version"
+DATASET_ARTIFACT = "data/dataset.parquet"
+
+
+class DatasetMismatchError(ValueError):
+    """A stored training set does not hash to the version its run records."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a run's rows and code came from, besides the spec and the training set."""
+
+    parent: str | None  # the champion's version when the training started
+    labelled_until: str | None  # newest label time among the recent rows (ISO)
+    train_seconds: float  # the fit in the worker
+    window: str  # "rows" (newest max_rows), "time" (and within trainer.window) or "file"
+    recent_since: str | None = None  # recent rows were labelled after this (ISO)
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,7 @@ class TrainerRegistry:
         if ref is None:
             return None
         run = self.client.get_run(ref.run_id)
-        dataset = read_parquet_artifact(self.client, ref.run_id, "data/dataset.parquet")
+        dataset = read_parquet_artifact(self.client, ref.run_id, DATASET_ARTIFACT)
         tagged = run.data.tags.get("driftloop.features")
         return Champion(
             ref,
@@ -108,10 +131,7 @@ class TrainerRegistry:
         spec: ModelSpec,
         ts: TrainingSet,
         fitted: Fitted,
-        *,
-        parent: str | None,
-        labelled_until: str | None,
-        train_seconds: float,
+        lineage: Lineage,
     ) -> tuple[str, str]:
         """Log params, metrics, dataset, holdout, profile and the model; register a version."""
         exp = experiment_id(self.client, self.settings, spec.model)
@@ -120,38 +140,27 @@ class TrainerRegistry:
         # fed the same rows through `prepare`, as the gateway does.
         raw = fitted.train[features].head(20)
         signature = infer_signature(raw, fitted.pipeline.predict(prepare(raw, features)))
-        tags = {
-            "driftloop.cycle_id": event.cycle_id,
-            "driftloop.trigger": event.trigger,
-            "driftloop.reason": event.reason[:500],
-            "driftloop.dataset_version": ts.version,
-            "driftloop.parent_version": parent or "",
-            "driftloop.features": json.dumps(features),
-            "driftloop.task": spec.task,
-            "driftloop.target": spec.target,
-            "driftloop.code_version": code_version(),
-        }
-        if labelled_until:
-            tags[LABELLED_UNTIL] = labelled_until
         with mlflow.start_run(
-            experiment_id=exp, run_name=f"{spec.model}-{event.cycle_id[:8]}", tags=tags
+            experiment_id=exp,
+            run_name=f"{spec.model}-{event.cycle_id[:8]}",
+            tags=lineage_tags(event, spec, ts, lineage),
         ) as run:
-            mlflow.log_params(
+            mlflow.log_params(lineage_params(spec, ts))
+            mlflow.log_metrics(
                 {
-                    "estimator": spec.recipe.estimator,
-                    **{f"param.{k}": v for k, v in spec.recipe.params.items()},
-                    "recent_rows": ts.recent_rows,
-                    "reference_rows": ts.reference_rows,
-                    "holdout": spec.trainer.holdout,
+                    **fitted.metrics,
+                    "train_seconds": lineage.train_seconds,
+                    "rows": float(len(ts.frame)),
                 }
             )
-            mlflow.log_metrics(
-                {**fitted.metrics, "train_seconds": train_seconds, "rows": float(len(ts.frame))}
-            )
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]  # lazy submodule
-                ts.frame, name=f"{spec.model}-{ts.version}", targets=spec.target, digest=ts.version
+                ts.frame,
+                name=f"{spec.model}-{ts.version}",
+                targets=spec.target,
+                digest=ts.version,
             )
             mlflow.log_input(dataset, context="training")
+            mlflow.set_tag("driftloop.dataset_uri", f"runs:/{run.info.run_id}/{DATASET_ARTIFACT}")
             profile = build_profile(spec.model, ts.frame, features)
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
@@ -170,11 +179,96 @@ class TrainerRegistry:
                 input_example=None,
             )
             version = str(info.registered_model_version)
+            # The hash first: a version that carries its cycle (and so may be re-announced
+            # after a crash) always carries the hash its loaders check.
+            record_artifact_digest(self.client, spec.model, version)
             self.client.set_model_version_tag(
                 spec.model, version, "driftloop.cycle_id", event.cycle_id
             )
             self.client.set_registered_model_alias(spec.model, CHALLENGER, version)
             return version, run.info.run_id
+
+    def materialise(self, model: str, version: str) -> pd.DataFrame:
+        """The exact training set of a registered version, checked against its content hash."""
+        return materialise(self.client, model, version)
+
+
+def lineage_tags(
+    event: RetrainRequested, spec: ModelSpec, ts: TrainingSet, lineage: Lineage
+) -> dict[str, str]:
+    """Run tags: the cycle, the data's version and window, the parent and the code."""
+    tags = {
+        "driftloop.cycle_id": event.cycle_id,
+        "driftloop.trigger": event.trigger,
+        "driftloop.reason": event.reason[:500],
+        DATASET_VERSION: ts.version,
+        "driftloop.parent_version": lineage.parent or "",
+        "driftloop.features": json.dumps(ts.features),
+        "driftloop.task": spec.task,
+        "driftloop.target": spec.target,
+        "driftloop.recipe": spec.recipe.model_dump_json(),
+        "driftloop.window": lineage.window,
+        "driftloop.code_version": code_version(),
+        "driftloop.package_version": package_version(),
+    }
+    if event.cause_id:
+        tags["driftloop.cause_id"] = event.cause_id
+    if git_commit():
+        tags["driftloop.git_commit"] = git_commit()
+    if lineage.recent_since:
+        tags["driftloop.recent_since"] = lineage.recent_since
+    if lineage.labelled_until:
+        tags[LABELLED_UNTIL] = lineage.labelled_until
+    return tags
+
+
+def lineage_params(spec: ModelSpec, ts: TrainingSet) -> dict[str, Any]:
+    """Run params: the recipe, how the set was drawn, and the counts of each part."""
+    window = spec.trainer.window
+    return {
+        "estimator": spec.recipe.estimator,
+        **{f"param.{k}": v for k, v in spec.recipe.params.items()},
+        "recent_rows": ts.recent_rows,
+        "reference_rows": ts.reference_rows,
+        "recent_duplicates": ts.recent_duplicates,
+        "reference_duplicates": ts.reference_duplicates,
+        "max_rows": spec.trainer.max_rows,
+        "window": format_duration(window) if window is not None else "none",
+        "deduplicate": spec.trainer.deduplicate,
+        "holdout": spec.trainer.holdout,
+        "seed": spec.trainer.seed,
+        "time_limit": format_duration(spec.trainer.time_limit),
+    }
+
+
+def stored_form(ts: TrainingSet) -> TrainingSet:
+    """The training set as its parquet artifact will read back, versioned by that content.
+
+    Training on exactly what is stored makes a version re-materialise to the same hash; a
+    frame parquet cannot hold (a column of mixed types) raises ValueError.
+    """
+    buffer = io.BytesIO()
+    try:
+        ts.frame.to_parquet(buffer, index=False)
+    except (ValueError, TypeError, ArrowException) as exc:
+        raise ValueError(f"the training set cannot be stored as parquet: {exc}") from exc
+    frame = pd.read_parquet(io.BytesIO(buffer.getvalue()))
+    return replace(ts, frame=frame, version=content_hash(frame))
+
+
+def materialise(client: MlflowClient, model: str, version: str) -> pd.DataFrame:
+    """A version's training set from its run's artifact; raises DatasetMismatchError when it
+    no longer hashes to the run's dataset version (changed or truncated storage)."""
+    ref = version_ref(client, model, version)
+    expected = client.get_run(ref.run_id).data.tags.get(DATASET_VERSION)
+    frame = read_parquet_artifact(client, ref.run_id, DATASET_ARTIFACT)
+    actual = content_hash(frame)
+    if actual != expected:
+        raise DatasetMismatchError(
+            f"{model} version {version}: the stored training set hashes to {actual}, "
+            f"the run records {expected}"
+        )
+    return frame
 
 
 def records_frame(rows: list[Any], target: str) -> pd.DataFrame:
@@ -182,19 +276,23 @@ def records_frame(rows: list[Any], target: str) -> pd.DataFrame:
     return pd.DataFrame([{**(r.features or {}), target: r.label} for r in rows])
 
 
-def code_version() -> str:
-    """The driftloop package version, and the git commit when running from a checkout."""
+@functools.cache
+def package_version() -> str:
+    """The installed driftloop distribution's version ("unknown" outside an install)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        package = version("driftloop")
+        return version("driftloop")
     except PackageNotFoundError:
-        package = "unknown"
-    try:
-        import subprocess
+        return "unknown"
 
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the checkout this code runs from ("" when it is not a git checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
             cwd=Path(__file__).parent,
             capture_output=True,
             text=True,
@@ -202,5 +300,10 @@ def code_version() -> str:
             check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{package}+{commit}" if commit else package
+        return ""
+
+
+def code_version() -> str:
+    """The driftloop package version, and the short git commit when running from a checkout."""
+    commit = git_commit()
+    return f"{package_version()}+{commit[:7]}" if commit else package_version()

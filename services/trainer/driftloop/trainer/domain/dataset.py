@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from driftloop.shared.events import CheckResult
@@ -15,6 +18,7 @@ from driftloop.trainer.domain.validation import (
     check_duplicates,
     check_extra_columns,
     check_label_flips,
+    duplicated,
     reference_checks,
 )
 
@@ -27,6 +31,9 @@ class TrainingSet:
     reference_rows: int
     version: str  # content hash
     source_columns: tuple[str, ...] = ()  # the recent rows' columns before the spec's selection
+    received: pd.DataFrame | None = None  # the recent rows before de-duplication (spec columns)
+    recent_duplicates: int = 0  # recent rows dropped as repeats of a newer recent row
+    reference_duplicates: int = 0  # reference rows dropped as repeats of a kept row
 
 
 def feature_columns(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
@@ -44,15 +51,57 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+def recent_since(
+    champion_cut: datetime | None, window: timedelta | None, *, now: datetime
+) -> datetime | None:
+    """The label time recent rows must be newer than: the champion's training set's cut, or
+    `now - window` when that is later; None takes every labelled row (newest first)."""
+    bounds = [b for b in (champion_cut, None if window is None else now - window) if b]
+    return max(bounds) if bounds else None
+
+
+def _selected(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame.reindex(columns=columns)
+
+
+def _first_unique(repeats: npt.NDArray[np.bool_], n: int) -> tuple[npt.NDArray[np.intp], int]:
+    """Positions of the first `n` rows that repeat no earlier row, and how many repeats were
+    skipped on the way to them."""
+    kept = np.flatnonzero(~repeats)[:n]
+    considered = int(kept[-1]) + 1 if n and len(kept) == n else len(repeats)
+    return kept, int(repeats[:considered].sum())
+
+
 def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSpec) -> TrainingSet:
     """Recent labelled rows first (up to max_rows), filled from the reference.
 
     Recent rows are unique by prediction id (the samples table's key) and labelled after the
-    champion's training set was cut, so the two parts do not overlap.
+    champion's training set was cut, so the two parts do not overlap by id. With
+    `trainer.deduplicate` a row that exactly repeats an earlier one (features and label;
+    recent rows come newest first, then the reference) is skipped, and the counts skipped in
+    each part are kept; the duplicates check still sees the recent rows as received.
     """
-    recent = recent.head(spec.trainer.max_rows)
-    room = spec.trainer.max_rows - len(recent)
-    fill = reference.head(room) if reference is not None and room > 0 else recent.iloc[0:0]
+    max_rows = spec.trainer.max_rows
+    key = [*feature_columns(spec, recent), spec.target]
+    received = _selected(recent.head(max_rows), key)
+    dedupe = spec.trainer.deduplicate
+    recent_dropped = reference_dropped = 0
+    if dedupe:
+        repeats = duplicated(_selected(recent, key)).to_numpy()
+        kept, recent_dropped = _first_unique(repeats, max_rows)
+        recent = recent.iloc[kept]
+    else:
+        recent = recent.head(max_rows)
+    room = max_rows - len(recent)
+    fill = recent.iloc[0:0]
+    if reference is not None and room > 0:
+        if dedupe:
+            both = pd.concat([_selected(recent, key), _selected(reference, key)], ignore_index=True)
+            repeats = duplicated(both).to_numpy()[len(recent) :]
+            kept, reference_dropped = _first_unique(repeats, room)
+            fill = reference.iloc[kept]
+        else:
+            fill = reference.head(room)
     frame = pd.concat([recent, fill], ignore_index=True) if len(fill) else recent
     features = feature_columns(spec, frame)
     columns = [*features, spec.target]
@@ -67,6 +116,9 @@ def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSp
         reference_rows=len(fill),
         version=content_hash(frame),
         source_columns=tuple(map(str, recent.columns)),
+        received=received,
+        recent_duplicates=recent_dropped,
+        reference_duplicates=reference_dropped,
     )
 
 
@@ -123,7 +175,8 @@ def validate(
             CheckResult(name="numeric_target", figure=float(numeric), threshold=1, passed=numeric)
         )
     baseline = None if reference is None else reference.reindex(columns=columns)
-    checks.append(check_duplicates(recent, baseline))
+    received = recent if ts.received is None else ts.received.reindex(columns=columns)
+    checks.append(check_duplicates(received, baseline))
     if reference is not None:
         checks.extend(reference_checks(recent, reference, ts.features, spec.target, task=spec.task))
     if champion is not None:

@@ -323,11 +323,17 @@ def check_label_shift(
     )
 
 
+def duplicated(frame: pd.DataFrame) -> pd.Series:
+    """Whether each row exactly repeats an earlier row (compared as text, so values JSON cannot
+    hash, such as lists, still compare)."""
+    return frame.astype(str).duplicated()
+
+
 def duplicate_share(frame: pd.DataFrame) -> float:
     """Share of rows that exactly repeat an earlier row."""
     if frame.empty:
         return 0.0
-    return float(frame.astype(str).duplicated().mean())
+    return float(duplicated(frame).mean())
 
 
 def check_duplicates(recent: pd.DataFrame, reference: pd.DataFrame | None) -> CheckResult:

@@ -1,0 +1,50 @@
+"""The fault-injection tests share one `driftloop up --detach` (real nats-server with file
+storage, SQLite, MLflow, the five services as processes); see harness.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from faults.harness import FAULT_SPEC, Loop
+from helpers import churn
+
+from driftloop.cli.supervisor import free_port, pid_alive
+
+
+@pytest.fixture(scope="package")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """`driftloop up`, the spec applied and version 1 deployed; `down` afterwards."""
+    tmp = tmp_path_factory.mktemp("faults")
+    loop = Loop(tmp / "home", free_port())
+    up = loop.cli("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    loop.nats_url = (loop.home / "run" / "nats.url").read_text().strip()
+    try:
+        (tmp / "churn.yaml").write_text(FAULT_SPEC)
+        churn(np.random.default_rng(3), 1200).to_csv(tmp / "churn.csv", index=False)
+        applied = loop.cli("apply", str(tmp / "churn.yaml"))
+        assert applied.returncode == 0, applied.stderr
+        trained = loop.cli("train", "churn", "--data", str(tmp / "churn.csv"))
+        assert trained.returncode == 0, trained.stderr + trained.stdout
+        asyncio.run(loop.shorten_ack_waits())
+        loop.base = (
+            asyncio.run(loop.monitor_status()).get("rows_seen") or 0,
+            *loop.trainer_counts(),
+        )
+        yield loop
+    finally:
+        pids = {p.stem: int(p.read_text()) for p in (loop.home / "run").glob("*.pid")}
+        down = loop.cli("down")
+        for proc in loop.restarted_nats:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        assert down.returncode == 0, down.stderr
+        left = [n for n, pid in pids.items() if n != "nats" and pid_alive(pid)]
+        assert not left, f"down left processes: {left}"

@@ -1,0 +1,149 @@
+"""MLflow unavailable mid-cycle: the step that needs it fails with the reason, is retried with
+backoff, and the cycle completes once MLflow is back: one version, one Deployed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
+from loop import start_bootstrap, wait_for
+
+from driftloop.cli.supervisor import free_port, port_open
+from driftloop.deployer.main import serve as deployer
+from driftloop.evaluator.main import serve as evaluator
+from driftloop.shared.bus import Bus
+from driftloop.shared.config import Settings
+from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
+from driftloop.shared.spec import parse_spec
+from driftloop.trainer.main import serve as trainer
+
+pytestmark = pytest.mark.faults
+
+
+class MlflowServer:
+    """`mlflow server` on a free port, its store under `root`; stop() kills it, start() brings
+    it back on the same port and store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--backend-store-uri",
+                f"sqlite:///{self.root / 'mlflow.db'}",
+                "--default-artifact-root",
+                str(self.root / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            stdout=(self.root / "mlflow.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its web workers are its children: stop them all
+        )
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
+    # Fail fast while it is away: the bus's redelivery backoff is the retry under test.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    server = MlflowServer(root)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_cycle_during_an_mlflow_outage_completes_once_mlflow_is_back(
+    settings: Settings, bus: Bus, running: Any, tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    async def up() -> bool:
+        return mlflow_server.ready()
+
+    await eventually(up, timeout=90)
+    remote = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server.uri})
+    for serve in (trainer, evaluator, deployer):
+        running(serve(remote))
+    # The second version is no better than the first: accept it within a wide margin, the
+    # judging is not under test here.
+    spec = parse_spec(SPEC.replace("min_delta: 0.0,", "min_delta: -1.0, non_inferiority: 1.0,"))
+    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
+    churn(np.random.default_rng(1), 900).to_csv(tmp_path / "v1.csv", index=False)
+    first = await start_bootstrap(remote, bus, "churn", tmp_path / "v1.csv")
+    await wait_for(settings, first, "Deployed", timeout=150)
+
+    churn(np.random.default_rng(2), 900).to_csv(tmp_path / "v2.csv", index=False)
+    from driftloop.cli.main import _upload  # uploads through MLflow: before the outage
+
+    uri = _upload(remote, "churn", tmp_path / "v2.csv")
+    mlflow_server.stop()
+    cycle = str(uuid.uuid4())
+    await bus.publish(
+        RetrainRequested(
+            model="churn",
+            cycle_id=cycle,
+            trigger="bootstrap",
+            reason="test: MLflow is away",
+            data_uri=uri,
+            requested_at=datetime.now(UTC),
+        )
+    )
+
+    await asyncio.sleep(10)  # the trainer tries, fails on MLflow, and backs off meanwhile
+    nothing_yet = types(of_cycle(await read_all_events(settings.resolved_nats_url()), cycle))
+    assert nothing_yet == ["RetrainRequested"], "no step is half-applied while MLflow is away"
+    assert not port_open("127.0.0.1", mlflow_server.port)
+
+    mlflow_server.start()
+    seen = await wait_for(settings, cycle, "Deployed", timeout=240)  # fails naming the end
+
+    assert seen == [
+        "RetrainRequested",
+        "ModelTrained",
+        "EvaluationPassed",
+        "RolloutAdvanced",
+        "Deployed",
+    ]
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(mlflow_server.uri).search_model_versions("name='churn'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]  # one version for the cycle

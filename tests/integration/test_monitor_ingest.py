@@ -1,0 +1,230 @@
+"""The monitor's ingest through its real serve() on a real nats-server, SQLite and MLflow store:
+served answers kept without their inputs and pruned to the spec's retention, labels still
+joining the kept ones, drift windows closed by time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import nats
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from helpers import eventually
+
+from driftloop.monitor.adapters.store import VERSIONS, record_served, samples
+from driftloop.monitor.main import STATUS_SUBJECT
+from driftloop.monitor.main import serve as monitor
+from driftloop.shared.bus import Bus
+from driftloop.shared.config import Settings
+from driftloop.shared.db import make_engine, migrate
+from driftloop.shared.events import SPECS_BUCKET, Deployed, FeedbackBatch, Label, PredictionBatch
+from driftloop.shared.profile import build_profile
+from driftloop.shared.registry import configure_mlflow, experiment_id
+from driftloop.shared.samples import record_labels, record_predictions
+from driftloop.shared.spec import parse_spec
+
+MODEL = "churn"
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
+def frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"tenure": rng.gamma(2.0, 12.0, n).round(1), "plan": rng.choice(["basic", "pro"], n)}
+    )
+
+
+async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml: str) -> None:
+    """Apply the spec, give the monitor its reference the way a deployment does (a profile
+    logged to the champion's run, then Deployed), and wait until it took it."""
+    spec = parse_spec(f"model: {MODEL}\ntarget: churned\nmonitor:\n{monitor_yaml}")
+    await (await bus.kv(SPECS_BUCKET)).put(MODEL, spec.to_json())
+    client = configure_mlflow(settings)
+    run = client.create_run(experiment_id(client, settings, MODEL))
+    profile = build_profile(MODEL, frame(np.random.default_rng(0), 2000), ["tenure", "plan"])
+    client.log_dict(run.info.run_id, profile.model_dump(mode="json"), "data/reference_profile.json")
+    running(monitor(settings))
+    await bus.publish(
+        Deployed(
+            model=MODEL,
+            cycle_id="c1",
+            version="1",
+            previous_version=None,
+            run_id=run.info.run_id,
+        )
+    )
+
+    async def has_reference() -> bool:
+        try:
+            status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        except (TimeoutError, nats.errors.Error):  # not answering yet
+            return False
+        return bool(status.get("reference_version") == "1")
+
+    await eventually(has_reference, timeout=30)
+
+
+async def predict(bus: Bus, rows: int, at: datetime, rng: np.random.Generator) -> list[str]:
+    """Publish one served batch as the gateway does; returns its ids."""
+    ids = [str(uuid.uuid4()) for _ in range(rows)]
+    batch = PredictionBatch(
+        model=MODEL,
+        version="1",
+        route="champion",
+        ids=ids,
+        instances=frame(rng, rows).to_dict(orient="records"),
+        predictions=rng.integers(0, 2, rows).tolist(),
+        latency_ms=2.0,
+        at=at,
+    )
+    await bus.publish_record(f"driftloop.predictions.{MODEL}", batch, msg_id=batch.batch_id)
+    return ids
+
+
+def stored(settings: Settings) -> list[Any]:
+    engine = make_engine(settings.database_url_for("monitor"))
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(samples.c.id, samples.c.features, samples.c.label).where(
+                        samples.c.model == MODEL
+                    )
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+async def test_samples_beyond_the_retention_are_pruned_and_kept_ones_join_labels(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(settings, bus, running, "  keep_samples: 1000\n")
+    rng = np.random.default_rng(1)
+    batches = [await predict(bus, 100, T0 + timedelta(seconds=i), rng) for i in range(25)]
+    newest = {i for ids in batches[-11:] for i in ids}  # 1,000 rows and the tied rest of a batch
+
+    async def pruned() -> list[Any]:
+        rows = stored(settings)
+        assert {r.id for r in rows} == newest, len(rows)
+        return rows
+
+    rows = await eventually(pruned, timeout=30)
+    labels = [Label(id=i, label=1) for i in batches[-1]]
+    await bus.publish_record(
+        f"driftloop.feedback.{MODEL}",
+        FeedbackBatch(model=MODEL, labels=labels, at=datetime.now(UTC)),
+        msg_id=str(uuid.uuid4()),
+    )
+
+    async def joined() -> bool:
+        labelled = [r for r in stored(settings) if r.label is not None]
+        assert {r.id for r in labelled} == set(batches[-1]), len(labelled)
+        return True
+
+    await eventually(joined, timeout=10)
+    assert all(r.features is None for r in rows)  # the monitor keeps no inputs per row
+    assert len(stored(settings)) == len(newest)  # the labels joined; no orphans were added
+
+
+async def test_samples_older_than_the_retention_age_are_pruned(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(settings, bus, running, "  keep_samples_for: 1d\n")
+    rng = np.random.default_rng(2)
+    old = [await predict(bus, 50, T0 - timedelta(days=2, seconds=i), rng) for i in range(3)]
+    recent = [await predict(bus, 50, T0 + timedelta(seconds=i), rng) for i in range(2)]
+
+    async def pruned() -> bool:
+        ids = {r.id for r in stored(settings)}
+        assert ids == {i for ids in recent for i in ids}, len(ids)
+        return True
+
+    await eventually(pruned, timeout=30)
+    assert old  # three batches were there to prune
+
+
+async def test_a_window_closes_by_time_once_it_has_enough_rows(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(
+        settings, bus, running, "  window: 10000\n  window_time: 1m\n  window_min_rows: 100\n"
+    )
+    rng = np.random.default_rng(3)
+
+    await predict(bus, 50, T0, rng)
+    await predict(bus, 60, T0 + timedelta(minutes=2), rng)  # too few rows yet: stays open
+    await predict(bus, 10, T0 + timedelta(minutes=2, seconds=1), rng)  # closes it first
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["rows_seen"] == 120, status
+        return status
+
+    status = await eventually(judged, timeout=15)
+    assert status["last_drift"]["rows"] == 110
+    assert status["last_drift"]["window_start"] == T0.isoformat()
+    assert status["last_drift"]["window_end"] == (T0 + timedelta(minutes=2)).isoformat()
+    assert status["window_rows"] == 10
+
+
+async def test_a_window_past_its_time_is_judged_when_traffic_pauses(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(
+        settings, bus, running, "  window: 10000\n  window_time: 1m\n  window_min_rows: 100\n"
+    )
+    rng = np.random.default_rng(4)
+
+    await predict(bus, 150, T0, rng)  # an hour ago; nothing comes after it
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["last_drift"] is not None, status
+        return status
+
+    status = await eventually(judged, timeout=20)
+    assert status["last_drift"]["rows"] == 150
+    assert status["window_rows"] == 0
+
+
+def test_served_answers_are_stored_as_the_shared_upsert_stores_them(settings: Settings) -> None:
+    engine = make_engine(settings.database_url_for("monitor"))
+    migrate(engine, service="monitor", versions=VERSIONS)
+    at = datetime(2024, 5, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    answers: list[Any] = [1, "yes", {"p": [0.25, 0.75]}]
+
+    def served(ids: list[str]) -> PredictionBatch:
+        return PredictionBatch(
+            model=MODEL,
+            version="3",
+            route="canary",
+            ids=ids,
+            instances=[{"tenure": 1.0}] * 3,
+            predictions=answers,
+            latency_ms=1.0,
+            at=at,
+        )
+
+    with engine.begin() as conn:
+        labelled_first = FeedbackBatch(model=MODEL, labels=[Label(id="a1", label=0)], at=at)
+        record_labels(conn, samples, labelled_first)
+        record_served(conn, served(["a1", "a2", "a3"]))
+        record_predictions(conn, samples, served(["b1", "b2", "b3"]))
+        raw = {
+            r[0]: tuple(r[1:])
+            for r in conn.exec_driver_sql(
+                f"SELECT id, prediction, version, predicted_at, label FROM {samples.name}"
+            )
+        }
+        typed = {r.id: r for r in conn.execute(sa.select(samples))}
+    engine.dispose()
+
+    for n in range(3):
+        assert raw[f"a{n + 1}"][:3] == raw[f"b{n + 1}"][:3]  # the same stored text
+        assert typed[f"a{n + 1}"].prediction == answers[n]
+        assert typed[f"a{n + 1}"].predicted_at == at
+    assert typed["a1"].label == 0  # the label that came first kept its half of the row
+    assert typed["a2"].features is None
