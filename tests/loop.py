@@ -86,10 +86,17 @@ async def predict_and_label(
     gateway: httpx.AsyncClient, frame: pd.DataFrame, labels: pd.Series | None = None
 ) -> dict[str, Any]:
     """Predict a batch of customers, then send its labels (`churned`, or `labels`)."""
-    resp = await gateway.post(
-        "/v1/models/churn/predict",
-        json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
-    )
+
+    async def answered() -> httpx.Response:
+        resp = await gateway.post(
+            "/v1/models/churn/predict",
+            json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+        )
+        # Deployed is out once the routes are written; the gateway then loads the version.
+        assert "no champion yet" not in resp.text, resp.text
+        return resp
+
+    resp = await eventually(answered, timeout=30, interval=0.1)
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     truth = frame["churned"] if labels is None else labels

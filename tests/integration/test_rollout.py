@@ -72,7 +72,7 @@ async def drive(
     *,
     drifted: bool,
     until: str | None = None,
-    batches: int = 600,
+    batches: int = 1200,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Labelled traffic, five customers a request, until the cycle ends (or `until` is among
     its events); returns the answers and the cycle's events."""
@@ -85,7 +85,10 @@ async def drive(
             seen = types(events)
             if (until in seen) if until else (seen and seen[-1] in TERMINAL_TYPES):
                 return answers, events
-    raise AssertionError(f"cycle {cycle} did not get there: {types(events)}")
+    status = await gateway.get("/v1/models/churn")
+    raise AssertionError(
+        f"cycle {cycle} did not get there: {types(events)}; rollout {status.json()['rollout']}"
+    )
 
 
 def stages(events: list[dict[str, Any]]) -> list[tuple[str, int]]:

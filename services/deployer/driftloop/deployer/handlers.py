@@ -163,8 +163,13 @@ class Deployer:
                 await self.apply(transition, expected=fresh.revision)
 
     async def run_timer(self, every: float) -> None:
+        """Look at the running rollouts every `every` seconds, whatever one look met (a
+        database or bus error must not stop every rollout's analysis for good)."""
         while True:
-            await self.look()
+            try:
+                await self.look()
+            except Exception:
+                logger.exception("cannot look at the running rollouts; trying again")
             await asyncio.sleep(every)
 
     # A person's commands ------------------------------------------------------------------------
