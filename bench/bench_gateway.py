@@ -70,25 +70,8 @@ PINS = [
     # MLServer 1.7.1's worker calls asyncio.get_event_loop(), which uvloop 0.22+ refuses
     "uvloop==0.21.0",
 ]
-MODEL = "churn"
+MODEL = "churn"  # the demo's model, spec (driftloop.cli.demo.SPEC) and data
 MS0 = "MLServer V2 pw=0"  # parallel_workers 0: inference in the server process
-SPEC = """\
-model: churn
-task: classification
-target: churned
-features: [tenure, monthly_charges, plan, support_calls]
-recipe:
-  estimator: sklearn.ensemble.HistGradientBoostingClassifier
-  params: {max_iter: 100, random_state: 0}
-monitor:
-  window: 500
-  drift: {psi_warn: 0.2, psi_retrain: 0.25, min_features: 1}
-  cooldown: 10m
-trainer: {max_rows: 1200, min_rows: 400, holdout: 0.25}
-evaluator: {metric: accuracy, min_delta: 0.0, max_p95_ms: 100}
-deployer:
-  approval: auto
-"""
 FEATURES = ["tenure", "monthly_charges", "plan", "support_calls"]
 V2_TYPES = {"tenure": "FP64", "monthly_charges": "FP64", "plan": "BYTES", "support_calls": "INT64"}
 
@@ -220,13 +203,14 @@ def bootstrap(work: Path, home: Path) -> tuple[str, str]:
 
 
 async def _publish_champion(settings: Any, version: str, run_id: str) -> None:
+    from driftloop.cli.demo import SPEC as DEMO_SPEC
     from driftloop.shared.bus import connect_bus
     from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET
     from driftloop.shared.routes import Routes, Served
     from driftloop.shared.spec import parse_spec
 
     async with connect_bus(settings, service="bench") as bus:
-        await (await bus.kv(SPECS_BUCKET)).put(MODEL, parse_spec(SPEC).to_json())
+        await (await bus.kv(SPECS_BUCKET)).put(MODEL, parse_spec(DEMO_SPEC).to_json())
         routes = Routes(model=MODEL, champion=Served(version=version, run_id=run_id), revision=1)
         await (await bus.kv(ROUTES_BUCKET)).put(MODEL, routes.to_json())
 

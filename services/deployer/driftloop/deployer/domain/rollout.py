@@ -391,21 +391,29 @@ def restore(
 ) -> Transition:
     """A manual rollback with no rollout running: an earlier version becomes champion again.
     It is its own cycle (one RolledBack), so the monitor takes the restored reference."""
-    rollout = Rollout(
+    rollout = _manual_cycle(model, cycle_id, champion, previous=target, now=now)
+    transition = roll_back(rollout, now=now, actor=actor, reason=reason)
+    entry = AuditEntry(f"champion {champion.version}", Stage.ROLLED_BACK.value, actor, reason)
+    return replace(transition, audit=[entry])
+
+
+def _manual_cycle(
+    model: str, cycle_id: str, version: Served, *, previous: Served | None, now: datetime
+) -> Rollout:
+    """The rollout of a cycle a person starts with no rollout running: `version` over
+    `previous`, moved at once (never analysed)."""
+    return Rollout(
         model=model,
         cycle_id=cycle_id,
-        version=champion.version,
-        run_id=champion.run_id,
-        previous=target,
+        version=version.version,
+        run_id=version.run_id,
+        previous=previous,
         stage=Stage.PROMOTED,
         started_at=now,
         stage_started_at=now,
         updated_at=now,
         weight=100,
     )
-    transition = roll_back(rollout, now=now, actor=actor, reason=reason)
-    entry = AuditEntry(f"champion {champion.version}", Stage.ROLLED_BACK.value, actor, reason)
-    return replace(transition, audit=[entry])
 
 
 def release(
@@ -420,17 +428,7 @@ def release(
 ) -> Transition:
     """A manual promotion with no rollout running: `target` becomes champion at once, as its
     own cycle (one Deployed), so the monitor takes its reference."""
-    rollout = Rollout(
-        model=model,
-        cycle_id=cycle_id,
-        version=target.version,
-        run_id=target.run_id,
-        previous=champion,
-        stage=Stage.PROMOTED,
-        started_at=now,
-        stage_started_at=now,
-        updated_at=now,
-    )
+    rollout = _manual_cycle(model, cycle_id, target, previous=champion, now=now)
     transition = promote(rollout, now=now, actor=actor, reason=reason)
     before = f"champion {champion.version}" if champion else None
     return replace(transition, audit=[AuditEntry(before, Stage.PROMOTED.value, actor, reason)])
