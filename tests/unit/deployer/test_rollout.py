@@ -166,7 +166,8 @@ def test_shadow_passes_to_the_first_canary_step_with_its_checks() -> None:
     assert transition is not None
     assert transition.rollout.stage is Stage.CANARY
     assert (transition.rollout.step, transition.rollout.weight) == (0, 10)
-    assert transition.rollout.baseline is None
+    # The canary counts from this look: nothing served on it yet.
+    assert transition.rollout.baseline == Counters()
     (advanced,) = transition.events
     assert isinstance(advanced, RolloutAdvanced)
     assert (advanced.stage, advanced.weight) == ("canary", 10)
@@ -294,6 +295,21 @@ def test_without_labels_the_step_is_judged_after_the_label_wait() -> None:
     assert metric.passed
     assert metric.figure is None
     assert "not compared" in metric.detail
+
+
+def test_the_next_step_counts_from_the_look_that_started_it() -> None:
+    reached = machine.analyse(canary(), seen(rows=200), SPEC, now=later(10))
+    assert reached is not None
+    at_the_look = seen(rows=230, routes={"canary": Counters(rows=230), "shadow": Counters(rows=9)})
+
+    transition = machine.analyse(reached.rollout, at_the_look, SPEC, now=later(71))
+
+    assert transition is not None
+    assert transition.rollout.weight == 50
+    # Rows the new weight serves before the next look count towards the new step.
+    assert transition.rollout.baseline == Counters(rows=230)
+    assert machine.analyse(transition.rollout, seen(rows=429), SPEC, now=later(72)) is None
+    assert machine.analyse(transition.rollout, seen(rows=430), SPEC, now=later(72)) is not None
 
 
 def test_lower_is_better_metrics_compare_the_other_way() -> None:

@@ -35,7 +35,8 @@ def observation(
     rollout: Rollout, challenger: dict[str, Any], champion: dict[str, Any]
 ) -> Observation:
     """Both answers of the monitor, read into what the analysis needs."""
-    stage_route = (challenger.get("routes") or {}).get(rollout.route or "")
+    routes = challenger.get("routes") or {}
+    stage_route = routes.get(rollout.route or "")
     champion_route = (champion.get("routes") or {}).get("champion")
     mine, theirs = challenger.get("metric") or {}, champion.get("metric") or {}
     return Observation(
@@ -49,6 +50,7 @@ def observation(
         challenger_labels=int(mine.get("labels") or 0),
         champion_metric=theirs.get("figure"),
         champion_labels=int(theirs.get("labels") or 0),
+        routes={name: counters(route) for name, route in routes.items()},
     )
 
 

@@ -13,6 +13,7 @@ function of the rollout (`routes_for`), so the adapter can always re-apply them 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -89,6 +90,10 @@ class Observation:
     challenger_labels: int = 0
     champion_metric: float | None = None  # on labelled rows predicted since the rollout began
     champion_labels: int = 0
+    routes: Mapping[str, Counters] = field(default_factory=dict)  # the challenger's, every route
+
+    def counters_on(self, route: str) -> Counters:
+        return self.routes.get(route, Counters())
 
 
 @dataclass(frozen=True)
@@ -557,10 +562,18 @@ def analyse(
         )
     reason = f"{_from(rollout)} passed on {stage.rows} rows"
     if rollout.stage is Stage.SHADOW:
-        return _after_shadow(rollout, spec, now=now, checks=checks, reason=reason)
-    return _canary_step(
-        rollout, rollout.step + 1, spec, now=now, checks=checks, reason=reason, actor="deployer"
-    )
+        moved = _after_shadow(rollout, spec, now=now, checks=checks, reason=reason)
+    else:
+        moved = _canary_step(
+            rollout, rollout.step + 1, spec, now=now, checks=checks, reason=reason, actor="deployer"
+        )
+    # The next stage counts from this look, made before the routes change: a baseline taken
+    # at the next look would leave out what the new weight served in between, and the stage
+    # would expose more rows than its share (as many as a second's traffic, or more).
+    route = moved.rollout.route
+    if route is not None and moved.rollout.baseline is None:
+        return replace(moved, rollout=replace(moved.rollout, baseline=seen.counters_on(route)))
+    return moved
 
 
 def _error_check(stage: Counters, needed: int, limit: float) -> CheckResult:
