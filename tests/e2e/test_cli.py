@@ -74,10 +74,11 @@ def test_commands_that_need_the_bus_say_how_to_start_it(tmp_path: Path) -> None:
 
 
 def test_train_refuses_a_missing_file(tmp_path: Path) -> None:
-    result = driftloop("train", "churn", "--data", str(tmp_path / "nope.csv"), home=tmp_path)
+    missing = tmp_path / ("long-" * 20) / "nope.csv"  # past any terminal width
+    result = driftloop("train", "churn", "--data", str(missing), home=tmp_path)
 
     assert result.returncode == 1
-    assert "no such file" in result.stderr
+    assert f"{missing}: no such file" in result.stderr  # whole, on one line
 
 
 def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ storage, SQLite, MLflow, the five services as processes); see harness.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from faults.harness import FAULT_SPEC, Loop
+from faults.harness import FAULT_SPEC, Loop, PrivatePostgres, postgres_bindir
 from helpers import churn
 
 from driftloop.cli.supervisor import free_port, pid_alive
@@ -48,3 +50,20 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         assert down.returncode == 0, down.stderr
         left = [n for n, pid in pids.items() if n != "nats" and pid_alive(pid)]
         assert not left, f"down left processes: {left}"
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL cluster of this test's own (see PrivatePostgres); removed after."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) installed")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: initdb refuses root")
+    cluster = PrivatePostgres(bindir, free_port())
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from driftloop.shared.db import (
     current_message_id,
     make_engine,
     messaging_tables,
+    prune_inbox,
 )
 from driftloop.shared.events import EVENTS_STREAM, Envelope, ModelTrained, envelope
 
@@ -292,3 +294,100 @@ async def test_a_handler_past_the_drain_bound_is_cancelled_and_redelivered(
         await eventually(lambda: asyncio.sleep(0, result=len(attempts) == 2), timeout=30)
         await drained(bus, acked=1)
     assert store.handled_runs() == ["run-9"]
+
+
+async def test_the_inbox_retention_forgets_old_messages_and_still_recognises_a_recent_repeat(
+    settings: Settings, store: Store
+) -> None:
+    inbox = store.messaging.inbox
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(
+            inbox.insert(),
+            [{"message_id": f"old-{i}", "handled_at": now - timedelta(days=8)} for i in range(7)]
+            + [{"message_id": "recent-0", "handled_at": now - timedelta(days=6)}],
+        )
+    env = envelope(trained(), service="test")
+    raw = env.model_dump_json().encode()
+
+    async def handler(received: ModelTrained) -> None:
+        async with store.uow.handling(received) as tx:
+            tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
+
+    async with connect_bus(settings, service="t") as bus:
+        bus.subscribe(ModelTrained, handler)
+        await bus.js.publish(SUBJECT, raw, headers={"Nats-Msg-Id": "copy-1"})
+        await drained(bus, acked=1)
+        deleted = prune_inbox(
+            store.engine, store.messaging, older_than=now - timedelta(days=7), batch=3
+        )
+        await bus.js.publish(SUBJECT, raw, headers={"Nats-Msg-Id": "copy-2"})  # a redelivery
+        info = await drained(bus, acked=2)
+
+    assert deleted == 7
+    with store.engine.connect() as conn:
+        kept = set(conn.execute(sa.select(inbox.c.message_id)).scalars())
+    assert kept == {"recent-0", env.id}
+    assert store.handled_runs() == ["run-1"]
+    assert info.num_redelivered == 0
+
+
+async def test_every_service_with_a_relay_prunes_its_inbox_at_start(
+    settings: Settings, store: Store
+) -> None:
+    inbox = store.messaging.inbox
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        conn.execute(
+            inbox.insert(),
+            [
+                {"message_id": "old", "handled_at": now - timedelta(days=3)},
+                {"message_id": "recent", "handled_at": now - timedelta(hours=23)},
+            ],
+        )
+    store.uow.inbox_retention = timedelta(days=1)
+
+    async def pruned() -> set[str]:
+        with store.engine.connect() as conn:
+            ids = set(conn.execute(sa.select(inbox.c.message_id)).scalars())
+        assert ids == {"recent"}
+        return ids
+
+    async with connect_bus(settings, service="t") as bus:
+        bus.start_relay(store.uow)
+
+        assert await eventually(pruned, timeout=10, interval=0.1)
+
+
+async def test_a_handler_longer_than_ack_wait_keeps_its_message_and_those_queued_behind_it(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """Work lasting longer than the ack wait (3 s here; heartbeats every second) while a second
+    replica waits for messages on the same consumer: neither the message in hand nor those
+    fetched with it expire and go to the other replica."""
+    events = [trained(str(v)) for v in range(3)]
+    handled: list[tuple[str, str]] = []
+    working = asyncio.Event()
+
+    def replica(name: str) -> Callable[[ModelTrained], Awaitable[None]]:
+        async def handle(received: ModelTrained) -> None:
+            if not handled and not working.is_set():
+                working.set()
+                await asyncio.sleep(4.5)  # the long work (training), not a wait for a condition
+            handled.append((name, received.version))
+
+        return handle
+
+    settings = Settings(home=tmp_path / "home", nats_url=nats_url)  # no store: one variant
+    async with connect_bus(settings, service="t") as first:
+        for event in events:
+            await first.publish(event)
+        first.subscribe(ModelTrained, replica("first"), ack_wait=3.0)
+        await asyncio.wait_for(working.wait(), timeout=10)
+        async with connect_bus(settings, service="t") as second:
+            second.subscribe(ModelTrained, replica("second"), ack_wait=3.0)
+
+            info = await consumer_settled(first.js, DURABLE, acked=3)  # polls up to 10 s
+
+    assert handled == [("first", "0"), ("first", "1"), ("first", "2")]
+    assert info.num_redelivered == 0

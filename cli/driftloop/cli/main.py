@@ -35,7 +35,9 @@ app = typer.Typer(
     "progressive delivery.",
 )
 out = Console()
-err = Console(stderr=True)
+# Messages are never cut into lines at a fixed width: a path or a name stays whole for a
+# person to copy and for a script to grep (the terminal wraps what is too long for it).
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 

@@ -1,11 +1,16 @@
 """The bus: JetStream streams, durable pull consumers, KV buckets and the outbox relay.
 
 Handlers never ack, publish or retry: this module does. A handler error is retried with backoff
-up to `max_deliver`; a repeat (its inbox row exists) is acked and ignored. A message that cannot
-be parsed, or whose handler still fails on its last allowed delivery, is dead-lettered: its
-payload is published unchanged to `driftloop.deadletter.<model>.<durable>` (stream
-DRIFTLOOP_DEADLETTER, kept) with the `DEAD_LETTER_*` headers saying where it came from and why,
-then terminated (no redelivery storm). `driftloop events` shows dead letters among the events.
+up to `max_deliver`; a repeat (its inbox row exists) is acked and ignored. A store that is busy
+or out of reach (a locked SQLite file, a restarting PostgreSQL) is the same retry, logged as a
+warning without a traceback, and the rest of the fetched batch is handed back with backoff
+rather than each message waiting out the same lock in turn: with the default 20 deliveries a
+store may be away about 14 minutes (backoff 1, 2, 4 ... 60 s) before its messages are
+dead-lettered. A message that cannot be parsed, or whose handler still fails on its last
+allowed delivery, is dead-lettered: its payload is published unchanged to
+`driftloop.deadletter.<model>.<durable>` (stream DRIFTLOOP_DEADLETTER, kept) with the
+`DEAD_LETTER_*` headers saying where it came from and why, then terminated (no redelivery
+storm). `driftloop events` shows dead letters among the events.
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ from driftloop.shared.db import (
     Messaging,
     SqlUnitOfWork,
     current_message_id,
+    keep_inbox,
     mark_published,
     pending_outbox,
+    transient_database_error,
 )
 from driftloop.shared.events import (
     EVENTS_STREAM,
@@ -71,6 +78,11 @@ R = TypeVar("R", bound=BaseModel)
 
 DAY = 86_400.0
 DRAIN_SECONDS = 10.0  # how long a stopping service lets its in-flight messages finish
+# How long the server waits for a delivered message's ack before it redelivers it: the delay a
+# killed service's message waits. A handler still working says so every ACK_WAIT / 3 seconds
+# (`_keep_alive`), so long work (training, evaluation) keeps its message; the event loop must
+# not stall past two thirds of it (hence the SQLite busy timeout, shared/db.py).
+ACK_WAIT = 30.0
 DEADLETTER_STREAM = "DRIFTLOOP_DEADLETTER"
 DEADLETTER_PREFIX = "driftloop.deadletter"
 # Headers of a dead letter (the payload is the original message's, unchanged).
@@ -221,7 +233,7 @@ class Bus:
         handler: Callable[[E], Awaitable[None]],
         *,
         max_deliver: int = 20,
-        ack_wait: float = 60.0,
+        ack_wait: float = ACK_WAIT,
     ) -> None:
         """Durable pull consumer `<service>-<EventType>` over every model's events of a type."""
         subject = f"driftloop.events.*.{event_type.event_type()}"
@@ -244,7 +256,7 @@ class Bus:
         *,
         durable: str,
         max_deliver: int = 20,
-        ack_wait: float = 60.0,
+        ack_wait: float = ACK_WAIT,
     ) -> None:
         def parse(raw: bytes) -> tuple[str | None, R]:
             try:
@@ -307,12 +319,27 @@ class Bus:
                 logger.exception("fetch failed", extra={"durable": durable})
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                if self._stopping.is_set():  # fetched, not started: back to the stream now
-                    with suppress(Exception):
-                        await msg.nak()
-                    continue
-                await self._deliver(msg, durable, parse, handler, max_deliver, ack_wait)
+            store_down = False
+            waiting = list(msgs)  # fetched, not started: kept alive while they wait their turn
+            queued = asyncio.create_task(_keep_alive_queued(waiting, ack_wait))
+            try:
+                for msg in msgs:
+                    waiting.remove(msg)
+                    if self._stopping.is_set():  # not started: back to the stream now
+                        with suppress(Exception):
+                            await msg.nak()
+                        continue
+                    if store_down and msg.metadata.num_delivered < max_deliver:
+                        # would wait out the same lock or outage: back, with backoff (a last
+                        # attempt is still made, so a skip never costs a message its last one)
+                        with suppress(Exception):
+                            await msg.nak(delay=backoff(msg.metadata.num_delivered))
+                        continue
+                    store_down = await self._deliver(
+                        msg, durable, parse, handler, max_deliver, ack_wait
+                    )
+            finally:
+                queued.cancel()
 
     async def _deliver(
         self,
@@ -322,16 +349,17 @@ class Bus:
         handler: Callable[[Any], Awaitable[None]],
         max_deliver: int,
         ack_wait: float,
-    ) -> None:
-        """Parse, handle, then settle: ack, nak with backoff, or dead-letter."""
+    ) -> bool:
+        """Parse, handle, then settle: ack, nak with backoff, or dead-letter. True when the
+        handler failed because the store is busy or out of reach."""
         try:
             event_id, payload = parse(msg.data)
         except UnknownEventError as exc:
             await self._dead_letter(msg, durable, exc)
-            return
+            return False
         if msg.metadata.num_delivered > max_deliver:  # the spare delivery (see _consume)
             await self._dead_letter(msg, durable, f"no outcome after {max_deliver} deliveries")
-            return
+            return False
         headers = msg.headers or {}
         message_id = (
             event_id
@@ -362,15 +390,17 @@ class Bus:
                 if error is not None and not isinstance(error, RetryLaterError):
                     span.record_exception(error)
                     span.set_status(Status(StatusCode.ERROR, str(error)))
-                await self._settle(msg, durable, message_id, error, max_deliver)
+                return await self._settle(msg, durable, message_id, error, max_deliver)
         finally:
             heartbeat.cancel()
             current_message_id.reset(token)
 
     async def _settle(
         self, msg: Msg, durable: str, message_id: str, error: Exception | None, max_deliver: int
-    ) -> None:
+    ) -> bool:
+        """Ack, dead-letter or nak; True when the error says the store is busy or away."""
         attempt = msg.metadata.num_delivered
+        store_down = error is not None and transient_database_error(error)
         if error is None:
             await msg.ack()
         elif attempt >= max_deliver:
@@ -378,6 +408,18 @@ class Bus:
         elif isinstance(error, RetryLaterError):
             logger.info("retry later", extra={"message_id": message_id, "reason": str(error)})
             await msg.nak(delay=error.delay)
+        elif store_down:  # expected to pass: no traceback, the reason on one line
+            logger.warning(
+                "database busy or unreachable; retrying",
+                extra={
+                    "durable": durable,
+                    "message_id": message_id,
+                    "attempt": attempt,
+                    "retry_in_s": backoff(attempt),
+                    "error": _error_text(error),
+                },
+            )
+            await msg.nak(delay=backoff(attempt))
         else:
             logger.error(
                 "handler failed",
@@ -385,6 +427,7 @@ class Bus:
                 extra={"durable": durable, "message_id": message_id, "attempt": attempt},
             )
             await msg.nak(delay=backoff(attempt))
+        return store_down
 
     async def _dead_letter(self, msg: Msg, durable: str, error: BaseException | str) -> None:
         """Publish the message unchanged to the dead-letter stream, saying why; then terminate
@@ -426,11 +469,16 @@ class Bus:
     # Outbox relay ------------------------------------------------------------------------
 
     def start_relay(self, uow: SqlUnitOfWork) -> None:
+        """Run the unit of work's messaging upkeep until the bus stops: the outbox relay, and
+        the inbox retention (rows older than `uow.inbox_retention` deleted hourly)."""
         self._tasks.append(
             asyncio.create_task(
                 relay_outbox(self, uow.engine, uow.messaging, uow.committed, self._stopping),
                 name=f"{self.service}-outbox",
             )
+        )
+        self._tasks.append(
+            asyncio.create_task(keep_inbox(uow, self._stopping), name=f"{self.service}-inbox")
         )
 
     # Request-reply -----------------------------------------------------------------------
@@ -559,6 +607,17 @@ async def _keep_alive(msg: Msg, ack_wait: float) -> None:
             await msg.in_progress()
 
 
+async def _keep_alive_queued(waiting: list[Msg], ack_wait: float) -> None:
+    """The same for the fetched messages still waiting behind the one in hand: a long handler
+    must not make them outlive their ack wait and come back as extra deliveries."""
+    with suppress(asyncio.CancelledError):
+        while True:
+            await asyncio.sleep(max(1.0, ack_wait / 3))
+            for msg in list(waiting):
+                with suppress(Exception):
+                    await msg.in_progress()
+
+
 async def relay_outbox(
     bus: Bus,
     engine: Engine,
@@ -588,8 +647,14 @@ async def relay_outbox(
                     headers = inject_headers({"Nats-Msg-Id": row.event_id})
                     await bus.js.publish(row.subject, row.payload.encode(), headers=headers)
                 mark_published(engine, messaging, [row.seq])
-        except Exception:
-            logger.exception("outbox relay failed; retrying")
+        except Exception as exc:
+            if transient_database_error(exc):  # the store busy or away: no traceback a second
+                logger.warning(
+                    "outbox relay: database busy or unreachable; retrying",
+                    extra={"service": bus.service, "error": _error_text(exc)},
+                )
+            else:
+                logger.exception("outbox relay failed; retrying")
             await asyncio.sleep(1.0)
             continue
         if len(rows) == 100:

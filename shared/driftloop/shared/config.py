@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_instances: int = Field(default=10_000, ge=1, description="rows per predict request")
     max_string_length: int = Field(default=1_000, ge=1, description="characters per string")
+    # Each service's store (see shared/db.py for what these bound and why).
+    sqlite_busy_timeout: float = Field(
+        default=5.0, gt=0, le=20, description="seconds a statement waits for a locked SQLite file"
+    )
+    inbox_retention_days: float = Field(
+        default=7.0, description="days a handled message's inbox row is kept"
+    )
 
     @field_validator("home")
     @classmethod
@@ -42,6 +49,15 @@ class Settings(BaseSettings):
     def _port_in_range(cls, value: int) -> int:
         if not 0 < value < 65536:
             raise ValueError("DRIFTLOOP_GATEWAY_PORT must be between 1 and 65535")
+        return value
+
+    @field_validator("inbox_retention_days")
+    @classmethod
+    def _retention_past_redelivery(cls, value: float) -> float:
+        # Shorter could forget a message JetStream still redelivers (the trainer's 1000
+        # deliveries span most of a day): a repeat would then be handled twice.
+        if value < 1:
+            raise ValueError("DRIFTLOOP_INBOX_RETENTION_DAYS must be at least 1 (day)")
         return value
 
     @field_validator("nats_url", "database_url", "mlflow_tracking_uri", "api_tokens")

@@ -7,16 +7,19 @@ PostgreSQL database whose tables carry their service's prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
+import logging
 import secrets
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,24 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 
 from driftloop.shared.events import Event, envelope, subject_for
 from driftloop.shared.telemetry import inject_headers
+
+logger = logging.getLogger(__name__)
+
+# How long a statement waits for another connection's write lock on a SQLite file before it
+# fails with "database is locked". Handlers run their statements on the event loop, so the
+# wait stops the whole service: it must stay well under the in-progress heartbeat interval
+# (ack_wait / 3, 10 s by default) or long handlers lose their messages. Ordinary contention (a
+# CLI, the inbox retention's batch) lasts milliseconds; a longer lock fails the handler, which
+# is a transient error (see `transient_database_error`) the bus retries by redelivery.
+SQLITE_BUSY_TIMEOUT = 5.0  # seconds
+# The inbox's retention: see `prune_inbox` for why a week is safe.
+INBOX_RETENTION = timedelta(days=7)
+INBOX_PRUNE_INTERVAL = 3600.0  # seconds between two passes
+INBOX_PRUNE_BATCH = 500  # rows per transaction: the write lock is held for milliseconds
 
 # The id of the message being handled, set by the bus around each handler call.
 current_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -56,18 +73,20 @@ class DuplicateMessageError(Exception):
     """This message was already handled (its inbox row exists); ack it and do nothing."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite files get WAL mode, a busy timeout and their folder."""
+def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
+    """An engine; SQLite files get WAL mode, a busy timeout (seconds) and their folder;
+    PostgreSQL pools test a connection before handing it out (a restarted server closed them)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
+            # the timeout first: switching to WAL takes the lock, so it waits like any write
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
             # Let SQLAlchemy own transactions, DDL included (so a failed migration rolls back).
             dbapi_conn.isolation_level = None
@@ -78,6 +97,39 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+# SQLite's words for another connection holding the lock (SQLITE_BUSY, SQLITE_LOCKED).
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def transient_database_error(error: BaseException) -> bool:
+    """Whether `error` (or an exception it was raised from) says the store is busy or out of
+    reach for now, so the same work will succeed later: a SQLite file locked by another
+    connection past the busy timeout (or a WAL snapshot gone stale under a concurrent
+    writer), or a PostgreSQL connection lost or refused (a restart, a failover). Handlers do
+    not catch these; the bus redelivers the message with backoff."""
+    for exc in _chain(error):
+        if isinstance(exc, DisconnectionError):
+            return True
+        if not isinstance(exc, DBAPIError):
+            continue
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc.orig, sqlite3.OperationalError):
+            return any(word in str(exc.orig) for word in _SQLITE_BUSY)
+        if isinstance(exc, OperationalError):  # PostgreSQL: connection refused, lost, shut down
+            return True
+    return False
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 # Alembic keeps its running migration in a module-global context, and MLflow migrates its own
@@ -191,11 +243,13 @@ class SqlUnitOfWork:
         service: str,
         messaging: Messaging,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        inbox_retention: timedelta = INBOX_RETENTION,
     ) -> None:
         self.engine = engine
         self.service = service
         self.messaging = messaging
         self.now = now
+        self.inbox_retention = inbox_retention
         self.committed = asyncio.Event()  # wakes the outbox relay
 
     def already_handled(self, message_id: str | None = None) -> bool:
@@ -238,6 +292,82 @@ class SqlUnitOfWork:
             yield tx
         if tx.emitted:
             self.committed.set()
+
+
+# Inbox retention ---------------------------------------------------------------------------
+
+
+def prune_inbox(
+    engine: Engine,
+    messaging: Messaging,
+    *,
+    older_than: datetime,
+    batch: int = INBOX_PRUNE_BATCH,
+) -> int:
+    """Delete inbox rows handled before `older_than`, `batch` rows per transaction (each holds
+    the write lock for milliseconds, so handlers barely wait); the number deleted.
+
+    Why forgetting a handled message is safe: the inbox only has to recognise a message that
+    comes again, and after its row is written one comes again only
+    - by JetStream redelivery, which ends with the ack (sent right after the commit; lost, it
+      costs one `ack_wait`, 30-120 s) and in any case within `max_deliver` deliveries spaced by
+      the backoff (at most 60 s) or the ack wait: minutes for most consumers, under a day for
+      the trainer's 1000 deliveries;
+    - by a publisher's outbox relay sending it again (it crashed between publish and mark):
+      JetStream drops a repeat `Nats-Msg-Id` within the stream's duplicate window (2-10
+      minutes), and the inbox catches a later one as long as its row is kept, i.e. unless the
+      publisher stays down between its publish and its mark longer than the retention.
+    A week is far longer than both. What the inbox never guarded is a replay: a durable
+    consumer deleted and created again starts from the stream's first message; its ack floor,
+    not the inbox, is what stops that."""
+    inbox = messaging.inbox
+    oldest = (
+        sa.select(inbox.c.message_id)
+        .where(inbox.c.handled_at < older_than)
+        .limit(sa.bindparam("_batch"))
+        .scalar_subquery()
+    )
+    delete = inbox.delete().where(inbox.c.message_id.in_(oldest))
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(delete, {"_batch": batch}).rowcount
+        deleted += count
+        if count < batch:
+            return deleted
+
+
+async def keep_inbox(
+    uow: SqlUnitOfWork, stopping: asyncio.Event, *, interval: float = INBOX_PRUNE_INTERVAL
+) -> None:
+    """Every `interval` seconds (and once at start), delete the inbox rows older than the unit
+    of work's `inbox_retention`, in a thread so handlers keep running; until `stopping`."""
+    while not stopping.is_set():
+        cutoff = uow.now() - uow.inbox_retention
+        try:
+            deleted = await asyncio.to_thread(
+                prune_inbox, uow.engine, uow.messaging, older_than=cutoff
+            )
+        except Exception as exc:
+            if not transient_database_error(exc):
+                logger.exception("inbox retention failed; next pass later")
+            else:  # the store busy or away: expected to pass, no traceback
+                logger.warning(
+                    "inbox retention: database busy or unreachable; next pass later",
+                    extra={"service": uow.service, "error": f"{type(exc).__name__}: {exc}"},
+                )
+        else:
+            if deleted:
+                logger.info(
+                    "inbox rows pruned",
+                    extra={
+                        "service": uow.service,
+                        "deleted": deleted,
+                        "before": cutoff.isoformat(),
+                    },
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
 
 
 def pending_outbox(engine: Engine, messaging: Messaging, *, limit: int = 100) -> list[sa.Row[Any]]:

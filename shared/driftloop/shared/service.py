@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,18 @@ logger = logging.getLogger(__name__)
 def open_store(
     settings: Settings, *, service: str, messaging: Messaging, versions: Path
 ) -> SqlUnitOfWork:
-    """The service's engine, migrated to head, wrapped in its unit of work."""
-    engine = make_engine(settings.database_url_for(service))
+    """The service's engine, migrated to head, wrapped in its unit of work (whose inbox
+    `Bus.start_relay` keeps for `settings.inbox_retention_days`)."""
+    engine = make_engine(
+        settings.database_url_for(service), busy_timeout=settings.sqlite_busy_timeout
+    )
     migrate(engine, service=service, versions=versions)
-    return SqlUnitOfWork(engine, service=service, messaging=messaging)
+    return SqlUnitOfWork(
+        engine,
+        service=service,
+        messaging=messaging,
+        inbox_retention=timedelta(days=settings.inbox_retention_days),
+    )
 
 
 class SpecSource:

@@ -32,7 +32,6 @@ async def serve(settings: Settings) -> None:
                 client=client,
                 now=utcnow,
             ),
-            ack_wait=120.0,
         )
         bus.start_relay(uow)
         await bus.run_until_stopped()

@@ -59,7 +59,6 @@ async def serve(settings: Settings) -> None:
                 now=utcnow,
             ),
             max_deliver=1000,
-            ack_wait=120.0,
         )
         bus.start_relay(uow)
         try:
