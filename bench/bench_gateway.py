@@ -29,6 +29,13 @@ What one run does:
    routes bucket as the deployer would), back to back;
 5. prints the table and the goals of issue 6, and writes results.json in the work dir.
 
+`--shadow-only` measures the shadow's cost alone, without the other servers (no MLServer venv
+needed: the load generator then runs on the project's Python, without uvloop): a gateway of
+its own (`python -m driftloop.gateway`, the same bus and store as `driftloop up`'s), with no
+shadow then with one, `--rounds` times; besides latency it reads the share of requests the
+shadow answered (driftloop_shadow_dropped) and the gateway process's CPU time per request
+(its shadow worker's not included), a figure less swayed by the machine's other load.
+
 Every server, the load generator and the other driftloop services share this machine's cores:
 the figures are for comparison side by side, not absolute capacity.
 """
@@ -345,11 +352,16 @@ def floor(tracking_uri: str, version: str, data: list[dict[str, Any]], n: int) -
 # Load ----------------------------------------------------------------------------------------
 
 
+def load_python() -> Path:
+    """The bench venv's Python (with uvloop) when it is there, else this one."""
+    return VENV_PY if VENV_PY.exists() else Path(sys.executable)
+
+
 def load(
     url: str, body_file: Path | None, connections: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     cmd = [
-        str(VENV_PY),
+        str(load_python()),
         str(LOAD),
         "--url",
         url,
@@ -434,6 +446,131 @@ def measure_shadow(
         for side, runs in (("off", off), ("on", on))
         for key, metric in (("p50", "p50_ms"), ("p99", "p99_ms"), ("rps", "rps"))
     }
+
+
+def shadow_counts(gateway: str, pid: int) -> dict[str, float]:
+    """The gateway's predict requests and shadow jobs dropped so far (from /metrics), and the
+    CPU seconds its process used (all its threads; not its shadow worker's)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    counts = {"requests": 0.0, "dropped": 0.0, "cpu_s": (int(stat[11]) + int(stat[12])) / ticks}
+    for line in httpx.get(f"{gateway}/metrics", timeout=5).text.splitlines():
+        if line.startswith("driftloop_requests_total{") and 'route="champion"' in line:
+            counts["requests"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("driftloop_shadow_dropped_total{"):
+            counts["dropped"] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def measure_shadow_modes(
+    gateways: dict[str, tuple[str, int]],
+    body_file: Path,
+    connections: int,
+    args: argparse.Namespace,
+    work: Path,
+    version: str,
+    run_id: str,
+) -> dict[str, dict[str, float]]:
+    """Each gateway's champion latency without and with a shadow, side by side: every round
+    loads each gateway in turn (the order alternates) with no shadow, then with one; medians
+    over max(2, --rounds) rounds, the share of requests the shadow answered, and the gateway
+    process's CPU ms per request (less sensitive than latency to the machine's other load)."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    mirrored: dict[str, list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for rnd in range(max(2, args.rounds)):
+        order = list(gateways.items())
+        if rnd % 2:
+            order.reverse()
+        for side in ("off", "on"):
+            asyncio.run(set_shadow(work / "home", version if side == "on" else None, run_id))
+            for base, _ in gateways.values():
+                wait_shadow(base, version if side == "on" else None)
+            for name, (base, pid) in order:
+                before = shadow_counts(base, pid)
+                r = load(f"{base}/v1/models/{MODEL}/predict", body_file, connections, args)
+                runs.setdefault((name, side), []).append(r)
+                time.sleep(1)  # the shadow's last answers
+                after = shadow_counts(base, pid)
+                served = after["requests"] - before["requests"]
+                if served:
+                    cpu.setdefault((name, side), []).append(
+                        1000 * (after["cpu_s"] - before["cpu_s"]) / served
+                    )
+                if side == "on":
+                    lost = after["dropped"] - before["dropped"]
+                    mirrored.setdefault(name, []).append(1 - lost / served if served else 0)
+                print(
+                    f"round {rnd} shadow {side:<3} {name:<8} {connections:>2} conn: "
+                    f"{r['rps']:7.0f} req/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms",
+                    flush=True,
+                )
+    asyncio.run(set_shadow(work / "home", None, run_id))
+    return {
+        name: {
+            f"{key}_{side}": median([r[metric] for r in runs[(name, side)]])
+            for side in ("off", "on")
+            for key, metric in (("p50", "p50_ms"), ("p99", "p99_ms"), ("rps", "rps"))
+        }
+        | {"mirrored": median(mirrored.get(name, []))}
+        | {f"cpu_ms_{side}": median(cpu.get((name, side), [])) for side in ("off", "on")}
+        for name in gateways
+    }
+
+
+def shadow_report(modes: dict[int, dict[str, dict[str, float]]]) -> list[str]:
+    lines = ["champion latency, driftloop /v1, without -> with a shadow, side by side (medians):"]
+    for c, by_mode in modes.items():
+        for name, s in by_mode.items():
+            change = s["p50_on"] / s["p50_off"] - 1
+            lines.append(
+                f"  {c:>2} conn, shadow in a {name:<7}: p50 {s['p50_off']:.2f} -> "
+                f"{s['p50_on']:.2f} ms ({100 * change:+.1f} %, goal <= +10 %: "
+                f"{'met' if change <= 0.10 else 'MISSED'}), p99 {s['p99_off']:.2f} -> "
+                f"{s['p99_on']:.2f} ms, req/s {s['rps_off']:.0f} -> {s['rps_on']:.0f}, "
+                f"mirrored {100 * s['mirrored']:.0f} %, gateway CPU ms/request "
+                f"{s['cpu_ms_off']:.2f} -> {s['cpu_ms_on']:.2f}"
+            )
+    return lines
+
+
+def run_shadow_only(
+    args: argparse.Namespace,
+    conns: list[int],
+    work: Path,
+    env: dict[str, str],
+    version: str,
+    run_id: str,
+) -> None:
+    """A gateway of its own on the same bus and store (the `driftloop up` one stays idle): its
+    process id gives its CPU time."""
+    body_file = work / "bodies-driftloop_v1.json"
+    body_file.write_text(json.dumps(bodies("driftloop /v1", rows())))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = work / "gateway-shadow.log"
+    with process(
+        [sys.executable, "-m", "driftloop.gateway"],
+        env=env | {"DRIFTLOOP_GATEWAY_PORT": str(port)},
+        log=log,
+    ) as proc:
+        wait_http(f"{url}/readyz", proc, log, 120)
+        wait_shadow(url, None)
+        gateways = {"process": (url, proc.pid)}
+        modes = {
+            c: measure_shadow_modes(gateways, body_file, c, args, work, version, run_id)
+            for c in conns
+        }
+    lines = shadow_report(modes)
+    print("\n" + "\n".join(lines))
+    (work / "results.json").write_text(
+        json.dumps(
+            {"shadow_modes": modes, "args": vars(args) | {"work": str(work)}},
+            indent=1,
+            default=str,
+        )
+    )
+    print(f"\nraw figures: {work / 'results.json'}")
 
 
 # Report --------------------------------------------------------------------------------------
@@ -556,6 +693,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="work dir (default: a new temp dir)")
     parser.add_argument("--only", default="", help="comma list of servers to run (default all)")
     parser.add_argument(
+        "--shadow-only",
+        action="store_true",
+        help="only the shadow's cost: champion latency and gateway CPU without and with a shadow",
+    )
+    parser.add_argument(
         "--gateway-env",
         action="append",
         default=[],
@@ -564,7 +706,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
-    ensure_venv()
+    if not args.shadow_only:
+        ensure_venv()
     work = args.work or Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     home = work / "home"
@@ -579,7 +722,10 @@ def main() -> None:
         wait_http(f"{gateway}/readyz", up_proc, up_log, 180)
         version, run_id = bootstrap(work, home)
         wait_shadow(gateway, None)  # the gateway serves the champion
-        run(args, conns, work, env, gateway, tracking, version, run_id)
+        if args.shadow_only:
+            run_shadow_only(args, conns, work, env, version, run_id)
+        else:
+            run(args, conns, work, env, gateway, tracking, version, run_id)
 
 
 def run(

@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
-from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher, ShadowMirror
+from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher
+from driftloop.gateway.adapters.shadow import ShadowWorker
+from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.domain.validation import (
     choose_route,
     validate_instances,
@@ -190,17 +192,25 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     )
     shadow_dropped = Counter(
         "driftloop_shadow_dropped",
-        "requests not mirrored to the shadow (it fell behind)",
+        "requests not mirrored to the shadow, or not answered by it (it fell behind, its "
+        "worker died or could not load it)",
         ["model", "version"],
         registry=registry,
     )
+    refused = Counter(
+        "driftloop_refused",
+        "requests refused with a 503 (endpoint predict: REST and OIP)",
+        ["model", "endpoint", "reason"],
+        registry=registry,
+    )
+    own = settings if isinstance(settings, GatewaySettings) else GatewaySettings.model_construct()
     table = RouteTable()
     state: dict[str, Any] = {}
     tokens = TokenSet(settings.api_tokens)  # kept as SHA-256 digests, compared in constant time
     rng = random.Random()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(this: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
@@ -209,7 +219,14 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 dropped=dropped,
                 spool=settings.home / "spool" / f"gateway-{settings.gateway_port}.sqlite",
             )
-            mirror = ShadowMirror(publisher, dropped=shadow_dropped)
+            mirror = ShadowWorker(
+                publisher,
+                tracking_uri=settings.tracking_uri(),
+                capacity=own.shadow_capacity,
+                dropped=shadow_dropped,
+            )
+            table.on_shadow = mirror.set_shadow
+            this.state.shadow = mirror  # for tests and operators: its worker's pid
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
                 asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
@@ -220,6 +237,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             try:
                 yield
             finally:
+                await mirror.stop()  # its last answers are records to flush too
                 await publisher.flush()
                 for task in tasks:
                     task.cancel()
@@ -260,6 +278,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             raise HTTPException(404, f"unknown model {model!r}")
         serving = table.serving.get(model)
         if serving is None or serving.champion is None:
+            refused.labels(model, "predict", "no_champion").inc()
             raise HTTPException(503, f"model {model!r} has no champion yet")
         return serving
 
@@ -317,6 +336,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         )
         if not queued:  # the bus has been away too long: refuse (and count) rather than serve
             errors.labels(model, chosen.version, route, "503").inc()  # an unrecorded answer
+            refused.labels(model, "predict", "records_full").inc()
             raise HTTPException(
                 503,
                 "prediction records cannot be delivered right now (the bus is unavailable and "
@@ -324,8 +344,9 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 headers={"Retry-After": "5"},
             )
         serving = table.serving.get(model)
-        if serving is not None and serving.shadow is not None and route == "champion":
-            state["mirror"].offer(MirrorJob(model, serving.shadow, instances, ids))
+        shadow = serving.routes.shadow if serving is not None else None
+        if shadow is not None and route == "champion":
+            state["mirror"].offer(MirrorJob(model, shadow.version, instances, ids))
         return ids, predictions, probabilities
 
     @app.post(
@@ -400,6 +421,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 f"driftloop.feedback.{model}", batch, msg_id=batch.batch_id
             )
         except Exception as exc:
+            refused.labels(model, "feedback", "bus_unavailable").inc()
             raise HTTPException(503, f"labels not accepted, the bus is unavailable: {exc}") from exc
         return Accepted(accepted=len(body.labels))
 

@@ -8,6 +8,7 @@ import uvicorn
 from threadpoolctl import threadpool_limits
 
 from driftloop.gateway.app import create_app
+from driftloop.gateway.config import GatewaySettings
 from driftloop.shared import service
 from driftloop.shared.config import Settings
 
@@ -29,8 +30,8 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    service.run("gateway", serve)
+    service.run("gateway", serve, GatewaySettings())
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(Settings()))
+    asyncio.run(serve(GatewaySettings()))

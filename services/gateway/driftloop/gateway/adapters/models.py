@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -263,14 +264,18 @@ class Serving:
     routes: Routes
     champion: LoadedModel | None
     canary: LoadedModel | None
-    shadow: LoadedModel | None = None
 
 
 @dataclass
 class RouteTable:
+    """What each model serves, kept in step with the routes bucket. The shadow is not loaded
+    here (a worker process runs it: adapters/shadow.py): `on_shadow` is told of every model's
+    shadow (None: none) as routes are applied or deleted."""
+
     serving: dict[str, Serving] = field(default_factory=dict)
     specs: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    on_shadow: Callable[[str, Served | None], None] | None = None
     _cache: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
 
     def known(self, model: str) -> bool:
@@ -292,9 +297,10 @@ class RouteTable:
             return
         champion = await self._load(routes.model, routes.champion)
         canary = await self._load(routes.model, routes.canary)
-        shadow = await self._load(routes.model, routes.shadow)
-        self.serving[routes.model] = Serving(routes, champion, canary, shadow)
-        keep = {(routes.model, m.version) for m in (champion, canary, shadow) if m}
+        self.serving[routes.model] = Serving(routes, champion, canary)
+        if self.on_shadow is not None:
+            self.on_shadow(routes.model, routes.shadow)
+        keep = {(routes.model, m.version) for m in (champion, canary) if m}
         for key in [k for k in self._cache if k[0] == routes.model and k not in keep]:
             del self._cache[key]
         logger.info(
@@ -304,7 +310,7 @@ class RouteTable:
                 "revision": routes.revision,
                 "champion": champion.version if champion else None,
                 "canary": canary.version if canary else None,
-                "shadow": shadow.version if shadow else None,
+                "shadow": routes.shadow.version if routes.shadow else None,
             },
         )
 
@@ -316,6 +322,8 @@ class RouteTable:
                 continue
             if entry.value is None or entry.operation in ("DEL", "PURGE"):
                 self.serving.pop(entry.key, None)
+                if self.on_shadow is not None:
+                    self.on_shadow(entry.key, None)
                 continue
             try:
                 await self.apply(Routes.model_validate_json(entry.value))

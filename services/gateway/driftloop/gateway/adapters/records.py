@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
 
-from driftloop.gateway.adapters.models import LoadedModel
 from driftloop.shared.bus import Bus
 from driftloop.shared.events import PredictionBatch
 
@@ -89,22 +86,30 @@ class RecordPublisher:
     def offer(self, batch: PredictionBatch) -> bool:
         """Keep a record without waiting for the bus; False (and counted) when full."""
         if self.spool is not None:
-            subject = f"driftloop.predictions.{batch.model}"
-            kept = self.spool.append(subject, batch.batch_id, batch.model_dump_json().encode())
-            if kept:
-                self._idle.clear()
-                self._waiting.set()
-        else:
-            try:
-                self.queue.put_nowait(batch)
-                kept = True
-            except asyncio.QueueFull:
-                kept = False
-        if not kept:
-            if self.dropped is not None:
-                self.dropped.labels(batch.model).inc()
-            logger.warning("prediction record refused: buffer full", extra={"model": batch.model})
-        return kept
+            return self.offer_json(batch.model, batch.batch_id, batch.model_dump_json().encode())
+        try:
+            self.queue.put_nowait(batch)
+            kept = True
+        except asyncio.QueueFull:
+            kept = False
+        return kept or self._refused(batch.model)
+
+    def offer_json(self, model: str, batch_id: str, payload: bytes) -> bool:
+        """`offer` of a record already serialised (a PredictionBatch's JSON, made elsewhere:
+        the shadow worker makes its own)."""
+        if self.spool is None:
+            return self.offer(PredictionBatch.model_validate_json(payload))
+        kept = self.spool.append(f"driftloop.predictions.{model}", batch_id, payload)
+        if kept:
+            self._idle.clear()
+            self._waiting.set()
+        return kept or self._refused(model)
+
+    def _refused(self, model: str) -> bool:
+        if self.dropped is not None:
+            self.dropped.labels(model).inc()
+        logger.warning("prediction record refused: buffer full", extra={"model": model})
+        return False
 
     async def run(self) -> None:
         if self.spool is not None:
@@ -162,71 +167,9 @@ class RecordPublisher:
 
 @dataclass(frozen=True)
 class MirrorJob:
+    """One served champion request to run again on the model's shadow version."""
+
     model: str
-    shadow: LoadedModel
+    version: str  # the shadow's
     instances: list[dict[str, Any]]
     ids: list[str]
-
-
-class _Timing:
-    """The predict call's own time, measured in the worker thread: like the champion's, it
-    leaves out the wait for a thread and for the event loop, which only a shadow pays."""
-
-    ms = 0.0
-
-    def run(self, predict: Any, job: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return predict(job.instances)
-        finally:
-            self.ms = (time.perf_counter() - started) * 1000
-
-
-class ShadowMirror:
-    """Runs the shadow version on a copy of served requests, off the request path.
-
-    Bounded: when the shadow falls behind, new jobs are dropped and counted rather than
-    queued without end or allowed to slow the champion. Its answers are recorded (route
-    "shadow"), never returned.
-    """
-
-    def __init__(
-        self, records: RecordPublisher, *, capacity: int = 256, dropped: Counter | None = None
-    ) -> None:
-        self.records = records
-        self.queue: asyncio.Queue[MirrorJob] = asyncio.Queue(maxsize=capacity)
-        self.dropped = dropped
-
-    def offer(self, job: MirrorJob) -> bool:
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            if self.dropped is not None:
-                self.dropped.labels(job.model, job.shadow.version).inc()
-            return False
-        return True
-
-    async def run(self) -> None:
-        while True:
-            job = await self.queue.get()
-            error: str | None = None
-            predictions: list[Any] = []
-            timing = _Timing()
-            try:
-                predictions, _ = await asyncio.to_thread(timing.run, job.shadow.predict, job)
-            except Exception as exc:  # a failing shadow is a figure, not an outage
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            self.records.offer(
-                PredictionBatch(
-                    model=job.model,
-                    version=job.shadow.version,
-                    route="shadow",
-                    ids=job.ids,
-                    instances=job.instances,
-                    predictions=predictions,
-                    latency_ms=timing.ms,
-                    at=datetime.now(UTC),
-                    error=error,
-                )
-            )
-            self.queue.task_done()
