@@ -200,6 +200,17 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
     ]
     assert "DriftDetected" in types(events)
     assert len(drift_cycles) == 1, "a persisting drift starts one cycle, not a storm"
+    [drift, *_] = [e for e in events if e["envelope"]["type"] == "DriftDetected"]
+    figures = {f["feature"]: f for f in drift["envelope"]["data"]["features"]}
+    for numeric in ("tenure", "monthly_charges"):
+        assert 0 < figures[numeric]["ks_statistic"] <= 1, figures[numeric]
+        assert figures[numeric]["ks_pvalue"] is not None
+        assert figures[numeric]["wasserstein"] > 0
+        assert figures[numeric]["chi2_pvalue"] is None
+    for categorical in ("plan", "autopay"):
+        assert figures[categorical]["chi2_statistic"] is not None, figures[categorical]
+        assert figures[categorical]["chi2_pvalue"] is not None
+        assert figures[categorical]["ks_statistic"] is None
     assert types(cycle_events) == BOOTSTRAP_TYPES, cycle_events[-1]["envelope"]["data"]
     await serving(gateway, "2")
     status = (await gateway.get("/v1/models/churn")).json()

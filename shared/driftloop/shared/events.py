@@ -48,6 +48,9 @@ class CheckResult(BaseModel):
 
 
 class FeatureDrift(BaseModel):
+    """One feature of a drift window: `drifted` is PSI at or past `warn`; the other figures
+    describe the shift (null where a statistic does not apply or the reference has no sample)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     feature: str
     kind: Literal["numeric", "categorical"]
@@ -56,6 +59,25 @@ class FeatureDrift(BaseModel):
     retrain: float
     drifted: bool
     missing: int = 0
+    ks_statistic: float | None = Field(
+        default=None, description="numeric: two-sample Kolmogorov-Smirnov statistic, in [0, 1]"
+    )
+    ks_pvalue: float | None = Field(default=None, description="numeric: its two-sided p-value")
+    chi2_statistic: float | None = Field(
+        default=None, description="categorical: Pearson chi-square statistic (window vs reference)"
+    )
+    chi2_pvalue: float | None = Field(default=None, description="categorical: its p-value")
+    pvalue_adjusted: float | None = Field(
+        default=None,
+        description="the KS or chi-square p-value after Benjamini-Hochberg across the features",
+    )
+    jensen_shannon: float | None = Field(
+        default=None, description="Jensen-Shannon distance (base 2, in [0, 1]) over the bins"
+    )
+    wasserstein: float | None = Field(
+        default=None,
+        description="numeric: 1-Wasserstein distance in reference standard deviations",
+    )
 
 
 class RetrainRequested(Event):

@@ -2,6 +2,10 @@
 
 The trainer writes it as an artifact of the run; the monitor bins live traffic on the same
 edges and categories, so a window is a fixed number of counters however much traffic flows.
+A numeric feature also keeps a bounded sample of its reference values (every value up to
+`REFERENCE_SAMPLE` of them, else that many evenly spaced quantiles), which the monitor's
+Kolmogorov-Smirnov and Wasserstein figures compare a window's own sample against; a profile
+written before the sample existed has none, and those figures are then null.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 OTHER = "__other__"
 MAX_CATEGORIES = 50
+REFERENCE_SAMPLE = 2_000  # reference values kept per numeric feature
 
 
 class FeatureProfile(BaseModel):
@@ -24,6 +29,9 @@ class FeatureProfile(BaseModel):
     categories: list[str] = []  # categorical: known values; anything else counts as OTHER
     proportions: list[float]  # reference share per bin (numeric) or category (+ OTHER)
     missing_rate: float = 0.0
+    # numeric: the finite reference values, ascending, or REFERENCE_SAMPLE quantiles of them
+    sample: list[float] | None = None
+    sample_rows: int | None = None  # how many finite reference values `sample` stands for
 
     @property
     def bins(self) -> int:
@@ -54,12 +62,15 @@ def build_profile(
                 np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]) if len(values) else []
             )
             edges = sorted({float(q) for q in quantiles})
+            usable = np.sort(values[np.isfinite(values)])
             fp = FeatureProfile(
                 name=name,
                 kind="numeric",
                 edges=edges,
                 proportions=[0.0] * (len(edges) + 1),
                 missing_rate=missing,
+                sample=reference_sample(usable).tolist(),
+                sample_rows=int(usable.size),
             )
         else:
             counts = col.dropna().astype(str).value_counts()
@@ -78,27 +89,45 @@ def build_profile(
     return ReferenceProfile(model=model, rows=len(frame), features=profiles)
 
 
+def reference_sample(ascending: np.ndarray, size: int = REFERENCE_SAMPLE) -> np.ndarray:
+    """Every value of an ascending array of `size` values or fewer; otherwise the `size`
+    order statistics at the mid-quantiles (i + 1/2) / size: real values (ties stay ties), and
+    an empirical distribution within 1/size of the full one (Kolmogorov distance)."""
+    if ascending.size <= size:
+        return ascending
+    ranks = ((np.arange(size) + 0.5) * (ascending.size / size)).astype(np.int64)
+    return ascending[ranks]
+
+
+def numeric_values(values: list[Any]) -> tuple[np.ndarray, int]:
+    """The numbers among `values` (as floats, in order; +/-inf kept), and how many were
+    missing: None, NaN, booleans, and what float() refuses."""
+    nums = []
+    missing = 0
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            missing += 1
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            missing += 1
+            continue
+        if np.isnan(f):
+            missing += 1
+        else:
+            nums.append(f)
+    return np.asarray(nums, dtype=float), missing
+
+
 def bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int]:
     """Counts of `values` per bin of `fp`, and how many were missing (None, NaN, bad type)."""
     counts = np.zeros(fp.bins, dtype=np.int64)
     missing = 0
     if fp.kind == "numeric":
-        nums = []
-        for v in values:
-            if isinstance(v, bool) or v is None:
-                missing += 1
-                continue
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                missing += 1
-                continue
-            if np.isnan(f):
-                missing += 1
-            else:
-                nums.append(f)
-        if nums:
-            idx = np.searchsorted(np.asarray(fp.edges), np.asarray(nums), side="right")
+        nums, missing = numeric_values(values)
+        if nums.size:
+            idx = np.searchsorted(np.asarray(fp.edges), nums, side="right")
             counts += np.bincount(idx, minlength=fp.bins)
     else:
         index = {c: i for i, c in enumerate(fp.categories)}

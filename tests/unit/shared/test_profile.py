@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from driftloop.shared.profile import (
     MAX_CATEGORIES,
     OTHER,
+    REFERENCE_SAMPLE,
     FeatureProfile,
+    ReferenceProfile,
     bin_counts,
     build_profile,
 )
@@ -210,3 +213,40 @@ def test_values_beyond_the_reference_range_land_in_the_outer_bins(frame: pd.Data
     assert missing == 0
     assert counts[0] == 2
     assert counts[-1] == 2
+
+
+# The reference sample ------------------------------------------------------------------------
+
+
+def test_a_small_reference_keeps_every_finite_value_sorted() -> None:
+    values = [3.0, None, 1.0, 2.0, 2.0, np.nan]
+    frame = pd.DataFrame({"x": values, "plan": ["a"] * len(values)})
+
+    x, plan = build_profile("churn", frame, ["x", "plan"]).features
+
+    assert x.sample == [1.0, 2.0, 2.0, 3.0]
+    assert x.sample_rows == 4
+    assert (plan.sample, plan.sample_rows) == (None, None)
+
+
+def test_a_large_reference_keeps_evenly_spaced_quantiles_of_its_values() -> None:
+    values = np.random.default_rng(4).gamma(2.0, 12.0, 100_000).round(1)
+
+    fp = _feature(pd.DataFrame({"x": values}), "x")
+
+    assert fp.sample is not None
+    assert len(fp.sample) == REFERENCE_SAMPLE
+    assert fp.sample_rows == values.size
+    assert fp.sample == sorted(fp.sample)
+    assert np.isin(fp.sample, values).all()  # real values: ties stay ties
+    assert stats.ks_2samp(fp.sample, values).statistic <= 1 / REFERENCE_SAMPLE + 1e-3
+
+
+def test_a_profile_stored_before_the_sample_loads_without_one(frame: pd.DataFrame) -> None:
+    stored = build_profile("churn", frame, ["tenure", "plan"]).model_dump(mode="json")
+    for feature in stored["features"]:
+        del feature["sample"], feature["sample_rows"]
+
+    profile = ReferenceProfile.model_validate(stored)
+
+    assert [(f.sample, f.sample_rows) for f in profile.features] == [(None, None)] * 2

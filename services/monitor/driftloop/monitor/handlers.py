@@ -15,7 +15,9 @@ from opentelemetry import trace
 
 from driftloop.monitor.adapters.store import (
     Profiles,
+    append_window_samples,
     champion_answers,
+    clear_window_samples,
     decisions,
     delete_samples_before,
     labelled_of_version,
@@ -29,10 +31,19 @@ from driftloop.monitor.adapters.store import (
     samples,
     samples_cutoff,
     save,
+    save_profile,
     save_stats,
     stats_of_version,
+    window_samples_of,
 )
-from driftloop.monitor.domain.drift import Window, add_batch, drift_report, window_due
+from driftloop.monitor.domain.drift import (
+    Window,
+    add_batch,
+    compact,
+    compaction_due,
+    drift_report,
+    window_due,
+)
 from driftloop.monitor.domain.live import (
     VersionStats,
     add_comparison,
@@ -98,17 +109,36 @@ async def on_predictions(
         profile = (profiles or Profiles()).get(tx.conn, batch.model, state["reference_run_id"])
         if profile is None:
             return  # no reference yet: nothing to compare against
+        # stored without its reservoir segments: add_batch gives this batch's, appended below
         window = Window.model_validate(state["window"] or {})
         values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
         judged = False
         if window_due(window, spec.monitor, at=batch.at):  # by time, before this batch
             values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
             window, judged = Window(), True
+        before = window.rows
         window = add_batch(window, profile, batch.instances, batch.at)
+        append_window_samples(tx.conn, batch.model, before, window.samples)
         if not judged and window.rows >= spec.monitor.window:
             values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
             window = Window()
-        save(tx.conn, batch.model, window=window.model_dump(mode="json"), **values)
+        elif compaction_due(window):
+            window = _compact(tx, batch.model, window)
+        save(tx.conn, batch.model, window=_stored(window), **values)
+
+
+def _stored(window: Window) -> dict[str, Any]:
+    """The window's row: everything but the reservoir segments (kept in their own rows)."""
+    stored: dict[str, Any] = window.model_dump(mode="json", exclude={"samples"})
+    return stored
+
+
+def _compact(tx: Tx, model: str, window: Window) -> Window:
+    """Fold the window's stored reservoir segments, so they stay bounded."""
+    full = compact(window.model_copy(update={"samples": window_samples_of(tx.conn, model)}))
+    clear_window_samples(tx.conn, model)
+    append_window_samples(tx.conn, model, 0, full.samples)
+    return full
 
 
 def _judge_window(
@@ -121,8 +151,11 @@ def _judge_window(
     *,
     now: datetime,
 ) -> dict[str, Any]:
-    """The drift report of a closed window, DriftDetected and the retrain decision when it
-    drifted; returns the model-state columns that change."""
+    """The drift report of a closed window (with its stored reservoir segments, which then
+    go), DriftDetected and the retrain decision when it drifted; returns the model-state
+    columns that change."""
+    window = window.model_copy(update={"samples": window_samples_of(tx.conn, model)})
+    clear_window_samples(tx.conn, model)
     report = drift_report(profile, window, spec.monitor.drift)
     summary = {
         "rows": report.rows,
@@ -401,7 +434,7 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
             if profile is None:
                 continue
             values = _judge_window(tx, model, profile, window, spec, state, now=now)
-            save(tx.conn, model, window=Window().model_dump(mode="json"), **values)
+            save(tx.conn, model, window=_stored(Window()), **values)
 
 
 async def on_deployed(
@@ -424,9 +457,10 @@ async def on_deployed(
             "reference_version": event.version,
             "reference_run_id": event.run_id,
             "reference_at": now(),
-            "profile": profile.model_dump(mode="json"),
-            "window": Window().model_dump(mode="json"),
+            "window": _stored(Window()),
         }
+        save_profile(tx.conn, event.model, profile.model_dump(mode="json"))
+        clear_window_samples(tx.conn, event.model)
         if state.get("open_cycle_id") in (None, event.cycle_id):
             values["open_cycle_id"] = None
         save(tx.conn, event.model, **values)

@@ -26,6 +26,8 @@ models = sa.Table(
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("reference_version", sa.String(32), nullable=True),
     sa.Column("reference_run_id", sa.String(64), nullable=True),
+    # unused since migration 0006 (monitor_profiles): rewriting the reference with every
+    # batch's update of this row cost the ingest as much as the rest of the update
     sa.Column("profile", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("window", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
@@ -61,6 +63,25 @@ decisions = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("cycle_id", sa.String(64), nullable=True),
 )
+# The reference profile of each model's champion, written once per deployment (migration 0006).
+profiles = sa.Table(
+    "monitor_profiles",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("profile", sa.JSON, nullable=False),
+)
+# The drift window's reservoir segments (domain.reservoir), apart from the window's row so a
+# batch appends what it adds instead of rewriting the whole sample (migration 0006). Keyed by
+# (model, the window's rows before the batch), clustered on SQLite (no rowid, no second index:
+# one b-tree written per batch).
+window_samples = sa.Table(
+    "monitor_window_samples",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("segments", sa.JSON, nullable=False),  # {feature: [segment, ...]}
+    sqlite_with_rowid=False,
+)
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
@@ -74,6 +95,7 @@ def load(conn: Connection, model: str) -> dict[str, Any] | None:
 _LOAD_STATE = sa.select(*[c for c in models.c if c.name != "profile"]).where(
     models.c.model == sa.bindparam("_model")
 )
+_APPEND_SAMPLES = window_samples.insert()
 _UPDATE_MODEL = models.update().where(models.c.model == sa.bindparam("_model"))
 _LOAD_STATS = sa.select(version_stats.c.stats, version_stats.c.since).where(
     version_stats.c.model == sa.bindparam("_model"),
@@ -109,7 +131,7 @@ class Profiles:
     def get(self, conn: Connection, model: str, run_id: str | None) -> ReferenceProfile | None:
         if run_id is not None and run_id in self._by_run:
             return self._by_run[run_id]
-        raw = conn.execute(sa.select(models.c.profile).where(models.c.model == model)).scalar()
+        raw = conn.execute(sa.select(profiles.c.profile).where(profiles.c.model == model)).scalar()
         if raw is None:
             return None
         profile = ReferenceProfile.model_validate(raw)
@@ -120,12 +142,47 @@ class Profiles:
         return profile
 
 
+def save_profile(conn: Connection, model: str, profile: dict[str, Any]) -> None:
+    """Insert or replace the model's reference profile."""
+    done = conn.execute(profiles.update().where(profiles.c.model == model).values(profile=profile))
+    if done.rowcount == 0:
+        conn.execute(profiles.insert().values(model=model, profile=profile))
+
+
 def save(conn: Connection, model: str, **values: Any) -> None:
     """Insert or update the model's row (only the given columns change)."""
     done = conn.execute(_UPDATE_MODEL, {"_model": model, **values})
     if done.rowcount == 0:
         values = {"rows_seen": 0, "labels_since_eval": 0, "labels_since_retrain": 0} | values
         conn.execute(models.insert().values(model=model, **values))
+
+
+def append_window_samples(
+    conn: Connection, model: str, seq: int, samples: dict[str, list[str]]
+) -> None:
+    """Append a batch's new reservoir segments as one row (none when there are none); `seq`
+    orders the rows of a window: its rows before the batch."""
+    segments = {name: parts for name, parts in samples.items() if parts}
+    if segments:
+        conn.execute(_APPEND_SAMPLES, {"model": model, "seq": seq, "segments": segments})
+
+
+def window_samples_of(conn: Connection, model: str) -> dict[str, list[str]]:
+    """Every reservoir segment of the model's open window, per feature, in the order added."""
+    out: dict[str, list[str]] = {}
+    rows = conn.execute(
+        sa.select(window_samples.c.segments)
+        .where(window_samples.c.model == model)
+        .order_by(window_samples.c.seq)
+    )
+    for (segments,) in rows:
+        for name, parts in segments.items():
+            out.setdefault(name, []).extend(parts)
+    return out
+
+
+def clear_window_samples(conn: Connection, model: str) -> None:
+    conn.execute(sa.delete(window_samples).where(window_samples.c.model == model))
 
 
 def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:

@@ -1,7 +1,12 @@
 """Drift of a window of live inputs against the reference profile: pure numpy, no I/O.
 
-A window is a fixed set of counters per feature (bins of the reference), so its memory does
-not grow with traffic.
+A window is a fixed set of counters per feature (bins of the reference) plus, per numeric
+feature, a uniform reservoir sample of at most `reservoir.CAPACITY` of its values, so its
+memory does not grow with traffic. From them a closed window gets the offline report's figures
+(`stats`): PSI and Jensen-Shannon from the counts, chi-square from the counts against the
+reference's, Kolmogorov-Smirnov and Wasserstein from the window's sample against the
+profile's. `drifted` (and so the retrain decision) is PSI at or past `psi_warn`, as before.
+What each figure means, and how close the sampled ones come: docs/drift.md.
 """
 
 from __future__ import annotations
@@ -14,27 +19,49 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from driftloop.monitor.domain import reservoir
+from driftloop.monitor.domain.stats import (
+    PSI_EPSILON,
+    FloatArray,
+    benjamini_hochberg,
+    chi_square,
+    finite,
+    jensen_shannon,
+    ks_and_wasserstein,
+    ks_pvalue,
+    psi,
+    wasserstein_scale,
+)
 from driftloop.shared.events import FeatureDrift
-from driftloop.shared.profile import FeatureProfile, ReferenceProfile, bin_counts
+from driftloop.shared.profile import (
+    FeatureProfile,
+    ReferenceProfile,
+    bin_counts,
+    numeric_values,
+)
 from driftloop.shared.spec import DriftPolicy, MonitorSpec
 
-PSI_EPSILON = 1e-4  # floor of a bin's share, so an empty bin adds a large but finite term
-
-
-def psi(reference: np.ndarray, current: np.ndarray, *, epsilon: float = PSI_EPSILON) -> float:
-    """Population stability index of `current` vs `reference` (both shares per bin).
-
-    sum((c - r) * ln(c / r)), with every share floored at `epsilon` (then renormalised);
-    0 for identical distributions, symmetric, non-negative.
-    """
-    r = np.clip(np.asarray(reference, dtype=float), epsilon, None)
-    c = np.clip(np.asarray(current, dtype=float), epsilon, None)
-    r, c = r / r.sum(), c / c.sum()
-    return float(np.sum((c - r) * np.log(c / r)))
+__all__ = [
+    "PSI_EPSILON",
+    "DriftReport",
+    "Window",
+    "add_batch",
+    "compact",
+    "compaction_due",
+    "drift_report",
+    "psi",
+    "window_due",
+]
 
 
 class Window(BaseModel):
-    """Counts of live inputs per reference bin since `start`."""
+    """Counts of live inputs per reference bin since `start`; per numeric feature a reservoir
+    sample of its finite values (`reservoir` segments), how many values it was drawn from
+    (`seen`) and how many replacements its segments hold (`replaced`, see `compact`).
+
+    The store keeps `samples` apart, appending the segments each batch adds: a window loaded
+    without them gets only the new ones from `add_batch`, and is given them all to be judged
+    or compacted."""
 
     model_config = ConfigDict(frozen=True)
     rows: int = 0
@@ -42,25 +69,69 @@ class Window(BaseModel):
     end: datetime | None = None
     counts: dict[str, list[int]] = {}
     missing: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    samples: dict[str, list[str]] = {}
+    replaced: dict[str, int] = {}
 
 
 def add_batch(
-    window: Window, profile: ReferenceProfile, instances: list[dict[str, Any]], at: datetime
+    window: Window,
+    profile: ReferenceProfile,
+    instances: list[dict[str, Any]],
+    at: datetime,
+    *,
+    capacity: int = reservoir.CAPACITY,
+    seed: int = reservoir.SEED,
 ) -> Window:
+    """The window with `instances` added. The reservoirs' draws come from a generator seeded
+    with (`seed`, rows before this batch): the same batches give the same samples."""
     counts = dict(window.counts)
     missing = dict(window.missing)
+    seen = dict(window.seen)
+    samples = dict(window.samples)
+    replaced = dict(window.replaced)
+    rng: np.random.Generator | None = None
     for fp in profile.features:
-        binned, absent = _bin_counts(fp, [inst.get(fp.name) for inst in instances])
+        binned, absent, values = _bin_counts(fp, [inst.get(fp.name) for inst in instances])
         prior = np.asarray(counts.get(fp.name, [0] * fp.bins), dtype=np.int64)
         counts[fp.name] = (prior + binned).tolist()
         missing[fp.name] = missing.get(fp.name, 0) + absent
+        if values is None or values.size == 0 or not fp.sample:
+            continue  # nothing to sample, or no reference sample to compare it with
+        before = seen.get(fp.name, 0)
+        if rng is None and before + values.size > capacity:  # only a full reservoir draws
+            rng = np.random.default_rng((seed, window.rows))
+        added = reservoir.extend(before, values, capacity=capacity, rng=rng)
+        samples[fp.name] = [*samples.get(fp.name, []), *added]
+        replaced[fp.name] = replaced.get(fp.name, 0) + reservoir.replacements(added)
+        seen[fp.name] = before + int(values.size)
     return Window(
         rows=window.rows + len(instances),
         start=window.start or at,
         end=at,
         counts=counts,
         missing=missing,
+        seen=seen,
+        samples=samples,
+        replaced=replaced,
     )
+
+
+def compaction_due(window: Window, *, capacity: int = reservoir.CAPACITY) -> bool:
+    """Whether a feature's stored replacements outnumber the reservoir (then `compact`)."""
+    return any(n > capacity for n in window.replaced.values())
+
+
+def compact(window: Window, *, capacity: int = reservoir.CAPACITY) -> Window:
+    """The window with each feature past `compaction_due` folded to one segment; `window`
+    must hold all its segments. Keeps what is stored under about 3 x capacity values."""
+    samples = dict(window.samples)
+    replaced = dict(window.replaced)
+    for name, count in window.replaced.items():
+        if count > capacity:
+            samples[name] = reservoir.fold(samples.get(name, []))
+            replaced[name] = 0
+    return window.model_copy(update={"samples": samples, "replaced": replaced})
 
 
 def window_due(window: Window, spec: MonitorSpec, *, at: datetime) -> bool:
@@ -74,24 +145,29 @@ def window_due(window: Window, spec: MonitorSpec, *, at: datetime) -> bool:
     return at - window.start >= spec.window_time
 
 
-def _bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int]:
+def _bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int, FloatArray | None]:
     """`bin_counts`, vectorised for what a gateway sends almost always: a numeric feature of
     ints and floats only, a categorical one of strings only (anything else takes the general
-    path, with the same result)."""
+    path, with the same result); and for a numeric feature its finite values, in order."""
     if fp.kind == "numeric":
         if all(type(v) is float or type(v) is int for v in values):
             nums = np.asarray(values, dtype=float)
             absent = np.isnan(nums)
             idx = np.searchsorted(np.asarray(fp.edges), nums[~absent], side="right")
-            return np.bincount(idx, minlength=fp.bins).astype(np.int64), int(absent.sum())
-    elif all(type(v) is str for v in values):
+            binned = np.bincount(idx, minlength=fp.bins).astype(np.int64)
+            return binned, int(absent.sum()), nums[np.isfinite(nums)]
+        counts, missing = bin_counts(fp, values)
+        nums, _ = numeric_values(values)
+        return counts, missing, nums[np.isfinite(nums)]
+    if all(type(v) is str for v in values):
         counts = np.zeros(fp.bins, dtype=np.int64)
         other = len(fp.categories)
         index = {c: i for i, c in enumerate(fp.categories)}
         for value, n in Counter(values).items():
             counts[index.get(value, other)] += n
-        return counts, 0
-    return bin_counts(fp, values)
+        return counts, 0, None
+    counts, missing = bin_counts(fp, values)
+    return counts, missing, None
 
 
 @dataclass(frozen=True)
@@ -111,10 +187,18 @@ class DriftReport:
 
 
 def drift_report(profile: ReferenceProfile, window: Window, policy: DriftPolicy) -> DriftReport:
+    """Every feature's figures for a closed window; p-values adjusted with Benjamini-Hochberg
+    across the features that have one. Figures that cannot be computed (an empty window, a
+    reference without a sample, a statistic of the other kind) are None."""
+    figures = [_figures(profile, fp, window) for fp in profile.features]
+    pvalues = [f.get("ks_pvalue", f.get("chi2_pvalue")) for f in figures]
+    tested = [(i, float(p)) for i, p in enumerate(pvalues) if p is not None]
+    adjusted = benjamini_hochberg([p for _, p in tested])
+    for (i, _), p in zip(tested, adjusted, strict=True):
+        figures[i]["pvalue_adjusted"] = float(p)
     features = []
-    for fp in profile.features:
-        counts = np.asarray(window.counts.get(fp.name, [0] * fp.bins), dtype=float)
-        value = 0.0 if counts.sum() == 0 else psi(np.asarray(fp.proportions), counts / counts.sum())
+    for fp, f in zip(profile.features, figures, strict=True):
+        value = f.pop("psi")
         features.append(
             FeatureDrift(
                 feature=fp.name,
@@ -124,6 +208,39 @@ def drift_report(profile: ReferenceProfile, window: Window, policy: DriftPolicy)
                 retrain=policy.psi_retrain,
                 drifted=value >= policy.psi_warn,
                 missing=window.missing.get(fp.name, 0),
+                **f,
             )
         )
     return DriftReport(window.rows, window.start, window.end, features)
+
+
+def _figures(profile: ReferenceProfile, fp: FeatureProfile, window: Window) -> dict[str, Any]:
+    """One feature's figures (psi 0.0 for an empty window, as before; the rest None)."""
+    counts = np.asarray(window.counts.get(fp.name, [0] * fp.bins), dtype=float)
+    shares = np.asarray(fp.proportions, dtype=float)
+    out: dict[str, Any] = {"psi": 0.0}
+    if counts.sum() == 0:
+        return out
+    out["psi"] = psi(shares, counts / counts.sum())
+    if shares.sum() <= 0:
+        return out  # a reference with no value of this feature: nothing to compare against
+    out["jensen_shannon"] = finite(jensen_shannon(shares, counts))
+    if fp.kind == "categorical":
+        # the reference's counts: its rows with a value, spread as its proportions
+        present = round(profile.rows * (1.0 - fp.missing_rate))
+        statistic, pvalue = chi_square(shares * present, counts)
+        out["chi2_statistic"], out["chi2_pvalue"] = finite(statistic), pvalue
+        return out
+    if not fp.sample or fp.name not in window.samples:
+        return out  # a profile from before the sample, or no finite value in the window
+    ref = np.sort(np.asarray(fp.sample, dtype=float))
+    cur = np.sort(reservoir.sample(window.samples[fp.name]))
+    if cur.size == 0:
+        return out
+    with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308: null, not a crash
+        statistic, distance = ks_and_wasserstein(ref, cur)
+        normalised = distance / wasserstein_scale(ref, cur)
+    out["ks_statistic"] = finite(statistic)
+    out["ks_pvalue"] = ks_pvalue(statistic, ref, cur, reference_rows=fp.sample_rows or 0)
+    out["wasserstein"] = finite(normalised)
+    return out

@@ -4,7 +4,7 @@ What each figure means (every one is computed on the non-missing values of both 
 
 - `psi`: population stability index over the reference's quantile bins (10 by default, the
   inner cut points deduplicated exactly as the reference profile does), each share floored
-  at `drift.PSI_EPSILON` and renormalised (see `drift.psi`); categorical: over the union of
+  at `PSI_EPSILON` and renormalised (see `psi`); categorical: over the union of
   the categories seen in either sample, so an unseen category weighs in heavily.
 - `ks`: two-sample Kolmogorov-Smirnov statistic and two-sided p-value (numeric only). The
   statistic is computed once from a merge of the sorted samples; the p-value is scipy's
@@ -35,7 +35,8 @@ million rows a shift too small to matter still has a tiny p-value: PSI, Jensen-S
 Wasserstein say how large it is.
 
 Inputs are pandas frames (the columns' dtypes say numeric or categorical, as in the profile);
-nothing here reads or writes anything.
+nothing here reads or writes anything. The monitor's live windows (`drift.drift_report`) compute
+the same figures with these functions, from bin counts and bounded samples.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ import pandas as pd
 from scipy import stats
 from scipy.special import betaln, logsumexp, rel_entr
 
-from driftloop.monitor.domain.drift import psi
 from driftloop.shared.profile import is_numeric
 
 FloatArray = npt.NDArray[np.float64]
@@ -63,6 +63,7 @@ PSI_THRESHOLD = 0.2
 ALPHA = 0.05
 DRIFT_SHARE = 0.5
 EXACT_KS_MAX_ROWS = 10_000  # scipy's ks_2samp "auto": exact p-value up to this sample size
+PSI_EPSILON = 1e-4  # floor of a bin's share, so an empty bin adds a large but finite term
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ def numeric_sample(column: pd.Series) -> tuple[FloatArray, int]:
         values = column.to_numpy(dtype=float, na_value=np.nan)
     else:
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    finite = np.isfinite(values)
-    return values[finite], int(values.size - np.count_nonzero(finite))
+    usable = np.isfinite(values)
+    return values[usable], int(values.size - np.count_nonzero(usable))
 
 
 def category_counts(column: pd.Series) -> tuple[pd.Series, int]:
@@ -107,6 +108,18 @@ def category_counts(column: pd.Series) -> tuple[pd.Series, int]:
 
 
 # Statistics on arrays ----------------------------------------------------------------------
+
+
+def psi(reference: npt.ArrayLike, current: npt.ArrayLike, *, epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index of `current` vs `reference` (both shares per bin).
+
+    sum((c - r) * ln(c / r)), with every share floored at `epsilon` (then renormalised);
+    0 for identical distributions, symmetric, non-negative.
+    """
+    r = np.clip(np.asarray(reference, dtype=float), epsilon, None)
+    c = np.clip(np.asarray(current, dtype=float), epsilon, None)
+    r, c = r / r.sum(), c / c.sum()
+    return float(np.sum((c - r) * np.log(c / r)))
 
 
 def quantile_edges(reference: FloatArray, bins: int = DEFAULT_BINS) -> FloatArray:
@@ -168,15 +181,20 @@ def ks_and_wasserstein(reference: FloatArray, current: FloatArray) -> tuple[floa
     return statistic, distance
 
 
-def ks_pvalue(statistic: float, reference: FloatArray, current: FloatArray) -> float:
+def ks_pvalue(
+    statistic: float, reference: FloatArray, current: FloatArray, *, reference_rows: int = 0
+) -> float:
     """Two-sided p-value of the KS statistic, as scipy's ks_2samp (method "auto") gives it.
 
     Past 10,000 rows that is `kstwo.sf(D, round(n*m/(n+m)))`, whose tail (n*D^2 in
     [2.2, 370)) is twice Smirnov's one-sided probability; scipy sums that one term at a time,
     about half a second at a million rows, so it is summed here as one vector instead.
+    `reference_rows` larger than `reference.size` says `reference` summarises that many rows
+    (the profile's quantile sample): then n is `reference_rows` and the p-value is the
+    `kstwo` one whatever the sizes (the exact one needs the rows themselves).
     """
-    n, m = reference.size, current.size
-    if max(n, m) <= EXACT_KS_MAX_ROWS:
+    n, m = max(reference.size, reference_rows), current.size
+    if n == reference.size and max(n, m) <= EXACT_KS_MAX_ROWS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # exact may fall back to asymptotic
             return float(stats.ks_2samp(reference, current).pvalue)
@@ -251,7 +269,7 @@ def numeric_stats(
         psi=psi(ref_counts / ref.size, cur_counts / cur.size),
         ks=(statistic, ks_pvalue(statistic, ref, cur)),
         jensen_shannon=jensen_shannon(ref_counts, cur_counts),
-        wasserstein=_finite(normalised),
+        wasserstein=finite(normalised),
     )
 
 
@@ -346,20 +364,20 @@ def drift_report(
 
 def _feature_document(f: FeatureStats, drifted: bool) -> dict[str, Any]:
     def test(pair: tuple[float, float] | None) -> dict[str, float | None] | None:
-        return None if pair is None else {"statistic": _finite(pair[0]), "pvalue": pair[1]}
+        return None if pair is None else {"statistic": finite(pair[0]), "pvalue": pair[1]}
 
     return {
         "kind": f.kind,
-        "psi": _finite(f.psi),
+        "psi": finite(f.psi),
         "ks": test(f.ks),
         "chi2": test(f.chi2),
-        "jensen_shannon": _finite(f.jensen_shannon),
-        "wasserstein": _finite(f.wasserstein),
+        "jensen_shannon": finite(f.jensen_shannon),
+        "wasserstein": finite(f.wasserstein),
         "missing": f.missing,
         "drifted": drifted,
     }
 
 
-def _finite(value: float | None) -> float | None:
+def finite(value: float | None) -> float | None:
     """A JSON-safe float: None for a figure that could not be computed or overflowed."""
     return None if value is None or not math.isfinite(value) else float(value)
