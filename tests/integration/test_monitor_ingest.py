@@ -14,7 +14,8 @@ import pandas as pd
 import sqlalchemy as sa
 from helpers import eventually
 
-from driftloop.monitor.adapters.store import VERSIONS, record_served, samples
+from driftloop.monitor.adapters.store import VERSIONS, record_served, samples, window_samples_of
+from driftloop.monitor.domain import reservoir
 from driftloop.monitor.main import STATUS_SUBJECT
 from driftloop.monitor.main import serve as monitor
 from driftloop.shared.bus import Bus
@@ -228,3 +229,50 @@ def test_served_answers_are_stored_as_the_shared_upsert_stores_them(settings: Se
         assert typed[f"a{n + 1}"].predicted_at == at
     assert typed["a1"].label == 0  # the label that came first kept its half of the row
     assert typed["a2"].features is None
+
+
+def window_sample_sizes(settings: Settings) -> dict[str, tuple[int, int]]:
+    """Per feature: the floats the model's stored reservoir segments hold (a segment is one
+    letter then base64), and the size of the sample they make."""
+    engine = make_engine(settings.database_url_for("monitor"))
+    try:
+        with engine.connect() as conn:
+            segments = window_samples_of(conn, MODEL)
+    finally:
+        engine.dispose()
+    return {
+        name: (sum(len(reservoir.decode(s[1:])) for s in parts), reservoir.sample(parts).size)
+        for name, parts in segments.items()
+    }
+
+
+async def test_a_windows_stored_sample_stays_bounded_and_goes_when_it_is_judged(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(settings, bus, running, "  window: 12000\n")
+    rng = np.random.default_rng(5)
+    for i in range(11):  # 11,000 rows: the window stays open, its reservoir long since full
+        await predict(bus, 1000, T0 + timedelta(seconds=i), rng)
+
+    async def open_window() -> dict[str, tuple[int, int]]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["window_rows"] == 11000, status
+        return window_sample_sizes(settings)
+
+    sizes = await eventually(open_window, timeout=30)
+    assert set(sizes) == {"tenure"}  # numeric features only
+    stored_floats, sample_size = sizes["tenure"]
+    assert sample_size == reservoir.CAPACITY
+    assert stored_floats <= 3 * reservoir.CAPACITY  # not the 11,000 values it was drawn from
+
+    await predict(bus, 1000, T0 + timedelta(seconds=11), rng)  # the window's last rows
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["last_drift"] is not None, status
+        return status
+
+    status = await eventually(judged, timeout=30)
+    assert status["last_drift"]["rows"] == 12000
+    assert status["window_rows"] == 0
+    assert window_sample_sizes(settings) == {}
