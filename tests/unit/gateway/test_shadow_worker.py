@@ -5,6 +5,7 @@ one message; jobs of a version it does not hold are skipped (counted as dropped)
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -100,3 +101,24 @@ def test_jobs_of_a_version_the_worker_does_not_hold_are_skipped(
     assert (first, second) == ("done", "skipped")
     assert [seq for seq, _ in records(done)] == [2]
     assert skipped == [1]
+
+
+class Waiting(Doubling):
+    """A shadow that spends its call waiting (as a starved low-priority process would)."""
+
+    def predict(self, instances: list[dict[str, Any]]) -> tuple[list[Any], None]:
+        time.sleep(0.2)
+        return super().predict(instances)
+
+
+def test_a_jobs_latency_is_the_time_the_shadow_computed_not_the_time_it_waited(
+    pipe: tuple[Connection, Connection],
+) -> None:
+    receive, send = pipe
+
+    _answer([job(1, 1.0)], {"churn": Waiting()}, send)
+
+    [(_, done)] = answers(receive)
+    [(_, record)] = records(done)
+    assert record.predictions == [2.0]
+    assert record.latency_ms < 100  # 200 ms asleep, next to no CPU

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,46 @@ def test_spooled_records_outlive_the_process_in_order(tmp_path: Path) -> None:
     ]
     assert {r[1] for r in rows} == {"driftloop.predictions.churn"}
     again.close()
+
+
+class FlakyBus:
+    """Stands in for the bus's publish: refuses `id-1`'s record the first time, records the
+    rest, and counts how many publishes were in flight at once."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+        self.refused: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def publish_raw(self, subject: str, payload: bytes, *, msg_id: str) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # the ack's round trip
+            ids = PredictionBatch.model_validate_json(payload).ids
+            if ids == ["id-1"] and not self.refused:
+                self.refused.append(msg_id)
+                raise TimeoutError("no ack")
+            self.published.append(ids[0])
+        finally:
+            self.in_flight -= 1
+
+
+async def test_spooled_records_are_published_together_and_a_failed_one_again(
+    tmp_path: Path,
+) -> None:
+    bus = FlakyBus()
+    spool = RecordPublisher(bus, capacity=10, spool=tmp_path / "spool.sqlite")  # type: ignore[arg-type]
+    for n in range(5):
+        spool.offer(record(n))
+    running = asyncio.create_task(spool.run())
+
+    await spool.flush(timeout=10)
+
+    running.cancel()
+    assert spool.pending == 0
+    assert sorted(bus.published) == [f"id-{n}" for n in range(5)]  # each once
+    assert len(bus.refused) == 1
+    assert bus.most_in_flight == 5  # not one ack round trip per record
+    spool.close()

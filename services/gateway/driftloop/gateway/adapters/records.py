@@ -52,18 +52,31 @@ class RecordSpool:
             )
         )
 
-    def remove(self, seq: int) -> None:
-        self.db.execute("DELETE FROM records WHERE seq = ?", (seq,))
-        self.size -= 1
+    def remove(self, seqs: list[int]) -> None:
+        """Forget published records, in one transaction."""
+        if not seqs:
+            return
+        with self.db:  # one commit for them all
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq in seqs])
+        self.size -= len(seqs)
 
     def close(self) -> None:
         self.db.close()
 
 
+IN_FLIGHT = 100  # records published at once, each awaiting its JetStream ack
+
+
 class RecordPublisher:
     """Records leave the request path here: written to the spool (or, without one, a bounded
-    in-memory queue) when the request is answered, published to JetStream in order by `run`
-    with the record's id as `Nats-Msg-Id` (a re-publish after a crash is de-duplicated)."""
+    in-memory queue) when the request is answered, published to JetStream by `run` with the
+    record's id as `Nats-Msg-Id` (a re-publish after a crash is de-duplicated).
+
+    The spool's oldest records are published `IN_FLIGHT` at a time, their acks awaited
+    together: one record per ack round trip kept JetStream at 17-60 records/s under load while
+    the gateway answered 300-600 requests/s, and the spool filled (then 503s). Records within
+    such a group may reach the stream in any order; none depends on another's place."""
 
     def __init__(
         self,
@@ -126,15 +139,40 @@ class RecordPublisher:
 
     async def _run_spool(self, spool: RecordSpool) -> None:
         while True:
-            rows = spool.oldest()
+            rows = spool.oldest(IN_FLIGHT)
             if not rows:
                 self._waiting.clear()
                 self._idle.set()
                 await self._waiting.wait()
                 continue
-            for seq, subject, msg_id, payload in rows:
-                await self._publish(subject, msg_id, payload)
-                spool.remove(seq)
+            await self._publish_all(spool, rows)
+
+    async def _publish_all(
+        self, spool: RecordSpool, rows: list[tuple[int, str, str, bytes]]
+    ) -> None:
+        """Publish the rows together, forgetting each once acknowledged; those that failed are
+        tried again (all of them, after a pause) until none is left."""
+        while rows:
+            results = await asyncio.gather(
+                *(
+                    self.bus.publish_raw(subject, payload, msg_id=msg_id)
+                    for _, subject, msg_id, payload in rows
+                ),
+                return_exceptions=True,
+            )
+            spool.remove([row[0] for row, r in zip(rows, results, strict=True) if r is None])
+            failed = [(row, r) for row, r in zip(rows, results, strict=True) if r is not None]
+            if not failed:
+                return
+            first = failed[0][1]
+            if isinstance(first, asyncio.CancelledError):
+                raise first
+            logger.warning(
+                "publishing prediction records failed; retrying",
+                extra={"failed": len(failed), "error": f"{type(first).__name__}: {first}"},
+            )
+            rows = [row for row, _ in failed]
+            await asyncio.sleep(0.5)
 
     async def _publish(self, subject: str, msg_id: str, payload: bytes) -> None:
         while True:
