@@ -276,3 +276,77 @@ async def test_a_windows_stored_sample_stays_bounded_and_goes_when_it_is_judged(
     assert status["last_drift"]["rows"] == 12000
     assert status["window_rows"] == 0
     assert window_sample_sizes(settings) == {}
+
+
+async def test_served_predictions_and_fed_labels_are_judged_against_the_references(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(settings, bus, running, "  window: 200\n")
+    # a new champion whose profile has predictions (90 % class 0) and labels (90 % churned 0)
+    client = configure_mlflow(settings)
+    run = client.create_run(experiment_id(client, settings, MODEL))
+    rng = np.random.default_rng(6)
+    reference = frame(rng, 2000).assign(churned=rng.choice([0, 1], 2000, p=[0.9, 0.1]))
+    profile = build_profile(
+        MODEL,
+        reference,
+        ["tenure", "plan"],
+        predictions=rng.choice([0, 1], 2000, p=[0.9, 0.1]),
+        target="churned",
+    )
+    client.log_dict(run.info.run_id, profile.model_dump(mode="json"), "data/reference_profile.json")
+    await bus.publish(
+        Deployed(
+            model=MODEL, cycle_id="c2", version="2", previous_version="1", run_id=run.info.run_id
+        )
+    )
+
+    async def has_new_reference() -> bool:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        return bool(status["reference_version"] == "2")
+
+    await eventually(has_new_reference, timeout=15)
+    # served predictions half 0, half 1 (predict's), on inputs like the reference's
+    ids = [i for s in range(4) for i in await predict(bus, 50, T0 + timedelta(seconds=s), rng)]
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["last_drift"] is not None, status
+        return status
+
+    status = await eventually(judged, timeout=15)
+    prediction = status["last_drift"]["prediction"]
+    assert status["last_drift"]["rows"] == 200
+    assert (prediction["feature"], prediction["drifted"]) == ("prediction", True)
+    assert prediction["chi2_pvalue"] < 1e-6
+    assert status["last_drift"]["drifted_features"] == []  # the inputs did not move
+
+    async def feed(batch: list[str]) -> None:
+        await bus.publish_record(
+            f"driftloop.feedback.{MODEL}",
+            FeedbackBatch(
+                model=MODEL, labels=[Label(id=i, label=1) for i in batch], at=datetime.now(UTC)
+            ),
+            msg_id=str(uuid.uuid4()),
+        )
+
+    await feed(ids[:120])
+
+    async def filling() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["label_window_rows"] == 120, status
+        return status
+
+    assert (await eventually(filling, timeout=15))["last_label_drift"] is None
+    await feed(ids[100:])  # 20 repeated: counted once
+
+    async def labels_judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["last_label_drift"] is not None, status
+        return status
+
+    status = await eventually(labels_judged, timeout=15)
+    labels = status["last_label_drift"]
+    assert (labels["feature"], labels["rows"], labels["drifted"]) == ("churned", 200, True)
+    assert labels["reference_version"] == "2"
+    assert status["label_window_rows"] == 0

@@ -102,6 +102,12 @@ class DriftDetected(Event):
     reference_version: str | None
     features: list[FeatureDrift]
     drifted_features: list[str]
+    prediction: FeatureDrift | None = Field(
+        default=None,
+        description="the champion's predictions in the same window against its predictions on "
+        "the reference rows (feature 'prediction'): reported, never a trigger; null when the "
+        "reference profile has no predictions",
+    )
 
 
 class PerformanceDegraded(Event):

@@ -6,6 +6,11 @@ A numeric feature also keeps a bounded sample of its reference values (every val
 `REFERENCE_SAMPLE` of them, else that many evenly spaced quantiles), which the monitor's
 Kolmogorov-Smirnov and Wasserstein figures compare a window's own sample against; a profile
 written before the sample existed has none, and those figures are then null.
+
+Beside the features, a profile describes the model's predictions on the same rows
+(`prediction`: the predicted class as a categorical, a regression's prediction as numeric) and
+the target column (`label`), so the monitor can report prediction and label drift; a profile
+written before they existed has neither (None).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 OTHER = "__other__"
 MAX_CATEGORIES = 50
 REFERENCE_SAMPLE = 2_000  # reference values kept per numeric feature
+PREDICTION = "prediction"  # the name of the predictions' profile (apart from the features)
 
 
 class FeatureProfile(BaseModel):
@@ -43,6 +49,8 @@ class ReferenceProfile(BaseModel):
     model: str
     rows: int
     features: list[FeatureProfile]
+    prediction: FeatureProfile | None = None  # the model's predictions on the reference rows
+    label: FeatureProfile | None = None  # the target column of the reference rows
 
 
 def is_numeric(series: pd.Series) -> bool:
@@ -50,43 +58,75 @@ def is_numeric(series: pd.Series) -> bool:
 
 
 def build_profile(
-    model: str, frame: pd.DataFrame, features: list[str], *, bins: int = 10
+    model: str,
+    frame: pd.DataFrame,
+    features: list[str],
+    *,
+    bins: int = 10,
+    predictions: Any = None,
+    target: str | None = None,
+    task: Literal["classification", "regression"] = "classification",
 ) -> ReferenceProfile:
-    profiles = []
-    for name in features:
-        col = frame[name]
-        missing = float(col.isna().mean()) if len(col) else 0.0
-        if is_numeric(col):
-            values = col.dropna().to_numpy(dtype=float)
-            quantiles = (
-                np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]) if len(values) else []
-            )
-            edges = sorted({float(q) for q in quantiles})
-            usable = np.sort(values[np.isfinite(values)])
-            fp = FeatureProfile(
-                name=name,
-                kind="numeric",
-                edges=edges,
-                proportions=[0.0] * (len(edges) + 1),
-                missing_rate=missing,
-                sample=reference_sample(usable).tolist(),
-                sample_rows=int(usable.size),
-            )
-        else:
-            counts = col.dropna().astype(str).value_counts()
-            cats = sorted(str(c) for c in counts.index[:MAX_CATEGORIES])
-            fp = FeatureProfile(
-                name=name,
-                kind="categorical",
-                categories=cats,
-                proportions=[0.0] * (len(cats) + 1),
-                missing_rate=missing,
-            )
-        counts_arr, _ = bin_counts(fp, col.tolist())
-        total = counts_arr.sum()
-        props = (counts_arr / total).tolist() if total else fp.proportions
-        profiles.append(fp.model_copy(update={"proportions": props}))
-    return ReferenceProfile(model=model, rows=len(frame), features=profiles)
+    """The profile of `frame`'s `features`; with `predictions` (one per row of `frame`) and
+    `target`, also of the model's predictions and of the labels: categorical for a
+    classification `task`, numeric for a regression."""
+    kind: Literal["numeric", "categorical"] = "numeric" if task == "regression" else "categorical"
+    prediction = None
+    if predictions is not None:
+        listed = np.asarray(predictions).tolist()
+        if len(listed) != len(frame):
+            raise ValueError(f"{len(listed)} predictions for {len(frame)} rows")
+        values = pd.Series(listed, index=frame.index)
+        prediction = profile_column(PREDICTION, values, bins=bins, kind=kind)
+    label = None
+    if target is not None:
+        label = profile_column(target, frame[target], bins=bins, kind=kind)
+    return ReferenceProfile(
+        model=model,
+        rows=len(frame),
+        features=[profile_column(name, frame[name], bins=bins) for name in features],
+        prediction=prediction,
+        label=label,
+    )
+
+
+def profile_column(
+    name: str,
+    col: pd.Series,
+    *,
+    bins: int = 10,
+    kind: Literal["numeric", "categorical"] | None = None,
+) -> FeatureProfile:
+    """One column's profile; its kind from its dtype unless given."""
+    missing = float(col.isna().mean()) if len(col) else 0.0
+    if kind == "numeric" or (kind is None and is_numeric(col)):
+        values = pd.to_numeric(col, errors="coerce").dropna().to_numpy(dtype=float)
+        quantiles = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]) if len(values) else []
+        edges = sorted({float(q) for q in quantiles})
+        usable = np.sort(values[np.isfinite(values)])
+        fp = FeatureProfile(
+            name=name,
+            kind="numeric",
+            edges=edges,
+            proportions=[0.0] * (len(edges) + 1),
+            missing_rate=missing,
+            sample=reference_sample(usable).tolist(),
+            sample_rows=int(usable.size),
+        )
+    else:
+        counts = col.dropna().astype(str).value_counts()
+        cats = sorted(str(c) for c in counts.index[:MAX_CATEGORIES])
+        fp = FeatureProfile(
+            name=name,
+            kind="categorical",
+            categories=cats,
+            proportions=[0.0] * (len(cats) + 1),
+            missing_rate=missing,
+        )
+    counts_arr, _ = bin_counts(fp, col.tolist())
+    total = counts_arr.sum()
+    props = (counts_arr / total).tolist() if total else fp.proportions
+    return fp.model_copy(update={"proportions": props})
 
 
 def reference_sample(ascending: np.ndarray, size: int = REFERENCE_SAMPLE) -> np.ndarray:

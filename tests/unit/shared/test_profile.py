@@ -250,3 +250,64 @@ def test_a_profile_stored_before_the_sample_loads_without_one(frame: pd.DataFram
     profile = ReferenceProfile.model_validate(stored)
 
     assert [(f.sample, f.sample_rows) for f in profile.features] == [(None, None)] * 2
+
+
+# predictions and labels --------------------------------------------------------------------
+
+
+def test_a_classifiers_predictions_and_labels_are_profiled_as_categories() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "churned": [0, 1, 1, None]})
+    predicted = np.array([0, 1, 1, 1])  # what a pipeline returns
+
+    profile = build_profile(
+        "churn", frame, ["x"], predictions=predicted, target="churned", task="classification"
+    )
+
+    assert profile.prediction is not None
+    assert profile.label is not None
+    assert (profile.prediction.name, profile.prediction.kind) == ("prediction", "categorical")
+    assert profile.prediction.categories == ["0", "1"]
+    assert profile.prediction.proportions == [0.25, 0.75, 0.0]  # "0", "1", OTHER
+    assert (profile.label.name, profile.label.kind) == ("churned", "categorical")
+    assert profile.label.categories == ["0.0", "1.0"]  # the column is float (it has a NaN)
+    assert profile.label.missing_rate == 0.25
+    assert [f.name for f in profile.features] == ["x"]  # neither is a feature
+
+
+def test_a_regressors_predictions_and_labels_are_numeric_with_a_sample() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"x": rng.normal(size=500), "price": rng.normal(10, 2, 500)})
+
+    profile = build_profile(
+        "houses",
+        frame,
+        ["x"],
+        predictions=frame["price"].to_numpy() + 0.5,
+        target="price",
+        task="regression",
+    )
+
+    assert profile.prediction is not None
+    assert profile.label is not None
+    assert profile.prediction.kind == profile.label.kind == "numeric"
+    assert len(profile.prediction.edges) == 9
+    assert profile.label.sample == sorted(frame["price"].tolist())
+    assert profile.prediction.sample_rows == 500
+
+
+def test_predictions_must_be_one_per_row() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+
+    with pytest.raises(ValueError, match="2 predictions for 3 rows"):
+        build_profile("m", frame, ["x"], predictions=[1, 2])
+
+
+def test_a_profile_stored_before_predictions_and_labels_loads_without_them(
+    frame: pd.DataFrame,
+) -> None:
+    stored = build_profile("churn", frame, ["tenure", "plan"]).model_dump(mode="json")
+    del stored["prediction"], stored["label"]
+
+    profile = ReferenceProfile.model_validate(stored)
+
+    assert (profile.prediction, profile.label) == (None, None)

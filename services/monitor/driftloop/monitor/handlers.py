@@ -1,4 +1,5 @@
-"""The monitor's handlers: windows of live inputs, drift, and the retrain decision."""
+"""The monitor's handlers: windows of live inputs (and the champion's predictions), drift,
+the label window, and the retrain decision."""
 
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ from driftloop.monitor.adapters.store import (
     labelled_of_version,
     last_decision,
     load,
+    load_label_window,
     load_state,
     load_stats,
     models,
+    prediction_samples_of,
     record_served,
     sample_models,
     samples,
     samples_cutoff,
     save,
+    save_label_window,
     save_profile,
     save_stats,
     stats_of_version,
@@ -39,9 +43,11 @@ from driftloop.monitor.adapters.store import (
 from driftloop.monitor.domain.drift import (
     Window,
     add_batch,
+    add_labels,
     compact,
     compaction_due,
     drift_report,
+    label_report,
     window_due,
 )
 from driftloop.monitor.domain.live import (
@@ -73,7 +79,7 @@ from driftloop.shared.events import (
     RolledBack,
     Trigger,
 )
-from driftloop.shared.profile import ReferenceProfile
+from driftloop.shared.profile import PREDICTION, ReferenceProfile
 from driftloop.shared.registry import read_json_artifact
 from driftloop.shared.samples import record_labels
 from driftloop.shared.service import SpecSource
@@ -117,8 +123,12 @@ async def on_predictions(
             values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
             window, judged = Window(), True
         before = window.rows
-        window = add_batch(window, profile, batch.instances, batch.at)
-        append_window_samples(tx.conn, batch.model, before, window.samples)
+        window = add_batch(
+            window, profile, batch.instances, batch.at, predictions=batch.predictions
+        )
+        append_window_samples(
+            tx.conn, batch.model, before, window.samples, _prediction_segments(window)
+        )
         if not judged and window.rows >= spec.monitor.window:
             values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
             window = Window()
@@ -129,15 +139,31 @@ async def on_predictions(
 
 def _stored(window: Window) -> dict[str, Any]:
     """The window's row: everything but the reservoir segments (kept in their own rows)."""
-    stored: dict[str, Any] = window.model_dump(mode="json", exclude={"samples"})
+    stored: dict[str, Any] = window.model_dump(
+        mode="json", exclude={"samples": True, "prediction": {"samples"}}
+    )
     return stored
+
+
+def _prediction_segments(window: Window) -> list[str]:
+    return window.prediction.samples.get(PREDICTION, []) if window.prediction else []
+
+
+def _with_samples(tx: Tx, model: str, window: Window) -> Window:
+    """The window with all its stored reservoir segments, the features' and the predictions'."""
+    window = window.model_copy(update={"samples": window_samples_of(tx.conn, model)})
+    if window.prediction is not None:
+        segments = {PREDICTION: prediction_samples_of(tx.conn, model)}
+        prediction = window.prediction.model_copy(update={"samples": segments})
+        window = window.model_copy(update={"prediction": prediction})
+    return window
 
 
 def _compact(tx: Tx, model: str, window: Window) -> Window:
     """Fold the window's stored reservoir segments, so they stay bounded."""
-    full = compact(window.model_copy(update={"samples": window_samples_of(tx.conn, model)}))
+    full = compact(_with_samples(tx, model, window))
     clear_window_samples(tx.conn, model)
-    append_window_samples(tx.conn, model, 0, full.samples)
+    append_window_samples(tx.conn, model, 0, full.samples, _prediction_segments(full))
     return full
 
 
@@ -154,7 +180,7 @@ def _judge_window(
     """The drift report of a closed window (with its stored reservoir segments, which then
     go), DriftDetected and the retrain decision when it drifted; returns the model-state
     columns that change."""
-    window = window.model_copy(update={"samples": window_samples_of(tx.conn, model)})
+    window = _with_samples(tx, model, window)
     clear_window_samples(tx.conn, model)
     report = drift_report(profile, window, spec.monitor.drift)
     summary = {
@@ -164,7 +190,13 @@ def _judge_window(
         "drifted_features": report.drifted,
         "at": now,
         "features": {f.feature: f.psi for f in report.features},
+        "prediction": report.prediction.model_dump(mode="json") if report.prediction else None,
     }
+    if report.prediction is not None and report.prediction.drifted:
+        logger.info(
+            "prediction drift",
+            extra={"model": model, "psi": report.prediction.psi, "rows": report.rows},
+        )
     values: dict[str, Any] = {"last_drift": _jsonable(summary)}
     if report.drifted:
         drift_id = tx.emit(
@@ -176,6 +208,7 @@ def _judge_window(
                 reference_version=state["reference_version"],
                 features=report.features,
                 drifted_features=report.drifted,
+                prediction=report.prediction,
             )
         )
         decision = decide_retrain(report, _trigger_state(state), spec.monitor, now=now)
@@ -301,16 +334,25 @@ def _record_decision(
 
 
 async def on_feedback(
-    batch: FeedbackBatch, *, uow: SqlUnitOfWork, specs: SpecSource, now: Callable[[], datetime]
+    batch: FeedbackBatch,
+    *,
+    uow: SqlUnitOfWork,
+    specs: SpecSource,
+    now: Callable[[], datetime],
+    profiles: Profiles | None = None,
 ) -> None:
-    """Join labels to predictions; every `min_labels` new labels of the champion, judge its
-    live metric against the spec's floor."""
+    """Join labels to predictions; add the new ones to the label window (judged, reported
+    only, at `monitor.window` labels); every `min_labels` new labels of the champion, judge
+    its live metric against the spec's floor."""
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
         added = record_labels(tx.conn, samples, batch)
         state = load(tx.conn, batch.model)
         if spec is None or state is None or state["reference_version"] is None or not added:
             return
+        profile = (profiles or Profiles()).get(tx.conn, batch.model, state["reference_run_id"])
+        if profile is not None and profile.label is not None:
+            _add_labels(tx, batch, profile, spec, state, added, now=now())
         values = _judge_performance(tx, batch, spec, state, added, now=now())
         if "open_cycle_id" not in values:
             since_retrain = (state["labels_since_retrain"] or 0) + added
@@ -323,6 +365,67 @@ async def on_feedback(
                     tx, batch.model, "volume", decision, cause_id=None, now=now()
                 )
         save(tx.conn, batch.model, **values)
+
+
+def _add_labels(
+    tx: Tx,
+    batch: FeedbackBatch,
+    profile: ReferenceProfile,
+    spec: ModelSpec,
+    state: dict[str, Any],
+    added: int,
+    *,
+    now: datetime,
+) -> None:
+    """The batch's new labels join the label window, judged (reported and logged, never a
+    trigger) once it has `monitor.window` labels."""
+    labels = _new_labels(tx, batch, added)
+    row = load_label_window(tx.conn, batch.model) or {}
+    window = add_labels(Window.model_validate(row.get("window") or {}), profile, labels, batch.at)
+    if window.rows < spec.monitor.window:
+        if compaction_due(window):
+            window = compact(window)
+        save_label_window(tx.conn, batch.model, window=window.model_dump(mode="json"))
+        return
+    figures = label_report(profile, window, spec.monitor.drift)
+    if figures is None:  # not reached: the profile has a label
+        return
+    last = {
+        "rows": window.rows,
+        "window_start": window.start,
+        "window_end": window.end,
+        "at": now,
+        "reference_version": state["reference_version"],
+        **figures.model_dump(mode="json"),
+    }
+    logger.info(
+        "label drift" if figures.drifted else "label window judged",
+        extra={"model": batch.model, "psi": figures.psi, "rows": window.rows},
+    )
+    save_label_window(
+        tx.conn,
+        batch.model,
+        window=Window().model_dump(mode="json"),
+        last_drift=_jsonable(last),
+    )
+
+
+def _new_labels(tx: Tx, batch: FeedbackBatch, added: int) -> list[Any]:
+    """The labels `record_labels` just stored (the first per id, none stored before)."""
+    first: dict[str, Any] = {}
+    for item in batch.labels:
+        first.setdefault(item.id, item.label)
+    if added == len(first):
+        return list(first.values())
+    # some ids had a label already: the ones stored now carry this batch's time
+    stored = tx.conn.execute(
+        sa.select(samples.c.id).where(
+            samples.c.model == batch.model,
+            samples.c.id.in_(list(first)),
+            samples.c.labelled_at == batch.at,
+        )
+    )
+    return [first[r.id] for r in stored]
 
 
 def _worth_recording(tx: Tx, model: str, trigger: str, decision: RetrainDecision) -> bool:
@@ -461,6 +564,7 @@ async def on_deployed(
         }
         save_profile(tx.conn, event.model, profile.model_dump(mode="json"))
         clear_window_samples(tx.conn, event.model)
+        save_label_window(tx.conn, event.model, window=Window().model_dump(mode="json"))
         if state.get("open_cycle_id") in (None, event.cycle_id):
             values["open_cycle_id"] = None
         save(tx.conn, event.model, **values)
@@ -505,6 +609,7 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
     with uow.engine.connect() as conn:
         state = load(conn, model)
         decision = last_decision(conn, model)
+        labels = load_label_window(conn, model) or {}
     if state is None:
         return {"model": model, "known": False}
     window = state["window"] or {}
@@ -516,6 +621,8 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "window_rows": window.get("rows", 0),
             "rows_seen": state["rows_seen"],
             "last_drift": state["last_drift"],
+            "label_window_rows": (labels.get("window") or {}).get("rows", 0),
+            "last_label_drift": labels.get("last_drift"),
             "last_performance": state["last_performance"],
             "open_cycle_id": state["open_cycle_id"],
             "last_retrain_at": state["last_retrain_at"],

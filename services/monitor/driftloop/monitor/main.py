@@ -63,7 +63,7 @@ async def serve(settings: Settings) -> None:
             FEEDBACK_STREAM,
             "driftloop.feedback.>",
             FeedbackBatch,
-            partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow),
+            partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow, profiles=Profiles()),
             durable="feedback",
         )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))

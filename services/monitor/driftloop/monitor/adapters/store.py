@@ -80,7 +80,18 @@ window_samples = sa.Table(
     sa.Column("model", sa.String(64), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("segments", sa.JSON, nullable=False),  # {feature: [segment, ...]}
+    # the predictions' [segment, ...] (migration 0007)
+    sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
     sqlite_with_rowid=False,
+)
+# The label window (migration 0007): labels come late and in their own batches, so they fill
+# a window of their own, its reservoir inline; `last_drift` is its last closed window's figures.
+label_windows = sa.Table(
+    "monitor_label_windows",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("window", sa.JSON, nullable=False),
+    sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
 )
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
@@ -158,13 +169,21 @@ def save(conn: Connection, model: str, **values: Any) -> None:
 
 
 def append_window_samples(
-    conn: Connection, model: str, seq: int, samples: dict[str, list[str]]
+    conn: Connection,
+    model: str,
+    seq: int,
+    samples: dict[str, list[str]],
+    prediction: list[str] | None = None,
 ) -> None:
-    """Append a batch's new reservoir segments as one row (none when there are none); `seq`
-    orders the rows of a window: its rows before the batch."""
+    """Append a batch's new reservoir segments, the features' and the predictions', as one
+    row (none when there are none); `seq` orders the rows of a window: its rows before the
+    batch."""
     segments = {name: parts for name, parts in samples.items() if parts}
-    if segments:
-        conn.execute(_APPEND_SAMPLES, {"model": model, "seq": seq, "segments": segments})
+    if segments or prediction:
+        conn.execute(
+            _APPEND_SAMPLES,
+            {"model": model, "seq": seq, "segments": segments, "prediction": prediction or None},
+        )
 
 
 def window_samples_of(conn: Connection, model: str) -> dict[str, list[str]]:
@@ -181,8 +200,37 @@ def window_samples_of(conn: Connection, model: str) -> dict[str, list[str]]:
     return out
 
 
+def prediction_samples_of(conn: Connection, model: str) -> list[str]:
+    """Every reservoir segment of the predictions in the model's open window, in order."""
+    rows = conn.execute(
+        sa.select(window_samples.c.prediction)
+        .where(window_samples.c.model == model, window_samples.c.prediction.is_not(None))
+        .order_by(window_samples.c.seq)
+    )
+    return [part for (parts,) in rows for part in parts or []]
+
+
 def clear_window_samples(conn: Connection, model: str) -> None:
     conn.execute(sa.delete(window_samples).where(window_samples.c.model == model))
+
+
+def load_label_window(conn: Connection, model: str) -> dict[str, Any] | None:
+    """The model's label window row (`window`, `last_drift`), or None."""
+    row = (
+        conn.execute(sa.select(label_windows).where(label_windows.c.model == model))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def save_label_window(conn: Connection, model: str, **values: Any) -> None:
+    """Insert or update the model's label window row (only the given columns change)."""
+    done = conn.execute(
+        label_windows.update().where(label_windows.c.model == model).values(**values)
+    )
+    if done.rowcount == 0:
+        conn.execute(label_windows.insert().values(model=model, **({"window": {}} | values)))
 
 
 def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:

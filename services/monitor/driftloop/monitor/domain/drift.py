@@ -6,6 +6,11 @@ memory does not grow with traffic. From them a closed window gets the offline re
 (`stats`): PSI and Jensen-Shannon from the counts, chi-square from the counts against the
 reference's, Kolmogorov-Smirnov and Wasserstein from the window's sample against the
 profile's. `drifted` (and so the retrain decision) is PSI at or past `psi_warn`, as before.
+
+The champion's predictions join the same window in a window of their own (`Window.prediction`,
+binned on the profile's `prediction`), and labels, which come late and in other batches, fill
+a separate window (`add_labels`, on the profile's `label`); both get the same figures
+(`DriftReport.prediction`, `label_report`) but are reported only, never a retrain trigger.
 What each figure means, and how close the sampled ones come: docs/drift.md.
 """
 
@@ -46,9 +51,11 @@ __all__ = [
     "DriftReport",
     "Window",
     "add_batch",
+    "add_labels",
     "compact",
     "compaction_due",
     "drift_report",
+    "label_report",
     "psi",
     "window_due",
 ]
@@ -72,6 +79,8 @@ class Window(BaseModel):
     seen: dict[str, int] = {}
     samples: dict[str, list[str]] = {}
     replaced: dict[str, int] = {}
+    # the champion's predictions in the same rows, keyed by the profile's prediction name
+    prediction: Window | None = None
 
 
 def add_batch(
@@ -80,19 +89,74 @@ def add_batch(
     instances: list[dict[str, Any]],
     at: datetime,
     *,
+    predictions: list[Any] | None = None,
     capacity: int = reservoir.CAPACITY,
     seed: int = reservoir.SEED,
 ) -> Window:
-    """The window with `instances` added. The reservoirs' draws come from a generator seeded
-    with (`seed`, rows before this batch): the same batches give the same samples."""
+    """The window with `instances` added, and their `predictions` (one per instance) when
+    the profile has a prediction. The reservoirs' draws come from a generator seeded with
+    (`seed`, rows before this batch): the same batches give the same samples."""
+    added = _add(
+        window,
+        [(fp, [inst.get(fp.name) for inst in instances]) for fp in profile.features],
+        len(instances),
+        at,
+        capacity=capacity,
+        rng_seed=(seed, window.rows),
+    )
+    if profile.prediction is None or predictions is None or len(predictions) != len(instances):
+        return added
+    prediction = _add(
+        window.prediction or Window(),
+        [(profile.prediction, predictions)],
+        len(predictions),
+        at,
+        capacity=capacity,
+        rng_seed=(seed, window.rows, 1),
+    )
+    return added.model_copy(update={"prediction": prediction})
+
+
+def add_labels(
+    window: Window,
+    profile: ReferenceProfile,
+    labels: list[Any],
+    at: datetime,
+    *,
+    capacity: int = reservoir.CAPACITY,
+    seed: int = reservoir.SEED,
+) -> Window:
+    """The label window (binned on the profile's `label`) with `labels` added; unchanged
+    when the profile has no label."""
+    if profile.label is None:
+        return window
+    return _add(
+        window,
+        [(profile.label, labels)],
+        len(labels),
+        at,
+        capacity=capacity,
+        rng_seed=(seed, window.rows, 2),
+    )
+
+
+def _add(
+    window: Window,
+    columns: list[tuple[FeatureProfile, list[Any]]],
+    rows: int,
+    at: datetime,
+    *,
+    capacity: int,
+    rng_seed: tuple[int, ...],
+) -> Window:
     counts = dict(window.counts)
     missing = dict(window.missing)
     seen = dict(window.seen)
     samples = dict(window.samples)
     replaced = dict(window.replaced)
     rng: np.random.Generator | None = None
-    for fp in profile.features:
-        binned, absent, values = _bin_counts(fp, [inst.get(fp.name) for inst in instances])
+    for fp, column in columns:
+        binned, absent, values = _bin_counts(fp, column)
         prior = np.asarray(counts.get(fp.name, [0] * fp.bins), dtype=np.int64)
         counts[fp.name] = (prior + binned).tolist()
         missing[fp.name] = missing.get(fp.name, 0) + absent
@@ -100,13 +164,13 @@ def add_batch(
             continue  # nothing to sample, or no reference sample to compare it with
         before = seen.get(fp.name, 0)
         if rng is None and before + values.size > capacity:  # only a full reservoir draws
-            rng = np.random.default_rng((seed, window.rows))
+            rng = np.random.default_rng(rng_seed)
         added = reservoir.extend(before, values, capacity=capacity, rng=rng)
         samples[fp.name] = [*samples.get(fp.name, []), *added]
         replaced[fp.name] = replaced.get(fp.name, 0) + reservoir.replacements(added)
         seen[fp.name] = before + int(values.size)
     return Window(
-        rows=window.rows + len(instances),
+        rows=window.rows + rows,
         start=window.start or at,
         end=at,
         counts=counts,
@@ -114,11 +178,15 @@ def add_batch(
         seen=seen,
         samples=samples,
         replaced=replaced,
+        prediction=window.prediction,
     )
 
 
 def compaction_due(window: Window, *, capacity: int = reservoir.CAPACITY) -> bool:
-    """Whether a feature's stored replacements outnumber the reservoir (then `compact`)."""
+    """Whether a feature's (or the prediction's) stored replacements outnumber the reservoir
+    (then `compact`)."""
+    if window.prediction is not None and compaction_due(window.prediction, capacity=capacity):
+        return True
     return any(n > capacity for n in window.replaced.values())
 
 
@@ -131,7 +199,12 @@ def compact(window: Window, *, capacity: int = reservoir.CAPACITY) -> Window:
         if count > capacity:
             samples[name] = reservoir.fold(samples.get(name, []))
             replaced[name] = 0
-    return window.model_copy(update={"samples": samples, "replaced": replaced})
+    prediction = window.prediction
+    if prediction is not None:
+        prediction = compact(prediction, capacity=capacity)
+    return window.model_copy(
+        update={"samples": samples, "replaced": replaced, "prediction": prediction}
+    )
 
 
 def window_due(window: Window, spec: MonitorSpec, *, at: datetime) -> bool:
@@ -159,12 +232,12 @@ def _bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int,
         counts, missing = bin_counts(fp, values)
         nums, _ = numeric_values(values)
         return counts, missing, nums[np.isfinite(nums)]
-    if all(type(v) is str for v in values):
+    if all(type(v) is str or type(v) is int for v in values):  # predicted classes: often ints
         counts = np.zeros(fp.bins, dtype=np.int64)
         other = len(fp.categories)
         index = {c: i for i, c in enumerate(fp.categories)}
         for value, n in Counter(values).items():
-            counts[index.get(value, other)] += n
+            counts[index.get(str(value), other)] += n
         return counts, 0, None
     counts, missing = bin_counts(fp, values)
     return counts, missing, None
@@ -176,6 +249,7 @@ class DriftReport:
     start: datetime | None
     end: datetime | None
     features: list[FeatureDrift] = field(default_factory=list)
+    prediction: FeatureDrift | None = None  # reported, not part of `drifted`
 
     @property
     def drifted(self) -> list[str]:
@@ -211,7 +285,40 @@ def drift_report(profile: ReferenceProfile, window: Window, policy: DriftPolicy)
                 **f,
             )
         )
-    return DriftReport(window.rows, window.start, window.end, features)
+    prediction = None
+    if profile.prediction is not None:
+        prediction = _column_drift(profile, profile.prediction, window.prediction, policy)
+    return DriftReport(window.rows, window.start, window.end, features, prediction)
+
+
+def label_report(
+    profile: ReferenceProfile, window: Window, policy: DriftPolicy
+) -> FeatureDrift | None:
+    """The label window's figures against the profile's labels (None without them)."""
+    if profile.label is None:
+        return None
+    return _column_drift(profile, profile.label, window, policy)
+
+
+def _column_drift(
+    profile: ReferenceProfile, fp: FeatureProfile, window: Window | None, policy: DriftPolicy
+) -> FeatureDrift:
+    """One column's figures, on its own (its p-value is its own: one test, nothing to adjust)."""
+    window = window or Window()
+    f = _figures(profile, fp, window)
+    value = f.pop("psi")
+    pvalue = f.get("ks_pvalue", f.get("chi2_pvalue"))
+    return FeatureDrift(
+        feature=fp.name,
+        kind=fp.kind,
+        psi=round(value, 6),
+        warn=policy.psi_warn,
+        retrain=policy.psi_retrain,
+        drifted=value >= policy.psi_warn,
+        missing=window.missing.get(fp.name, 0),
+        pvalue_adjusted=pvalue,
+        **f,
+    )
 
 
 def _figures(profile: ReferenceProfile, fp: FeatureProfile, window: Window) -> dict[str, Any]:

@@ -161,7 +161,16 @@ class TrainerRegistry:
             )
             mlflow.log_input(dataset, context="training")
             mlflow.set_tag("driftloop.dataset_uri", f"runs:/{run.info.run_id}/{DATASET_ARTIFACT}")
-            profile = build_profile(spec.model, ts.frame, features)
+            # the model's answers on the same rows: the reference of prediction drift
+            predictions = fitted.pipeline.predict(prepare(ts.frame[features], features))
+            profile = build_profile(
+                spec.model,
+                ts.frame,
+                features,
+                predictions=predictions,
+                target=spec.target,
+                task=spec.task,
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
                 ts.frame.to_parquet(root / "dataset.parquet", index=False)
