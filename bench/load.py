@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -670,6 +671,24 @@ def report(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
+COUNTERS = ("driftloop_refused_total", "driftloop_shadow_dropped_total")
+
+
+def gateway_counters(gateway: str) -> dict[str, float]:
+    """The gateway's refusal and shadow-drop counters from /metrics (why a 5xx was answered);
+    empty when the gateway does not answer."""
+    try:
+        with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name.startswith(COUNTERS)
+    }
+
+
 def recorded_pids(run_dir: Path) -> list[int]:
     out = []
     for path in run_dir.glob("*.pid"):
@@ -740,6 +759,7 @@ def main() -> None:
         )
         figures |= drive(args, work, env, settings, rate)
     finally:
+        figures["gateway_counters"] = gateway_counters(settings.gateway_url())
         pids += [int(p) for p in recorded_pids(settings.run_dir)]
         try:
             cli(env, "down", timeout=120)
@@ -752,6 +772,8 @@ def main() -> None:
     figures["ended"] = datetime.now(UTC).isoformat()
     lines = report(figures)
     print("\n" + "\n".join(lines))
+    for name, value in figures["gateway_counters"].items():
+        print(f"  {name} {value:g}")
     out = args.out or work / "load.json"
     out.write_text(json.dumps(figures, indent=1, default=str))
     print(f"\nfigures: {out}")

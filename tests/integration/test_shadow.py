@@ -368,3 +368,40 @@ async def test_refusals_are_counted_by_endpoint_and_reason(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_full_record_spool_refuses_with_503_and_counts_it(
+    settings: Settings, tmp_path: Path, start_gateway: Any
+) -> None:
+    champion = await asyncio.to_thread(register, settings, HistGradientBoostingClassifier())
+    proc, url = start_nats(tmp_path / "nats-own", tmp_path / "nats-own.log")  # ours to stop
+    try:
+        async with connect_bus(
+            settings.model_copy(update={"nats_url": url}), service="test"
+        ) as own:
+            await route(own, champion, None, 1)
+        gateway = await start_gateway(nats_url=url, record_spool_capacity=3)
+        await eventually(gateway.predict)  # the champion is loaded
+        proc.kill()  # records can no longer leave: they wait in the spool
+        proc.wait(10)
+
+        async def spooled() -> bool:
+            return gateway.app.state.records.pending == 0  # the first record went out
+
+        await eventually(spooled)
+        kept = [
+            (await gateway.client.post("/v1/models/churn/predict", json={"instances": [ROW]}))
+            for _ in range(4)
+        ]
+
+        assert [r.status_code for r in kept] == [200, 200, 200, 503]
+        assert "records" in kept[-1].json()["detail"]
+        assert gateway.app.state.records.pending == 3  # none answered without its record
+        full = await gateway.counter(
+            "driftloop_refused_total", endpoint="predict", reason="records_full"
+        )
+        assert full == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()

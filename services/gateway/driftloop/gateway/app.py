@@ -216,6 +216,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         async with connect(settings) as bus:
             publisher = RecordPublisher(
                 bus,
+                capacity=own.record_spool_capacity,
                 dropped=dropped,
                 spool=settings.home / "spool" / f"gateway-{settings.gateway_port}.sqlite",
             )
@@ -227,6 +228,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             )
             table.on_shadow = mirror.set_shadow
             this.state.shadow = mirror  # for tests and operators: its worker's pid
+            this.state.records = publisher  # for tests and operators: the spool's depth
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
                 asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),

@@ -13,3 +13,11 @@ class GatewaySettings(Settings):
         ge=1,
         description="mirror jobs in flight to the shadow's worker process; more are dropped",
     )
+    record_spool_capacity: int = Field(
+        default=100_000,
+        ge=1,
+        description=(
+            "prediction records kept on disk until JetStream acknowledges them (a few hundred "
+            "bytes each); when full, predict answers 503 rather than lose a record"
+        ),
+    )
