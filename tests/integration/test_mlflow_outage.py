@@ -25,11 +25,14 @@ from driftloop.deployer.main import serve as deployer
 from driftloop.evaluator.main import serve as evaluator
 from driftloop.shared.bus import Bus
 from driftloop.shared.config import Settings
-from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
+from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, RetrainRequested
+from driftloop.shared.registry import CHAMPION
+from driftloop.shared.routes import Routes
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.main import serve as trainer
 
 pytestmark = pytest.mark.faults
+SERVICES = {"trainer": trainer, "evaluator": evaluator, "deployer": deployer}
 
 
 class MlflowServer:
@@ -147,3 +150,86 @@ async def test_a_cycle_during_an_mlflow_outage_completes_once_mlflow_is_back(
 
     versions = MlflowClient(mlflow_server.uri).search_model_versions("name='churn'")
     assert sorted(int(v.version) for v in versions) == [1, 2]  # one version for the cycle
+
+
+async def champion_route(bus: Bus) -> str | None:
+    entry = await (await bus.kv(ROUTES_BUCKET)).get("churn")
+    routes = Routes.model_validate_json(entry.value or b"")
+    return routes.champion.version if routes.champion else None
+
+
+async def stop(task: asyncio.Task[Any]) -> None:
+    """Stop a service started with `running` (cancelled until done: see tests/conftest.py)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("step", "before", "after"),
+    [
+        ("evaluator", "ModelTrained", "EvaluationPassed"),
+        ("deployer", "EvaluationPassed", "Deployed"),
+    ],
+)
+async def test_evaluation_or_promotion_during_an_mlflow_outage_waits_and_applies_once(
+    settings: Settings,
+    bus: Bus,
+    running: Any,
+    tmp_path: Path,
+    mlflow_server: MlflowServer,
+    step: str,
+    before: str,
+    after: str,
+) -> None:
+    """The service of `step` meets MLflow away when its message comes: it applies nothing
+    (no event, no alias, no route) and takes the message again until MLflow is back; then the
+    cycle ends with one of each effect."""
+
+    async def up() -> bool:
+        return mlflow_server.ready()
+
+    await eventually(up, timeout=90)
+    remote = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server.uri})
+    services = {name: running(serve(remote)) for name, serve in SERVICES.items()}
+    spec = parse_spec(SPEC.replace("min_delta: 0.0,", "min_delta: -1.0, non_inferiority: 1.0,"))
+    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
+    churn(np.random.default_rng(1), 900).to_csv(tmp_path / "v1.csv", index=False)
+    first = await start_bootstrap(remote, bus, "churn", tmp_path / "v1.csv")
+    await wait_for(settings, first, "Deployed", timeout=150)
+    churn(np.random.default_rng(2), 900).to_csv(tmp_path / "v2.csv", index=False)
+    from driftloop.cli.main import _upload  # uploads through MLflow: before the outage
+
+    uri = _upload(remote, "churn", tmp_path / "v2.csv")
+    await stop(services[step])  # its message will wait for it
+    cycle = str(uuid.uuid4())
+    await bus.publish(
+        RetrainRequested(
+            model="churn",
+            cycle_id=cycle,
+            trigger="bootstrap",
+            reason=f"test: MLflow away when the {step} works",
+            data_uri=uri,
+            requested_at=datetime.now(UTC),
+        )
+    )
+    await wait_for(settings, cycle, before, timeout=150)
+    mlflow_server.stop()
+    running(SERVICES[step](remote))
+
+    await asyncio.sleep(10)  # it takes the message, fails on MLflow, backs off meanwhile
+    so_far = types(of_cycle(await read_all_events(settings.resolved_nats_url()), cycle))
+    assert so_far[-1] == before, f"nothing half-applied while MLflow is away: {so_far}"
+    assert await champion_route(bus) == "1"
+
+    mlflow_server.start()
+    seen = await wait_for(settings, cycle, "Deployed", timeout=240)
+
+    assert seen.count(after) == 1
+    assert seen.count("Deployed") == 1
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    assert client.get_model_version_by_alias("churn", CHAMPION).version == "2"
+    assert await champion_route(bus) == "2"

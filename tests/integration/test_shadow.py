@@ -383,13 +383,13 @@ async def test_a_full_record_spool_refuses_with_503_and_counts_it(
             await route(own, champion, None, 1)
         gateway = await start_gateway(nats_url=url, record_spool_capacity=3)
         await eventually(gateway.predict)  # the champion is loaded
+
+        async def delivered() -> bool:
+            return bool(gateway.app.state.records.pending == 0)
+
+        await eventually(delivered)  # that answer's record went out: the spool is empty
         proc.kill()  # records can no longer leave: they wait in the spool
         proc.wait(10)
-
-        async def spooled() -> bool:
-            return gateway.app.state.records.pending == 0  # the first record went out
-
-        await eventually(spooled)
         kept = [
             (await gateway.client.post("/v1/models/churn/predict", json={"instances": [ROW]}))
             for _ in range(4)
