@@ -95,17 +95,19 @@ def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[M
     server.stop()
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-async def test_a_cycle_during_an_mlflow_outage_completes_once_mlflow_is_back(
+async def first_version_deployed(
     settings: Settings, bus: Bus, running: Any, tmp_path: Path, mlflow_server: MlflowServer
-) -> None:
+) -> tuple[Settings, dict[str, asyncio.Task[Any]], str]:
+    """Trainer, evaluator and deployer on the MLflow server, version 1 deployed, and a second
+    data file uploaded (through MLflow: before any outage). Returns the services' settings,
+    their tasks by name and the second file's URI."""
+
     async def up() -> bool:
         return mlflow_server.ready()
 
     await eventually(up, timeout=90)
     remote = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server.uri})
-    for serve in (trainer, evaluator, deployer):
-        running(serve(remote))
+    services = {name: running(serve(remote)) for name, serve in SERVICES.items()}
     # The second version is no better than the first: accept it within a wide margin, the
     # judging is not under test here.
     spec = parse_spec(SPEC.replace("min_delta: 0.0,", "min_delta: -1.0, non_inferiority: 1.0,"))
@@ -113,23 +115,35 @@ async def test_a_cycle_during_an_mlflow_outage_completes_once_mlflow_is_back(
     churn(np.random.default_rng(1), 900).to_csv(tmp_path / "v1.csv", index=False)
     first = await start_bootstrap(remote, bus, "churn", tmp_path / "v1.csv")
     await wait_for(settings, first, "Deployed", timeout=150)
-
     churn(np.random.default_rng(2), 900).to_csv(tmp_path / "v2.csv", index=False)
-    from driftloop.cli.main import _upload  # uploads through MLflow: before the outage
+    from driftloop.cli.main import _upload
 
-    uri = _upload(remote, "churn", tmp_path / "v2.csv")
-    mlflow_server.stop()
+    return remote, services, _upload(remote, "churn", tmp_path / "v2.csv")
+
+
+async def retrain(bus: Bus, uri: str, reason: str) -> str:
+    """Start a retraining on `uri`; returns its cycle."""
     cycle = str(uuid.uuid4())
     await bus.publish(
         RetrainRequested(
             model="churn",
             cycle_id=cycle,
             trigger="bootstrap",
-            reason="test: MLflow is away",
+            reason=reason,
             data_uri=uri,
             requested_at=datetime.now(UTC),
         )
     )
+    return cycle
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_cycle_during_an_mlflow_outage_completes_once_mlflow_is_back(
+    settings: Settings, bus: Bus, running: Any, tmp_path: Path, mlflow_server: MlflowServer
+) -> None:
+    _, _, uri = await first_version_deployed(settings, bus, running, tmp_path, mlflow_server)
+    mlflow_server.stop()
+    cycle = await retrain(bus, uri, "test: MLflow is away")
 
     await asyncio.sleep(10)  # the trainer tries, fails on MLflow, and backs off meanwhile
     nothing_yet = types(of_cycle(await read_all_events(settings.resolved_nats_url()), cycle))
@@ -187,33 +201,11 @@ async def test_evaluation_or_promotion_during_an_mlflow_outage_waits_and_applies
     (no event, no alias, no route) and takes the message again until MLflow is back; then the
     cycle ends with one of each effect."""
 
-    async def up() -> bool:
-        return mlflow_server.ready()
-
-    await eventually(up, timeout=90)
-    remote = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server.uri})
-    services = {name: running(serve(remote)) for name, serve in SERVICES.items()}
-    spec = parse_spec(SPEC.replace("min_delta: 0.0,", "min_delta: -1.0, non_inferiority: 1.0,"))
-    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
-    churn(np.random.default_rng(1), 900).to_csv(tmp_path / "v1.csv", index=False)
-    first = await start_bootstrap(remote, bus, "churn", tmp_path / "v1.csv")
-    await wait_for(settings, first, "Deployed", timeout=150)
-    churn(np.random.default_rng(2), 900).to_csv(tmp_path / "v2.csv", index=False)
-    from driftloop.cli.main import _upload  # uploads through MLflow: before the outage
-
-    uri = _upload(remote, "churn", tmp_path / "v2.csv")
-    await stop(services[step])  # its message will wait for it
-    cycle = str(uuid.uuid4())
-    await bus.publish(
-        RetrainRequested(
-            model="churn",
-            cycle_id=cycle,
-            trigger="bootstrap",
-            reason=f"test: MLflow away when the {step} works",
-            data_uri=uri,
-            requested_at=datetime.now(UTC),
-        )
+    remote, services, uri = await first_version_deployed(
+        settings, bus, running, tmp_path, mlflow_server
     )
+    await stop(services[step])  # its message will wait for it
+    cycle = await retrain(bus, uri, f"test: MLflow away when the {step} works")
     await wait_for(settings, cycle, before, timeout=150)
     mlflow_server.stop()
     running(SERVICES[step](remote))
