@@ -12,16 +12,23 @@ import nats
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from helpers import eventually
+from helpers import eventually, read_all_events, types
 
 from driftloop.monitor.adapters.store import VERSIONS, record_served, samples, window_samples_of
 from driftloop.monitor.domain import reservoir
-from driftloop.monitor.main import STATUS_SUBJECT
+from driftloop.monitor.main import STATUS_SUBJECT, VERSION_SUBJECT
 from driftloop.monitor.main import serve as monitor
 from driftloop.shared.bus import Bus
 from driftloop.shared.config import Settings
 from driftloop.shared.db import make_engine, migrate
-from driftloop.shared.events import SPECS_BUCKET, Deployed, FeedbackBatch, Label, PredictionBatch
+from driftloop.shared.events import (
+    SPECS_BUCKET,
+    Deployed,
+    EvaluationPassed,
+    FeedbackBatch,
+    Label,
+    PredictionBatch,
+)
 from driftloop.shared.profile import build_profile
 from driftloop.shared.registry import configure_mlflow, experiment_id
 from driftloop.shared.samples import record_labels, record_predictions
@@ -31,15 +38,16 @@ MODEL = "churn"
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-def frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+def frame(rng: np.random.Generator, n: int, *, scale: float = 12.0) -> pd.DataFrame:
     return pd.DataFrame(
-        {"tenure": rng.gamma(2.0, 12.0, n).round(1), "plan": rng.choice(["basic", "pro"], n)}
+        {"tenure": rng.gamma(2.0, scale, n).round(1), "plan": rng.choice(["basic", "pro"], n)}
     )
 
 
-async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml: str) -> None:
+async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml: str) -> str:
     """Apply the spec, give the monitor its reference the way a deployment does (a profile
-    logged to the champion's run, then Deployed), and wait until it took it."""
+    logged to the champion's run, then Deployed), and wait until it took it; returns the
+    champion's run id."""
     spec = parse_spec(f"model: {MODEL}\ntarget: churned\nmonitor:\n{monitor_yaml}")
     await (await bus.kv(SPECS_BUCKET)).put(MODEL, spec.to_json())
     client = configure_mlflow(settings)
@@ -65,17 +73,27 @@ async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml
         return bool(status.get("reference_version") == "1")
 
     await eventually(has_reference, timeout=30)
+    return str(run.info.run_id)
 
 
-async def predict(bus: Bus, rows: int, at: datetime, rng: np.random.Generator) -> list[str]:
+async def predict(
+    bus: Bus,
+    rows: int,
+    at: datetime,
+    rng: np.random.Generator,
+    *,
+    version: str = "1",
+    route: str = "champion",
+    scale: float = 12.0,
+) -> list[str]:
     """Publish one served batch as the gateway does; returns its ids."""
     ids = [str(uuid.uuid4()) for _ in range(rows)]
     batch = PredictionBatch(
         model=MODEL,
-        version="1",
-        route="champion",
+        version=version,
+        route=route,
         ids=ids,
-        instances=frame(rng, rows).to_dict(orient="records"),
+        instances=frame(rng, rows, scale=scale).to_dict(orient="records"),
         predictions=rng.integers(0, 2, rows).tolist(),
         latency_ms=2.0,
         at=at,
@@ -350,3 +368,101 @@ async def test_served_predictions_and_fed_labels_are_judged_against_the_referenc
     assert (labels["feature"], labels["rows"], labels["drifted"]) == ("churned", 200, True)
     assert labels["reference_version"] == "2"
     assert status["label_window_rows"] == 0
+
+
+async def test_a_canary_is_judged_in_a_window_of_its_own_against_its_own_training_set(
+    settings: Settings, bus: Bus, running: Any, nats_url: str
+) -> None:
+    await start_monitor(settings, bus, running, "  window: 200\n")
+    # version 2 was trained on longer tenures (three times the scale) than the champion
+    client = configure_mlflow(settings)
+    run = client.create_run(experiment_id(client, settings, MODEL))
+    own = build_profile(
+        MODEL, frame(np.random.default_rng(7), 2000, scale=36.0), ["tenure", "plan"]
+    )
+    client.log_dict(run.info.run_id, own.model_dump(mode="json"), "data/reference_profile.json")
+    await bus.publish(evaluation_passed("2", run.info.run_id))
+
+    async def registered() -> bool:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        return "2" in status["versions"]
+
+    await eventually(registered, timeout=15)
+    rng = np.random.default_rng(8)
+    for s in range(4):  # the canary serves customers like its training set's
+        await predict(
+            bus, 50, T0 + timedelta(seconds=s), rng, version="2", route="canary", scale=36
+        )
+    await predict(bus, 50, T0 + timedelta(seconds=5), rng)  # the champion serves its own
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert status["versions"]["2"]["last_drift"] is not None, status
+        assert status["rows_seen"] == 50, status
+        return status
+
+    status = await eventually(judged, timeout=20)
+    canary = status["versions"]["2"]
+    assert canary["last_drift"]["rows"] == 200
+    assert canary["last_drift"]["reference_version"] == "2"
+    assert canary["last_drift"]["drifted_features"] == []  # like what it learned from
+    assert canary["window_rows"] == 0
+    assert status["window_rows"] == 50  # the champion's window holds its own rows only
+    assert status["last_drift"] is None
+    live = await bus.request(VERSION_SUBJECT, {"model": MODEL, "version": "2"})
+    assert live["drift"]["last_drift"]["rows"] == 200
+    events = await read_all_events(nats_url, MODEL)
+    assert "DriftDetected" not in types(events)  # a canary's window reports, never triggers
+
+
+async def test_a_canary_without_a_profile_of_its_own_is_judged_against_the_champions(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    run_one = await start_monitor(settings, bus, running, "  window: 200\n")
+    rng = np.random.default_rng(9)
+
+    for s in range(4):  # version 3 was never evaluated here (say, released by hand)
+        await predict(
+            bus, 50, T0 + timedelta(seconds=s), rng, version="3", route="canary", scale=36
+        )
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert (status["versions"].get("3") or {}).get("last_drift") is not None, status
+        return status
+
+    status = await eventually(judged, timeout=20)
+    drift = status["versions"]["3"]["last_drift"]
+    assert drift["reference_version"] == "1"
+    assert drift["drifted_features"] == ["tenure"]
+    tenure = drift["features"]["tenure"]  # every figure, not PSI alone
+    assert tenure["psi"] >= tenure["warn"]
+    assert tenure["ks_pvalue"] < 1e-6
+    assert tenure["wasserstein"] > 0.5
+    assert drift["features"]["plan"]["chi2_pvalue"] is not None
+    assert status["window_rows"] == 0  # nothing joined the champion's window
+
+    await bus.publish(
+        Deployed(model=MODEL, cycle_id="c3", version="3", previous_version="1", run_id=run_one)
+    )
+
+    async def dropped() -> bool:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        return status["reference_version"] == "3" and status["versions"] == {}
+
+    await eventually(dropped, timeout=15)
+
+
+def evaluation_passed(version: str, run_id: str) -> EvaluationPassed:
+    return EvaluationPassed(
+        model=MODEL,
+        cycle_id=f"c-{version}",
+        version=version,
+        run_id=run_id,
+        champion_version="1",
+        metric="f1",
+        challenger_score=0.9,
+        champion_score=0.8,
+        checks=[],
+        reason="better",
+    )

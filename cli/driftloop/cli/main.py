@@ -574,6 +574,13 @@ def status(
             f"{', '.join(drift.get('drifted_features', [])) or 'none'}  "
             f"window {mon.get('window_rows', 0)} rows"
         )
+        for version, window in (mon.get("versions") or {}).items():
+            judged = window.get("last_drift") or {}
+            drifted = ", ".join(judged.get("drifted_features", [])) or "none"
+            out.print(
+                f"  version {version} window {window.get('window_rows', 0)} rows, last drift "
+                f"{drifted if judged else '-'} (reference: version {window['reference_version']})"
+            )
         perf = mon.get("last_performance")
         if perf:
             out.print(

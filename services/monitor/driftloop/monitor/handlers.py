@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +22,14 @@ from driftloop.monitor.adapters.store import (
     clear_window_samples,
     decisions,
     delete_samples_before,
+    drop_version_windows,
     labelled_of_version,
     last_decision,
     load,
     load_label_window,
     load_state,
     load_stats,
+    load_version_window,
     models,
     prediction_samples_of,
     record_served,
@@ -37,10 +40,13 @@ from driftloop.monitor.adapters.store import (
     save_label_window,
     save_profile,
     save_stats,
+    save_version_window,
     stats_of_version,
+    version_windows_of,
     window_samples_of,
 )
 from driftloop.monitor.domain.drift import (
+    DriftReport,
     Window,
     add_batch,
     add_labels,
@@ -71,6 +77,7 @@ from driftloop.shared.db import SqlUnitOfWork, Tx, new_id
 from driftloop.shared.events import (
     Deployed,
     DriftDetected,
+    EvaluationPassed,
     Event,
     FeedbackBatch,
     PerformanceDegraded,
@@ -98,43 +105,125 @@ async def on_predictions(
     now: Callable[[], datetime],
     profiles: Profiles | None = None,
 ) -> None:
-    """Count every served batch per version; add the champion's inputs to the drift window and
-    judge the window when it closes: once it has `monitor.window` rows (this batch included),
-    or, when `monitor.window_time` has passed since its first row, before this batch joins."""
+    """Count every served batch per version; add the served inputs to the drift window of
+    the version that answered (the champion's, or a canary's own) and judge the window when it
+    closes: once it has `monitor.window` rows (this batch included), or, when
+    `monitor.window_time` has passed since its first row, before this batch joins."""
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
         count_served(tx, batch, at=now())
         if batch.route == "shadow" or batch.error:
             return
         record_served(tx.conn, batch)
-        if batch.route != "champion":
-            return
         state = load_state(tx.conn, batch.model)
         if spec is None or state is None:
             return
-        profile = (profiles or Profiles()).get(tx.conn, batch.model, state["reference_run_id"])
-        if profile is None:
-            return  # no reference yet: nothing to compare against
-        # stored without its reservoir segments: add_batch gives this batch's, appended below
-        window = Window.model_validate(state["window"] or {})
-        values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
-        judged = False
-        if window_due(window, spec.monitor, at=batch.at):  # by time, before this batch
-            values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
-            window, judged = Window(), True
-        before = window.rows
-        window = add_batch(
-            window, profile, batch.instances, batch.at, predictions=batch.predictions
-        )
-        append_window_samples(
-            tx.conn, batch.model, before, window.samples, _prediction_segments(window)
-        )
-        if not judged and window.rows >= spec.monitor.window:
-            values |= _judge_window(tx, batch.model, profile, window, spec, state, now=now())
-            window = Window()
-        elif compaction_due(window):
-            window = _compact(tx, batch.model, window)
-        save(tx.conn, batch.model, window=_stored(window), **values)
+        if batch.route == "champion":
+            _champion_batch(tx, batch, spec, state, profiles or Profiles(), now=now())
+        else:
+            _version_batch(tx, batch, spec, state, profiles or Profiles(), now=now())
+
+
+def _champion_batch(
+    tx: Tx,
+    batch: PredictionBatch,
+    spec: ModelSpec,
+    state: dict[str, Any],
+    profiles: Profiles,
+    *,
+    now: datetime,
+) -> None:
+    """The champion's window: its drift is what DriftDetected and the retrain policy read."""
+    profile = profiles.get(tx.conn, batch.model, state["reference_run_id"])
+    if profile is None:
+        return  # no reference yet: nothing to compare against
+    # stored without its reservoir segments: add_batch gives this batch's, appended below
+    window = Window.model_validate(state["window"] or {})
+    values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
+    window, reports = _advance(tx, WindowKey(batch.model), window, profile, batch, spec)
+    for report in reports:
+        values |= _on_champion_report(tx, batch.model, report, spec, state, now=now)
+    save(tx.conn, batch.model, window=_stored(window), **values)
+
+
+def _version_batch(
+    tx: Tx,
+    batch: PredictionBatch,
+    spec: ModelSpec,
+    state: dict[str, Any],
+    profiles: Profiles,
+    *,
+    now: datetime,
+) -> None:
+    """A canary's window, judged against its own training profile (or, without one, the
+    champion's reference): reported in the status and the version's live stats, never a
+    trigger (a canary serves while a cycle is open)."""
+    key = WindowKey(batch.model, batch.version)
+    row = load_version_window(tx.conn, batch.model, batch.version)
+    if row is None:  # no profile of its own came (a version not evaluated by us)
+        row = {
+            "reference_run_id": state["reference_run_id"],
+            "reference_version": state["reference_version"],
+            "window": {},
+        }
+    profile = profiles.get(tx.conn, batch.model, row["reference_run_id"], version=batch.version)
+    profile = profile or profiles.get(tx.conn, batch.model, state["reference_run_id"])
+    if profile is None:
+        return
+    window = Window.model_validate(row["window"] or {})
+    window, reports = _advance(tx, key, window, profile, batch, spec)
+    values: dict[str, Any] = {}
+    for report in reports:
+        values["last_drift"] = _version_summary(batch.model, key, report, row, now=now)
+    save_version_window(
+        tx.conn,
+        batch.model,
+        batch.version,
+        window=_stored(window),
+        reference_run_id=row["reference_run_id"],
+        reference_version=row["reference_version"],
+        **values,
+    )
+
+
+@dataclass(frozen=True)
+class WindowKey:
+    """Which window: the champion's (`version` None) or a serving version's."""
+
+    model: str
+    version: str | None = None
+
+
+def _advance(
+    tx: Tx,
+    key: WindowKey,
+    window: Window,
+    profile: ReferenceProfile,
+    batch: PredictionBatch,
+    spec: ModelSpec,
+) -> tuple[Window, list[DriftReport]]:
+    """The batch joins the window (its reservoir segments appended); a window past its time
+    is judged first, a full one after. Returns the open window and the reports judged."""
+    reports = []
+    if window_due(window, spec.monitor, at=batch.at):  # by time, before this batch
+        reports.append(_judge(tx, key, profile, window, spec))
+        window = Window()
+    before = window.rows
+    window = add_batch(window, profile, batch.instances, batch.at, predictions=batch.predictions)
+    append_window_samples(
+        tx.conn,
+        key.model,
+        before,
+        window.samples,
+        _prediction_segments(window),
+        version=key.version,
+    )
+    if not reports and window.rows >= spec.monitor.window:
+        reports.append(_judge(tx, key, profile, window, spec))
+        window = Window()
+    elif compaction_due(window):
+        window = _compact(tx, key, window)
+    return window, reports
 
 
 def _stored(window: Window) -> dict[str, Any]:
@@ -149,55 +238,102 @@ def _prediction_segments(window: Window) -> list[str]:
     return window.prediction.samples.get(PREDICTION, []) if window.prediction else []
 
 
-def _with_samples(tx: Tx, model: str, window: Window) -> Window:
+def _with_samples(tx: Tx, key: WindowKey, window: Window) -> Window:
     """The window with all its stored reservoir segments, the features' and the predictions'."""
-    window = window.model_copy(update={"samples": window_samples_of(tx.conn, model)})
+    found = window_samples_of(tx.conn, key.model, version=key.version)
+    window = window.model_copy(update={"samples": found})
     if window.prediction is not None:
-        segments = {PREDICTION: prediction_samples_of(tx.conn, model)}
+        segments = {PREDICTION: prediction_samples_of(tx.conn, key.model, version=key.version)}
         prediction = window.prediction.model_copy(update={"samples": segments})
         window = window.model_copy(update={"prediction": prediction})
     return window
 
 
-def _compact(tx: Tx, model: str, window: Window) -> Window:
+def _compact(tx: Tx, key: WindowKey, window: Window) -> Window:
     """Fold the window's stored reservoir segments, so they stay bounded."""
-    full = compact(_with_samples(tx, model, window))
-    clear_window_samples(tx.conn, model)
-    append_window_samples(tx.conn, model, 0, full.samples, _prediction_segments(full))
+    full = compact(_with_samples(tx, key, window))
+    clear_window_samples(tx.conn, key.model, version=key.version)
+    append_window_samples(
+        tx.conn, key.model, 0, full.samples, _prediction_segments(full), version=key.version
+    )
     return full
 
 
-def _judge_window(
+def _judge(
+    tx: Tx, key: WindowKey, profile: ReferenceProfile, window: Window, spec: ModelSpec
+) -> DriftReport:
+    """The drift report of a closed window, with its stored reservoir segments (which go)."""
+    window = _with_samples(tx, key, window)
+    clear_window_samples(tx.conn, key.model, version=key.version)
+    report = drift_report(profile, window, spec.monitor.drift)
+    if report.prediction is not None and report.prediction.drifted:
+        logger.info(
+            "prediction drift",
+            extra={
+                "model": key.model,
+                "version": key.version,
+                "psi": report.prediction.psi,
+                "rows": report.rows,
+            },
+        )
+    return report
+
+
+def _summary(report: DriftReport, *, now: datetime) -> dict[str, Any]:
+    """What the status shows of a judged window: its bounds and every figure per feature."""
+    summary: dict[str, Any] = _jsonable(
+        {
+            "rows": report.rows,
+            "window_start": report.start,
+            "window_end": report.end,
+            "drifted_features": report.drifted,
+            "at": now,
+            "features": {
+                f.feature: f.model_dump(mode="json", exclude={"feature"}) for f in report.features
+            },
+            "prediction": report.prediction.model_dump(mode="json") if report.prediction else None,
+        }
+    )
+    return summary
+
+
+def _version_summary(
+    model: str, key: WindowKey, report: DriftReport, row: dict[str, Any], *, now: datetime
+) -> dict[str, Any]:
+    own = row["reference_version"] == key.version
+    logger.info(
+        "version drift" if report.drifted else "version window judged",
+        extra={
+            "model": model,
+            "version": key.version,
+            "drifted_features": report.drifted,
+            "rows": report.rows,
+            "reference_version": row["reference_version"],
+        },
+    )
+    summary: dict[str, Any] = _summary(report, now=now) | {
+        "version": key.version,
+        "reference_version": row["reference_version"],
+        "reference": "own training set" if own else "champion's training set",
+    }
+    return summary
+
+
+def _on_champion_report(
     tx: Tx,
     model: str,
-    profile: ReferenceProfile,
-    window: Window,
+    report: DriftReport,
     spec: ModelSpec,
     state: dict[str, Any],
     *,
     now: datetime,
 ) -> dict[str, Any]:
-    """The drift report of a closed window (with its stored reservoir segments, which then
-    go), DriftDetected and the retrain decision when it drifted; returns the model-state
-    columns that change."""
-    window = _with_samples(tx, model, window)
-    clear_window_samples(tx.conn, model)
-    report = drift_report(profile, window, spec.monitor.drift)
-    summary = {
-        "rows": report.rows,
-        "window_start": report.start,
-        "window_end": report.end,
-        "drifted_features": report.drifted,
-        "at": now,
-        "features": {f.feature: f.psi for f in report.features},
-        "prediction": report.prediction.model_dump(mode="json") if report.prediction else None,
+    """A judged champion window: DriftDetected and the retrain decision when it drifted;
+    returns the model-state columns that change."""
+    values: dict[str, Any] = {
+        "last_drift": _summary(report, now=now)
+        | {"version": state["reference_version"], "reference_version": state["reference_version"]}
     }
-    if report.prediction is not None and report.prediction.drifted:
-        logger.info(
-            "prediction drift",
-            extra={"model": model, "psi": report.prediction.psi, "rows": report.rows},
-        )
-    values: dict[str, Any] = {"last_drift": _jsonable(summary)}
     if report.drifted:
         drift_id = tx.emit(
             DriftDetected(
@@ -257,6 +393,7 @@ async def version_status(
         labelled = labelled_of_version(
             conn, model, version, limit=spec.monitor.window if spec else 2000, since=since
         )
+        window = load_version_window(conn, model, version)
     figure = (
         live_metric(metric, [r.label for r in labelled], [r.prediction for r in labelled])
         if labelled
@@ -271,6 +408,7 @@ async def version_status(
                 for r in routes
             },
             "metric": {"name": metric, "figure": figure, "labels": len(labelled)},
+            "drift": _version_window_status(window) if window else None,
         }
     )
     return answer
@@ -521,9 +659,11 @@ async def check_schedule(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime
 
 async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime) -> None:
     """Time windows when traffic paused, run by a timer: a window `window_time` old (with at
-    least `window_min_rows`) is judged now, not when the next batch comes."""
+    least `window_min_rows`), the champion's or a serving version's, is judged now, not when
+    the next batch comes."""
     with uow.engine.connect() as conn:
         names = [r.model for r in conn.execute(sa.select(models.c.model))]
+    profiles = Profiles()
     for model in names:
         spec = await specs.get(model)
         if spec is None or spec.monitor.window_time is None:
@@ -531,13 +671,27 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
         async with uow.transaction() as tx:
             state = load_state(tx.conn, model)
             window = Window.model_validate((state or {}).get("window") or {})
-            if state is None or not window_due(window, spec.monitor, at=now):
+            profile = profiles.get(tx.conn, model, None)
+            if state is None or profile is None:
                 continue
-            profile = Profiles().get(tx.conn, model, None)
-            if profile is None:
-                continue
-            values = _judge_window(tx, model, profile, window, spec, state, now=now)
-            save(tx.conn, model, window=_stored(Window()), **values)
+            if window_due(window, spec.monitor, at=now):
+                report = _judge(tx, WindowKey(model), profile, window, spec)
+                values = _on_champion_report(tx, model, report, spec, state, now=now)
+                save(tx.conn, model, window=_stored(Window()), **values)
+            for row in version_windows_of(tx.conn, model):
+                window = Window.model_validate(row["window"] or {})
+                if not window_due(window, spec.monitor, at=now):
+                    continue
+                key = WindowKey(model, row["version"])
+                own = profiles.get(tx.conn, model, row["reference_run_id"], version=key.version)
+                report = _judge(tx, key, own or profile, window, spec)
+                save_version_window(
+                    tx.conn,
+                    model,
+                    row["version"],
+                    window=_stored(Window()),
+                    last_drift=_version_summary(model, key, report, row, now=now),
+                )
 
 
 async def on_deployed(
@@ -564,11 +718,43 @@ async def on_deployed(
         }
         save_profile(tx.conn, event.model, profile.model_dump(mode="json"))
         clear_window_samples(tx.conn, event.model)
+        drop_version_windows(tx.conn, event.model)  # their reference was the old champion
         save_label_window(tx.conn, event.model, window=Window().model_dump(mode="json"))
         if state.get("open_cycle_id") in (None, event.cycle_id):
             values["open_cycle_id"] = None
         save(tx.conn, event.model, **values)
     logger.info("reference replaced", extra={"model": event.model, "version": event.version})
+
+
+async def on_evaluation_passed(
+    event: EvaluationPassed, *, uow: SqlUnitOfWork, client: MlflowClient
+) -> None:
+    """A challenger will serve beside the champion: its training profile becomes the
+    reference of its own drift window, which (re)starts empty."""
+    if uow.already_handled():
+        return
+    with uow.engine.connect() as conn:
+        state = load(conn, event.model) or {}
+    profile = None
+    if state.get("reference_version") != event.version:  # not the champion already
+        raw = await asyncio.to_thread(
+            read_json_artifact, client, event.run_id, "data/reference_profile.json"
+        )
+        profile = ReferenceProfile.model_validate(raw)
+    async with uow.handling(event) as tx:
+        if profile is None:
+            return
+        clear_window_samples(tx.conn, event.model, version=event.version)
+        save_version_window(
+            tx.conn,
+            event.model,
+            event.version,
+            reference_run_id=event.run_id,
+            reference_version=event.version,
+            profile=profile.model_dump(mode="json"),
+            window=_stored(Window()),
+            last_drift=None,
+        )
 
 
 async def on_rolled_back(
@@ -610,6 +796,7 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
         state = load(conn, model)
         decision = last_decision(conn, model)
         labels = load_label_window(conn, model) or {}
+        serving = version_windows_of(conn, model)
     if state is None:
         return {"model": model, "known": False}
     window = state["window"] or {}
@@ -621,6 +808,11 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "window_rows": window.get("rows", 0),
             "rows_seen": state["rows_seen"],
             "last_drift": state["last_drift"],
+            "versions": {
+                row["version"]: _version_window_status(row)
+                for row in serving
+                if row["version"] != state["reference_version"]
+            },
             "label_window_rows": (labels.get("window") or {}).get("rows", 0),
             "last_label_drift": labels.get("last_drift"),
             "last_performance": state["last_performance"],
@@ -634,6 +826,15 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
         }
     )
     return answer
+
+
+def _version_window_status(row: dict[str, Any]) -> dict[str, Any]:
+    """A serving version's drift window as the status shows it."""
+    return {
+        "window_rows": (row["window"] or {}).get("rows", 0),
+        "reference_version": row["reference_version"],
+        "last_drift": row["last_drift"],
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,6 +22,7 @@ from driftloop.shared.events import (
     DataRejected,
     Deployed,
     EvaluationFailed,
+    EvaluationPassed,
     FeedbackBatch,
     PredictionBatch,
     RetrainRequested,
@@ -68,6 +69,9 @@ async def serve(settings: Settings) -> None:
         )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
         bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
+        bus.subscribe(
+            EvaluationPassed, partial(handlers.on_evaluation_passed, uow=uow, client=client)
+        )
         for ended in (EvaluationFailed, DataRejected, TrainingFailed):
             bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
         bus.subscribe(

@@ -93,6 +93,33 @@ label_windows = sa.Table(
     sa.Column("window", sa.JSON, nullable=False),
     sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
 )
+# Drift windows of the versions serving beside the champion (a canary), one per (model,
+# version), migration 0008. Each is judged against the version's own training profile
+# (`profile`, written when its evaluation passed) or, without one, the champion's reference
+# (`reference_run_id` names the run whose profile it is). The champion's own window stays in
+# monitor_models, whose trigger state it feeds.
+version_windows = sa.Table(
+    "monitor_version_windows",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("reference_run_id", sa.String(64), nullable=True),
+    sa.Column("reference_version", sa.String(32), nullable=True),
+    sa.Column("profile", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("window", sa.JSON, nullable=False),
+    sa.Column("last_drift", sa.JSON(none_as_null=True), nullable=True),
+)
+# Their reservoir segments, as monitor_window_samples holds the champion window's.
+version_window_samples = sa.Table(
+    "monitor_version_window_samples",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("segments", sa.JSON, nullable=False),
+    sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
+    sqlite_with_rowid=False,
+)
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
@@ -139,10 +166,20 @@ class Profiles:
         self.size = size
         self._by_run: dict[str, ReferenceProfile] = {}
 
-    def get(self, conn: Connection, model: str, run_id: str | None) -> ReferenceProfile | None:
+    def get(
+        self, conn: Connection, model: str, run_id: str | None, *, version: str | None = None
+    ) -> ReferenceProfile | None:
+        """The champion's reference profile, or with `version` that serving version's own
+        (None when it has none)."""
         if run_id is not None and run_id in self._by_run:
             return self._by_run[run_id]
-        raw = conn.execute(sa.select(profiles.c.profile).where(profiles.c.model == model)).scalar()
+        if version is None:
+            query = sa.select(profiles.c.profile).where(profiles.c.model == model)
+        else:
+            query = sa.select(version_windows.c.profile).where(
+                version_windows.c.model == model, version_windows.c.version == version
+            )
+        raw = conn.execute(query).scalar()
         if raw is None:
             return None
         profile = ReferenceProfile.model_validate(raw)
@@ -168,50 +205,110 @@ def save(conn: Connection, model: str, **values: Any) -> None:
         conn.execute(models.insert().values(model=model, **values))
 
 
+def _segments_of(model: str, version: str | None) -> tuple[sa.Table, list[Any], dict[str, Any]]:
+    """Where a window's reservoir segments live: the champion window's (`version` None) or a
+    serving version's; the table, its key's conditions and its key's values."""
+    if version is None:
+        return window_samples, [window_samples.c.model == model], {"model": model}
+    table = version_window_samples
+    where = [table.c.model == model, table.c.version == version]
+    return table, where, {"model": model, "version": version}
+
+
+_APPEND_VERSION_SAMPLES = version_window_samples.insert()
+
+
 def append_window_samples(
     conn: Connection,
     model: str,
     seq: int,
     samples: dict[str, list[str]],
     prediction: list[str] | None = None,
+    *,
+    version: str | None = None,
 ) -> None:
     """Append a batch's new reservoir segments, the features' and the predictions', as one
     row (none when there are none); `seq` orders the rows of a window: its rows before the
-    batch."""
+    batch. `version` names a serving version's window; None the champion's."""
     segments = {name: parts for name, parts in samples.items() if parts}
     if segments or prediction:
+        statement = _APPEND_SAMPLES if version is None else _APPEND_VERSION_SAMPLES
+        key = {"model": model} if version is None else {"model": model, "version": version}
         conn.execute(
-            _APPEND_SAMPLES,
-            {"model": model, "seq": seq, "segments": segments, "prediction": prediction or None},
+            statement, {**key, "seq": seq, "segments": segments, "prediction": prediction or None}
         )
 
 
-def window_samples_of(conn: Connection, model: str) -> dict[str, list[str]]:
+def window_samples_of(
+    conn: Connection, model: str, *, version: str | None = None
+) -> dict[str, list[str]]:
     """Every reservoir segment of the model's open window, per feature, in the order added."""
+    table, where, _ = _segments_of(model, version)
     out: dict[str, list[str]] = {}
-    rows = conn.execute(
-        sa.select(window_samples.c.segments)
-        .where(window_samples.c.model == model)
-        .order_by(window_samples.c.seq)
-    )
+    rows = conn.execute(sa.select(table.c.segments).where(*where).order_by(table.c.seq))
     for (segments,) in rows:
         for name, parts in segments.items():
             out.setdefault(name, []).extend(parts)
     return out
 
 
-def prediction_samples_of(conn: Connection, model: str) -> list[str]:
+def prediction_samples_of(conn: Connection, model: str, *, version: str | None = None) -> list[str]:
     """Every reservoir segment of the predictions in the model's open window, in order."""
+    table, where, _ = _segments_of(model, version)
     rows = conn.execute(
-        sa.select(window_samples.c.prediction)
-        .where(window_samples.c.model == model, window_samples.c.prediction.is_not(None))
-        .order_by(window_samples.c.seq)
+        sa.select(table.c.prediction)
+        .where(*where, table.c.prediction.is_not(None))
+        .order_by(table.c.seq)
     )
     return [part for (parts,) in rows for part in parts or []]
 
 
-def clear_window_samples(conn: Connection, model: str) -> None:
-    conn.execute(sa.delete(window_samples).where(window_samples.c.model == model))
+def clear_window_samples(conn: Connection, model: str, *, version: str | None = None) -> None:
+    table, where, _ = _segments_of(model, version)
+    conn.execute(sa.delete(table).where(*where))
+
+
+# Windows of the versions serving beside the champion ----------------------------------------
+
+_LOAD_VERSION_WINDOW = sa.select(*[c for c in version_windows.c if c.name != "profile"]).where(
+    version_windows.c.model == sa.bindparam("_model"),
+    version_windows.c.version == sa.bindparam("_version"),
+)
+
+
+def load_version_window(conn: Connection, model: str, version: str) -> dict[str, Any] | None:
+    """A serving version's window row without its profile (read that through `Profiles`)."""
+    row = conn.execute(_LOAD_VERSION_WINDOW, {"_model": model, "_version": version})
+    found = row.mappings().first()
+    return dict(found) if found else None
+
+
+def version_windows_of(conn: Connection, model: str) -> list[dict[str, Any]]:
+    """Every serving version's window row of the model (without profiles)."""
+    rows = conn.execute(
+        sa.select(*[c for c in version_windows.c if c.name != "profile"])
+        .where(version_windows.c.model == model)
+        .order_by(version_windows.c.version)
+    )
+    return [dict(r) for r in rows.mappings()]
+
+
+def save_version_window(conn: Connection, model: str, version: str, **values: Any) -> None:
+    """Insert or update a serving version's window row (only the given columns change)."""
+    key = [version_windows.c.model == model, version_windows.c.version == version]
+    done = conn.execute(version_windows.update().where(*key).values(**values))
+    if done.rowcount == 0:
+        conn.execute(
+            version_windows.insert().values(
+                model=model, version=version, **({"window": {}} | values)
+            )
+        )
+
+
+def drop_version_windows(conn: Connection, model: str) -> None:
+    """A new champion: the other versions' windows (and their samples) go."""
+    for table in (version_windows, version_window_samples):
+        conn.execute(sa.delete(table).where(table.c.model == model))
 
 
 def load_label_window(conn: Connection, model: str) -> dict[str, Any] | None:
