@@ -16,7 +16,12 @@ What one run does:
    models:/churn/1 --env-manager local` (1 uvicorn worker, its default) and MLServer 1.7.1
    with mlserver-sklearn (the pipeline saved with joblib), twice: with its defaults (one
    parallel inference worker process, "MLServer V2") and with parallel_workers 0
-   (inference in the server process, "MLServer V2 pw=0");
+   (inference in the server process, "MLServer V2 pw=0"); both, and mlflow, with one
+   OpenMP/BLAS thread (OMP_NUM_THREADS=1 ...), as driftloop's gateway predicts
+   (threadpool_limits(1)): with the libraries' default of a thread per core, the
+   HistGradientBoosting predict's OpenMP barriers (one per tree) spin-wait, and on a 2-core
+   machine with other load a one-row predict took ~1.2 s at times (`--native-threads` keeps
+   that default, to see it);
 3. drives each with bench/_load.py (its own process, bench venv's Python with uvloop: raw
    keep-alive HTTP/1.1, closed loop) at 1 and 16 connections, `--warmup` then `--duration`
    seconds, one-row requests in each server's own format, round-robin over 64 rows:
@@ -74,12 +79,22 @@ PINS = [
     "numpy==2.4.6",
     "pandas==2.3.3",
     "py-spy==0.4.3",
+    # the HTTP parser uvicorn picks when it is installed, as it is for driftloop and mlflow
+    # (MLServer depends on plain uvicorn, which parses with h11)
+    "httptools==0.9.0",
     # MLServer 1.7.1's worker calls asyncio.get_event_loop(), which uvloop 0.22+ refuses
     "uvloop==0.21.0",
 ]
 MODEL = "churn"  # the demo's model, spec (driftloop.cli.demo.SPEC) and data
 MS0 = "MLServer V2 pw=0"  # parallel_workers 0: inference in the server process
 FEATURES = ["tenure", "monthly_charges", "plan", "support_calls"]
+# the thread limit driftloop's gateway sets itself (threadpool_limits(limits=1)), given to
+# mlflow and MLServer through the environment (their worker processes inherit it)
+ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 V2_TYPES = {"tenure": "FP64", "monthly_charges": "FP64", "plan": "BYTES", "support_calls": "INT64"}
 
 
@@ -698,6 +713,12 @@ def main() -> None:
         help="only the shadow's cost: champion latency and gateway CPU without and with a shadow",
     )
     parser.add_argument(
+        "--native-threads",
+        action="store_true",
+        help="mlflow and MLServer with their libraries' default thread pools (OpenMP: one "
+        "thread per core) instead of one thread, as the gateway predicts",
+    )
+    parser.add_argument(
         "--gateway-env",
         action="append",
         default=[],
@@ -745,11 +766,12 @@ def run(
     ms0_port = free_port()
     repo = export_for_mlserver(work, tracking, version, ms_port, "mlserver")
     repo0 = export_for_mlserver(work, tracking, version, ms0_port, "mlserver-0", parallel_workers=0)
-    ml_env = env | {  # it execs `uvicorn` from PATH
+    base = env | ({} if args.native_threads else ONE_THREAD)
+    ml_env = base | {  # it execs `uvicorn` from PATH
         "MLFLOW_TRACKING_URI": tracking,
         "PATH": f"{ROOT / '.venv' / 'bin'}:{env['PATH']}",
     }
-    ms_env = {k: v for k, v in env.items() if k != "VIRTUAL_ENV"} | {
+    ms_env = {k: v for k, v in base.items() if k != "VIRTUAL_ENV"} | {
         "PATH": f"{VENV / 'bin'}:{env['PATH']}"
     }
     with (

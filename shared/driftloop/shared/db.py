@@ -170,6 +170,8 @@ def messaging_tables(metadata: sa.MetaData, service: str) -> Messaging:
         sa.Column("message_id", sa.String(64), primary_key=True),
         sa.Column("handled_at", UtcDateTime(), nullable=False),
     )
+    # the retention's order: without it a prune batch scans the inbox holding the write lock
+    sa.Index(f"ix_{service}_inbox_handled_at", inbox.c.handled_at)
     outbox = sa.Table(
         f"{service}_outbox",
         metadata,
@@ -182,6 +184,11 @@ def messaging_tables(metadata: sa.MetaData, service: str) -> Messaging:
         sa.Column("published_at", UtcDateTime(), nullable=True, index=True),
     )
     return Messaging(inbox, outbox)
+
+
+def create_inbox_index(op: Any, service: str) -> None:
+    """For a migration: the index the inbox retention deletes by (messaging_tables')."""
+    op.create_index(f"ix_{service}_inbox_handled_at", f"{service}_inbox", ["handled_at"])
 
 
 def create_messaging_tables(op: Any, service: str) -> None:

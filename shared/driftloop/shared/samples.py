@@ -20,7 +20,7 @@ from driftloop.shared.events import FeedbackBatch, PredictionBatch
 
 
 def samples_table(metadata: sa.MetaData, service: str) -> sa.Table:
-    return sa.Table(
+    table = sa.Table(
         f"{service}_samples",
         metadata,
         sa.Column("model", sa.String(64), primary_key=True),
@@ -30,8 +30,11 @@ def samples_table(metadata: sa.MetaData, service: str) -> sa.Table:
         sa.Column("version", sa.String(32), nullable=True),
         sa.Column("label", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("predicted_at", UtcDateTime(), nullable=True),
-        sa.Column("labelled_at", UtcDateTime(), nullable=True, index=True),
+        sa.Column("labelled_at", UtcDateTime(), nullable=True),
     )
+    # as create_samples_table makes it: the newest labels of a model first
+    sa.Index(f"ix_{service}_samples_labelled_at", table.c.model, table.c.labelled_at)
+    return table
 
 
 def create_samples_table(op: Any, service: str) -> None:

@@ -60,6 +60,7 @@ rollouts = sa.Table(
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("trace", sa.JSON(none_as_null=True), nullable=True),
 )
+sa.Index("ix_deployer_rollouts_model_stage", rollouts.c.model, rollouts.c.stage)  # migration 0002
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
