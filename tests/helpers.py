@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from nats.js.api import DeliverPolicy
 
-from driftloop.shared.events import EVENTS_STREAM
+from driftloop.shared.events import EVENTS_STREAM, EvaluationPassed
 
 T = TypeVar("T")
 
@@ -175,3 +175,27 @@ async def consumer_settled(
         return info
 
     return await eventually(check, timeout=10, interval=0.1)
+
+
+def evaluation_passed(
+    version: str = "2",
+    run_id: str = "run-2",
+    *,
+    cycle_id: str = "cycle-7",
+    metric: str = "f1",
+    reason: str = "better",
+) -> EvaluationPassed:
+    """The verdict the evaluator sends for a challenger better than champion version 1, for a
+    test acting as the evaluator."""
+    return EvaluationPassed(
+        model="churn",
+        cycle_id=cycle_id,
+        version=version,
+        run_id=run_id,
+        champion_version="1",
+        metric=metric,
+        challenger_score=0.9,
+        champion_score=0.8,
+        checks=[],
+        reason=reason,
+    )

@@ -12,7 +12,7 @@ import nats
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from helpers import eventually, read_all_events, types
+from helpers import evaluation_passed, eventually, read_all_events, types
 
 from driftloop.monitor.adapters.store import VERSIONS, record_served, samples, window_samples_of
 from driftloop.monitor.domain import reservoir
@@ -24,7 +24,6 @@ from driftloop.shared.db import make_engine, migrate
 from driftloop.shared.events import (
     SPECS_BUCKET,
     Deployed,
-    EvaluationPassed,
     FeedbackBatch,
     Label,
     PredictionBatch,
@@ -381,7 +380,7 @@ async def test_a_canary_is_judged_in_a_window_of_its_own_against_its_own_trainin
         MODEL, frame(np.random.default_rng(7), 2000, scale=36.0), ["tenure", "plan"]
     )
     client.log_dict(run.info.run_id, own.model_dump(mode="json"), "data/reference_profile.json")
-    await bus.publish(evaluation_passed("2", run.info.run_id))
+    await bus.publish(evaluation_passed("2", run.info.run_id, cycle_id="c-2"))
 
     async def registered() -> bool:
         status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
@@ -451,18 +450,3 @@ async def test_a_canary_without_a_profile_of_its_own_is_judged_against_the_champ
         return status["reference_version"] == "3" and status["versions"] == {}
 
     await eventually(dropped, timeout=15)
-
-
-def evaluation_passed(version: str, run_id: str) -> EvaluationPassed:
-    return EvaluationPassed(
-        model=MODEL,
-        cycle_id=f"c-{version}",
-        version=version,
-        run_id=run_id,
-        champion_version="1",
-        metric="f1",
-        challenger_score=0.9,
-        champion_score=0.8,
-        checks=[],
-        reason="better",
-    )

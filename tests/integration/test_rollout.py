@@ -17,6 +17,7 @@ from helpers import (
     SPEC,
     STAGED,
     churn,
+    evaluation_passed,
     eventually,
     of_cycle,
     read_all_events,
@@ -36,7 +37,6 @@ from driftloop.shared.events import (
     ROUTES_BUCKET,
     SPECS_BUCKET,
     TERMINAL_TYPES,
-    EvaluationPassed,
 )
 from driftloop.shared.registry import (
     CHAMPION,
@@ -247,16 +247,11 @@ async def test_a_challenger_that_answers_errors_is_rolled_back_and_no_client_see
     version, run_id = await asyncio.to_thread(register_broken_version, settings)
     cycle = "cycle-broken"
     await bus.publish(  # acting as the evaluator: the deployer is under test
-        EvaluationPassed(
-            model="churn",
+        evaluation_passed(
+            version,
+            run_id,
             cycle_id=cycle,
-            version=version,
-            run_id=run_id,
-            champion_version="1",
             metric="accuracy",
-            challenger_score=0.9,
-            champion_score=0.8,
-            checks=[],
             reason="test: a challenger that cannot answer",
         )
     )

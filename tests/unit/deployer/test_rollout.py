@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from helpers import evaluation_passed
 
 from driftloop.deployer.domain import rollout as machine
 from driftloop.deployer.domain.rollout import Counters, Observation, Rollout, RolloutError, Stage
@@ -43,18 +44,7 @@ SPEC = spec()
 
 
 def passed(version: str = "2", run_id: str = "run-2") -> EvaluationPassed:
-    return EvaluationPassed(
-        model="churn",
-        cycle_id="cycle-7",
-        version=version,
-        run_id=run_id,
-        champion_version="1",
-        metric="f1",
-        challenger_score=0.9,
-        champion_score=0.8,
-        checks=[],
-        reason="better",
-    )
+    return evaluation_passed(version, run_id)
 
 
 def seen(rows: int, errors: int = 0, **more: object) -> Observation:
