@@ -49,6 +49,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class LogThrottle:
+    """A warning that can repeat once per request under overload, logged at most once per
+    `every` seconds: `due(now)` is None while held back, else how many occurrences the line
+    stands for (this one and the ones held back since the last line). `now` in seconds, from
+    any monotonic clock."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: float | None = None
+        self._held = 0
+
+    def due(self, now: float) -> int | None:
+        self._held += 1
+        if self._last is not None and now - self._last < self.every:
+            return None
+        count, self._held, self._last = self._held, 0, now
+        return count
+
+
 def configure_logging(settings: Settings, *, service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from prometheus_client import Counter
 
 from driftloop.shared.bus import Bus
 from driftloop.shared.events import PredictionBatch
+from driftloop.shared.telemetry import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class RecordPublisher:
         self.queue: asyncio.Queue[PredictionBatch] = asyncio.Queue(maxsize=capacity)
         self.dropped = dropped
         self.spool = RecordSpool(spool, capacity=capacity) if spool is not None else None
+        self.capacity = capacity
+        self._refusals = LogThrottle(every=10.0)
         self._waiting = asyncio.Event()
         self._idle = asyncio.Event()  # set when every spooled record is published
         if self.spool is not None and self.spool.size:
@@ -121,7 +125,12 @@ class RecordPublisher:
     def _refused(self, model: str) -> bool:
         if self.dropped is not None:
             self.dropped.labels(model).inc()
-        logger.warning("prediction record refused: buffer full", extra={"model": model})
+        count = self._refusals.due(time.monotonic())
+        if count is not None:  # a line per request would flood the log under overload
+            logger.warning(
+                "prediction records refused: buffer full",
+                extra={"model": model, "refused": count, "capacity": self.capacity},
+            )
         return False
 
     async def run(self) -> None:
