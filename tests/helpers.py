@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import subprocess
@@ -78,15 +79,21 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> CompletedP
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0, interval: float = 0.2
+    check: Callable[[], Awaitable[T | None] | T | None],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.2,
 ) -> T:
-    """Poll `check` until it returns something truthy; fail with the last error after timeout."""
+    """Poll `check` (a coroutine function or a plain one) until it returns something truthy;
+    fail with the last error after timeout."""
     last: BaseException | None = None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         try:
-            result = await check()
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
             if result:
                 return result
         except AssertionError as exc:

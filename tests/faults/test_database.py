@@ -183,7 +183,7 @@ async def test_a_postgresql_restart_mid_traffic_loses_and_repeats_nothing(
         return bool(retries(caplog))
 
     flowing = asyncio.create_task(traffic())
-    await eventually(lambda: asyncio.sleep(0, result=len(sent) >= 3), timeout=10, interval=0.05)
+    await eventually(lambda: len(sent) >= 3, timeout=10, interval=0.05)
     await asyncio.to_thread(private_postgres.stop)  # the trainer keeps handling meanwhile
     await eventually(retried, timeout=30, interval=0.1)
     await asyncio.to_thread(private_postgres.start)

@@ -146,7 +146,7 @@ def start_gateway(settings: Settings, running: Any) -> Callable[..., Any]:
 
         await eventually(ready)
         gateway = Gateway(client, app, server, task)
-        await eventually(lambda: _when(gateway.shadow.pid))  # its worker is up
+        await eventually(lambda: gateway.shadow.pid)  # its worker is up
         started.append(gateway)
         return gateway
 
@@ -191,15 +191,11 @@ async def test_shadow_answers_are_recorded_never_returned(
     assert {(a["version"], a["route"]) for a in answers} == {(champion.version, "champion")}
     ids = {a["ids"][0] for a in answers}
     recorded = await eventually(
-        lambda: _when(len({i for r in shadows_of(records, shadow.version) for i in r.ids}) == 5)
+        lambda: len({i for r in shadows_of(records, shadow.version) for i in r.ids}) == 5
     )
     assert recorded
     assert all(r.error is None and len(r.predictions) == 1 for r in shadows_of(records, "2"))
     assert {i for r in shadows_of(records, shadow.version) for i in r.ids} == ids
-
-
-async def _when(value: bool) -> bool:
-    return value
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -239,7 +235,7 @@ async def test_a_shadow_that_raises_is_a_recorded_error(
     answer = await gateway.predict(tenure=-1.0)
 
     assert answer["route"] == "champion"
-    [record] = await eventually(lambda: _when(shadows_of(records, failing.version)))
+    [record] = await eventually(lambda: shadows_of(records, failing.version))
     assert record.ids == answer["ids"]
     assert record.predictions == []
     assert "negative tenure" in str(record.error)
@@ -255,13 +251,13 @@ async def test_a_killed_worker_is_restarted_and_its_jobs_counted_as_dropped(
     )
     await route(bus, champion, slow, 1)
     gateway = await start_gateway()
-    first = await eventually(lambda: _when(gateway.shadow.pid))
+    first = await eventually(lambda: gateway.shadow.pid)
     for _ in range(3):
         await gateway.predict()  # held by a worker that sleeps
 
     os.kill(first, signal.SIGKILL)
 
-    second = await eventually(lambda: _when(gateway.shadow.pid not in (None, first)))
+    second = await eventually(lambda: gateway.shadow.pid not in (None, first))
     assert second
     assert await gateway.counter("driftloop_shadow_dropped_total", version=slow.version) == 3
     assert gateway.shadow.restarts == 1
@@ -279,16 +275,16 @@ async def test_a_shadow_version_change_reaches_the_worker(
     await route(bus, champion, two, 1)
     gateway = await start_gateway()
     await gateway.predict()
-    await eventually(lambda: _when(shadows_of(records, two.version)))
+    await eventually(lambda: shadows_of(records, two.version))
 
     await route(bus, champion, three, 2)
-    await eventually(lambda: _when(gateway.shadow.shadows["churn"].version == three.version))
+    await eventually(lambda: gateway.shadow.shadows["churn"].version == three.version)
     answer = await gateway.predict()
 
-    [record] = await eventually(lambda: _when(shadows_of(records, three.version)))
+    [record] = await eventually(lambda: shadows_of(records, three.version))
     assert record.ids == answer["ids"]
     await route(bus, champion, None, 3)
-    await eventually(lambda: _when("churn" not in gateway.shadow.shadows))
+    await eventually(lambda: "churn" not in gateway.shadow.shadows)
     await gateway.predict()
     assert len(shadows_of(records, two.version)) == 1
     assert len(shadows_of(records, three.version)) == 1
@@ -305,7 +301,7 @@ async def test_a_tampered_shadow_is_refused_by_the_worker(
     await route(bus, champion, shadow, 1)
     gateway = await start_gateway()
 
-    await eventually(lambda: _when(gateway.shadow.refused.get("churn") == shadow.version))
+    await eventually(lambda: gateway.shadow.refused.get("churn") == shadow.version)
     answer = await gateway.predict()
 
     assert answer["route"] == "champion"
@@ -320,7 +316,7 @@ async def test_gateway_shutdown_stops_its_worker(
     champion = await asyncio.to_thread(register, settings, HistGradientBoostingClassifier())
     await route(bus, champion, champion, 1)
     gateway = await start_gateway()
-    pid = await eventually(lambda: _when(gateway.shadow.pid))
+    pid = await eventually(lambda: gateway.shadow.pid)
 
     gateway.server.should_exit = True
     await asyncio.wait_for(gateway.task, 30)
@@ -348,7 +344,7 @@ async def test_refusals_are_counted_by_endpoint_and_reason(
         ) as own:
             await (await own.kv(SPECS_BUCKET)).put("churn", parse_spec(SPEC).to_json())
         gateway = await start_gateway(nats_url=url)
-        await eventually(lambda: _when(gateway.app.state.shadow is not None))
+        await eventually(lambda: gateway.app.state.shadow is not None)
         no_champion = await gateway.client.post(
             "/v1/models/churn/predict", json={"instances": [ROW]}
         )

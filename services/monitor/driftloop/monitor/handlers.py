@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from sqlalchemy.engine import Connection
 
 from driftloop.monitor.adapters.store import (
     Profiles,
@@ -23,6 +24,7 @@ from driftloop.monitor.adapters.store import (
     decisions,
     delete_samples_before,
     drop_version_windows,
+    known_models,
     labelled_of_version,
     last_decision,
     load,
@@ -30,7 +32,6 @@ from driftloop.monitor.adapters.store import (
     load_state,
     load_stats,
     load_version_window,
-    models,
     prediction_samples_of,
     record_served,
     sample_models,
@@ -635,13 +636,20 @@ async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -
         save(tx.conn, event.model, open_cycle_id=event.cycle_id, labels_since_retrain=0)
 
 
+async def _each_model(
+    uow: SqlUnitOfWork, specs: SpecSource, listed: Callable[[Connection], list[str]]
+) -> AsyncIterator[tuple[str, ModelSpec | None]]:
+    """For a timer: each model `listed` names, with its spec (None when it has none)."""
+    with uow.engine.connect() as conn:
+        names = listed(conn)
+    for model in names:
+        yield model, await specs.get(model)
+
+
 async def check_schedule(*, uow: SqlUnitOfWork, specs: SpecSource, now: datetime) -> None:
     """The schedule trigger, run by a timer: every model whose `monitor.schedule` has passed
     since its last retraining (or since its reference was set)."""
-    with uow.engine.connect() as conn:
-        names = [r.model for r in conn.execute(sa.select(models.c.model))]
-    for model in names:
-        spec = await specs.get(model)
+    async for model, spec in _each_model(uow, specs, known_models):
         if spec is None or spec.monitor.schedule is None:
             continue
         async with uow.transaction() as tx:
@@ -661,11 +669,8 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
     """Time windows when traffic paused, run by a timer: a window `window_time` old (with at
     least `window_min_rows`), the champion's or a serving version's, is judged now, not when
     the next batch comes."""
-    with uow.engine.connect() as conn:
-        names = [r.model for r in conn.execute(sa.select(models.c.model))]
     profiles = Profiles()
-    for model in names:
-        spec = await specs.get(model)
+    async for model, spec in _each_model(uow, specs, known_models):
         if spec is None or spec.monitor.window_time is None:
             continue
         async with uow.transaction() as tx:
@@ -854,11 +859,8 @@ async def prune_samples(
     `monitor.keep_samples` or older than `monitor.keep_samples_for` go, with labels whose
     answer never came (or went) from before the same time; `batch` rows a transaction.
     Returns how many rows were deleted."""
-    with uow.engine.connect() as conn:
-        names = sample_models(conn)
     deleted = 0
-    for model in names:
-        spec = await specs.get(model)
+    async for model, spec in _each_model(uow, specs, sample_models):
         keep = spec.monitor if spec else MonitorSpec()
         with uow.engine.connect() as conn:
             cutoff = samples_cutoff(

@@ -484,6 +484,11 @@ def _served_upsert(dialect: str) -> Any:
 # Retention of the samples table ------------------------------------------------------------
 
 
+def known_models(conn: Connection) -> list[str]:
+    """Every model the monitor keeps state for."""
+    return [str(m) for m in conn.execute(sa.select(models.c.model)).scalars()]
+
+
 def sample_models(conn: Connection) -> list[str]:
     """Every model the monitor may hold samples of (from its small tables, not a scan of the
     samples)."""
