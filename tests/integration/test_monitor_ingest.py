@@ -450,3 +450,24 @@ async def test_a_canary_without_a_profile_of_its_own_is_judged_against_the_champ
         return status["reference_version"] == "3" and status["versions"] == {}
 
     await eventually(dropped, timeout=15)
+
+
+async def test_a_canary_window_past_its_time_is_judged_when_its_traffic_pauses(
+    settings: Settings, bus: Bus, running: Any
+) -> None:
+    await start_monitor(
+        settings, bus, running, "  window: 10000\n  window_time: 1m\n  window_min_rows: 100\n"
+    )
+    rng = np.random.default_rng(10)
+
+    await predict(bus, 150, T0, rng, version="3", route="canary")  # an hour ago; nothing since
+
+    async def judged() -> dict[str, Any]:
+        status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
+        assert (status["versions"].get("3") or {}).get("last_drift") is not None, status
+        return status
+
+    status = await eventually(judged, timeout=20)
+    assert status["versions"]["3"]["last_drift"]["rows"] == 150
+    assert status["versions"]["3"]["window_rows"] == 0
+    assert status["last_drift"] is None  # the champion's window saw none of it
