@@ -122,12 +122,17 @@ def free_port() -> int:
 
 @contextmanager
 def process(
-    args: list[str], *, env: dict[str, str], log: Path
+    args: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server in its own process group, stopped (SIGTERM, then SIGKILL) on the way out."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield proc
@@ -796,11 +801,13 @@ def run(
             [str(VENV / "bin" / "mlserver"), "start", str(repo)],
             env=ms_env,
             log=work / "mlserver.log",
+            cwd=repo,  # it writes its Prometheus files to .metrics/ in its working directory
         ) as ms_proc,
         process(
             [str(VENV / "bin" / "mlserver"), "start", str(repo0)],
             env=ms_env,
             log=work / "mlserver-0.log",
+            cwd=repo0,
         ) as ms0_proc,
         process(
             [str(VENV_PY), str(LOAD), "--serve", str(trivial_port)],

@@ -161,7 +161,7 @@ async def records(bus: Bus) -> AsyncIterator[list[PredictionBatch]]:
     async def keep(msg: Any) -> None:
         seen.append(PredictionBatch.model_validate_json(msg.data))
 
-    sub = await bus.nc.subscribe("driftloop.predictions.churn", cb=keep)
+    sub = await bus.nc.subscribe("driftloop.predictions.>", cb=keep)  # served and shadow
     yield seen
     await sub.unsubscribe()
 

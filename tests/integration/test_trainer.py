@@ -30,11 +30,12 @@ from driftloop.shared.events import (
     Label,
     PredictionBatch,
     RetrainRequested,
+    prediction_subject,
 )
 from driftloop.shared.registry import configure_mlflow
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.adapters.registry import DatasetMismatchError, materialise
-from driftloop.trainer.adapters.store import samples
+from driftloop.trainer.adapters.store import messaging, samples
 from driftloop.trainer.adapters.worker import TrainingWorkers, WorkerError
 from driftloop.trainer.domain.dataset import content_hash
 from driftloop.trainer.main import serve as trainer
@@ -410,3 +411,38 @@ async def test_a_time_window_keeps_older_labelled_rows_out_and_is_recorded(
     assert run.data.params["recent_rows"] == str(recent_rows)
     assert run.data.tags["driftloop.window"] == kind
     assert ("driftloop.recent_since" in run.data.tags) is (window is not None)
+
+
+async def test_the_trainer_is_not_handed_a_shadows_records(
+    settings: Settings, bus: Bus, stored: Callable[[], dict[str, Any]]
+) -> None:
+    frame = churn(np.random.default_rng(4), 4)
+    instances = frame[FEATURES].to_dict(orient="records")
+
+    def record(route: str, ids: list[str]) -> PredictionBatch:
+        return PredictionBatch(
+            model="churn",
+            version="2" if route == "shadow" else "1",
+            route=route,
+            ids=ids,
+            instances=instances[: len(ids)],
+            predictions=[1] * len(ids),
+            latency_ms=2.0,
+            at=datetime.now(UTC),
+        )
+
+    # the shadow's copy first: a consumer handed both would see it before the served one
+    shadow = record("shadow", ["s1", "s2"])
+    await bus.publish_record(prediction_subject("churn", "shadow"), shadow, msg_id="shadow-1")
+    served = record("champion", ["c1", "c2"])
+    await bus.publish_record(prediction_subject("churn", "champion"), served, msg_id="served-1")
+    rows = await eventually(until(stored, lambda rows: len(rows) >= 2), timeout=20)
+    engine = make_engine(settings.database_url_for("trainer"))
+    with engine.connect() as conn:
+        handled = set(conn.execute(sa.select(messaging.inbox.c.message_id)).scalars())
+    engine.dispose()
+
+    assert sorted(rows) == ["c1", "c2"]
+    assert "served-1" in handled
+    assert "shadow-1" not in handled  # never delivered, not merely ignored
+    assert prediction_subject("churn", "shadow") == "driftloop.predictions.churn.shadow"

@@ -23,6 +23,15 @@ DEPLOYER_STATUS = "driftloop.rpc.deployer.status"
 Trigger = Literal["drift", "performance", "schedule", "volume", "manual", "bootstrap"]
 
 
+def prediction_subject(model: str, route: str) -> str:
+    """Where a prediction record goes: `driftloop.predictions.<model>` for answers served
+    (champion or canary), `driftloop.predictions.<model>.shadow` for a shadow's, so a consumer
+    of served answers alone (the trainer, filtering `driftloop.predictions.*`) is never handed
+    the shadow's copy of every request. Both are in the predictions stream."""
+    base = f"driftloop.predictions.{model}"
+    return f"{base}.shadow" if route == "shadow" else base
+
+
 class Event(BaseModel):
     """Base of every event: frozen, no unknown fields, always names its model."""
 

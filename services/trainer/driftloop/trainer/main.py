@@ -36,7 +36,7 @@ async def serve(settings: Settings) -> None:
         specs = service.SpecSource(bus)
         bus.subscribe_records(
             PREDICTIONS_STREAM,
-            "driftloop.predictions.>",
+            "driftloop.predictions.*",  # served answers: a shadow's copies are not samples
             PredictionBatch,
             partial(handlers.on_predictions, uow=uow),
             durable="predictions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -287,6 +288,7 @@ class RouteTable:
         key = (model, served.version)
         if key not in self._cache:
             self._cache[key] = await asyncio.to_thread(load_version, model, served)
+            gc.freeze()  # the model is long-lived: see freeze_heap in app.py
         return self._cache[key]
 
     async def apply(self, routes: Routes) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from driftloop.shared.bus import Bus
-from driftloop.shared.events import PredictionBatch
+from driftloop.shared.events import PredictionBatch, prediction_subject
 from driftloop.shared.telemetry import LogThrottle
 
 logger = logging.getLogger(__name__)
@@ -103,7 +103,9 @@ class RecordPublisher:
     def offer(self, batch: PredictionBatch) -> bool:
         """Keep a record without waiting for the bus; False (and counted) when full."""
         if self.spool is not None:
-            return self.offer_json(batch.model, batch.batch_id, batch.model_dump_json().encode())
+            return self.offer_json(
+                batch.model, batch.batch_id, batch.model_dump_json().encode(), route=batch.route
+            )
         try:
             self.queue.put_nowait(batch)
             kept = True
@@ -111,12 +113,14 @@ class RecordPublisher:
             kept = False
         return kept or self._refused(batch.model)
 
-    def offer_json(self, model: str, batch_id: str, payload: bytes) -> bool:
+    def offer_json(
+        self, model: str, batch_id: str, payload: bytes, *, route: str = "champion"
+    ) -> bool:
         """`offer` of a record already serialised (a PredictionBatch's JSON, made elsewhere:
-        the shadow worker makes its own)."""
+        the shadow worker makes its own); `route` is the record's."""
         if self.spool is None:
             return self.offer(PredictionBatch.model_validate_json(payload))
-        kept = self.spool.append(f"driftloop.predictions.{model}", batch_id, payload)
+        kept = self.spool.append(prediction_subject(model, route), batch_id, payload)
         if kept:
             self._idle.clear()
             self._waiting.set()
@@ -140,7 +144,7 @@ class RecordPublisher:
         while True:
             batch = await self.queue.get()
             await self._publish(
-                f"driftloop.predictions.{batch.model}",
+                prediction_subject(batch.model, batch.route),
                 batch.batch_id,
                 batch.model_dump_json().encode(),
             )

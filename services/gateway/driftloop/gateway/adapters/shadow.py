@@ -336,7 +336,7 @@ class ShadowWorker:
             for seq, batch_id, payload in message[1]:
                 job = self.in_flight.pop(seq, None)
                 if job is not None:
-                    self.records.offer_json(job.model, batch_id, payload)
+                    self.records.offer_json(job.model, batch_id, payload, route="shadow")
         elif message[0] == "skipped":
             for seq in message[1]:
                 job = self.in_flight.pop(seq, None)
