@@ -14,7 +14,13 @@ import pandas as pd
 import sqlalchemy as sa
 from helpers import evaluation_passed, eventually, read_all_events, types
 
-from driftloop.monitor.adapters.store import VERSIONS, record_served, samples, window_samples_of
+from driftloop.monitor.adapters.store import (
+    VERSIONS,
+    messaging,
+    record_served,
+    samples,
+    window_samples_of,
+)
 from driftloop.monitor.domain import reservoir
 from driftloop.monitor.main import STATUS_SUBJECT, VERSION_SUBJECT
 from driftloop.monitor.main import serve as monitor
@@ -419,8 +425,21 @@ async def test_a_canary_without_a_profile_of_its_own_is_judged_against_the_champ
 ) -> None:
     run_one = await start_monitor(settings, bus, running, "  window: 200\n")
     rng = np.random.default_rng(9)
+    client = configure_mlflow(settings)
+    bare = client.create_run(experiment_id(client, settings, MODEL))  # logged no profile
+    verdict = await bus.publish(evaluation_passed("3", bare.info.run_id, cycle_id="c-3"))
 
-    for s in range(4):  # version 3 was never evaluated here (say, released by hand)
+    async def handled() -> bool:  # taken once, not retried until it is a dead letter
+        engine = make_engine(settings.database_url_for("monitor"))
+        try:
+            with engine.connect() as conn:
+                ids = set(conn.execute(sa.select(messaging.inbox.c.message_id)).scalars())
+        finally:
+            engine.dispose()
+        return verdict in ids
+
+    await eventually(handled, timeout=20)
+    for s in range(4):  # version 3 has no training profile of its own (a run made by hand)
         await predict(
             bus, 50, T0 + timedelta(seconds=s), rng, version="3", route="canary", scale=36
         )

@@ -95,6 +95,7 @@ from driftloop.shared.spec import ModelSpec, MonitorSpec
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
+PROFILE_ARTIFACT = "data/reference_profile.json"  # logged by the trainer with each run
 PRUNE_BATCH = 10_000  # samples deleted per transaction, so ingest interleaves
 
 
@@ -709,9 +710,7 @@ async def on_deployed(
     """The new champion's training profile becomes the reference; the window restarts."""
     if uow.already_handled():
         return
-    raw = await asyncio.to_thread(
-        read_json_artifact, client, event.run_id, "data/reference_profile.json"
-    )
+    raw = await asyncio.to_thread(read_json_artifact, client, event.run_id, PROFILE_ARTIFACT)
     profile = ReferenceProfile.model_validate(raw)
     async with uow.handling(event) as tx:
         state = load(tx.conn, event.model) or {}
@@ -742,10 +741,7 @@ async def on_evaluation_passed(
         state = load(conn, event.model) or {}
     profile = None
     if state.get("reference_version") != event.version:  # not the champion already
-        raw = await asyncio.to_thread(
-            read_json_artifact, client, event.run_id, "data/reference_profile.json"
-        )
-        profile = ReferenceProfile.model_validate(raw)
+        profile = await asyncio.to_thread(_logged_profile, client, event.run_id)
     async with uow.handling(event) as tx:
         if profile is None:
             return
@@ -760,6 +756,17 @@ async def on_evaluation_passed(
             window=_stored(Window()),
             last_drift=None,
         )
+
+
+def _logged_profile(client: MlflowClient, run_id: str) -> ReferenceProfile | None:
+    """The run's reference profile; None when the run logged none (made without our trainer:
+    its version's window then uses the champion's). An MLflow that cannot answer raises, and
+    the bus tries again."""
+    logged = {a.path for a in client.list_artifacts(run_id, "data")}
+    if PROFILE_ARTIFACT not in logged:
+        logger.info("no training profile logged", extra={"run_id": run_id})
+        return None
+    return ReferenceProfile.model_validate(read_json_artifact(client, run_id, PROFILE_ARTIFACT))
 
 
 async def on_rolled_back(
