@@ -740,7 +740,7 @@ async def on_evaluation_passed(
     with uow.engine.connect() as conn:
         state = load(conn, event.model) or {}
     profile = None
-    if state.get("reference_version") != event.version:  # not the champion already
+    if not _superseded(event.version, state.get("reference_version")):
         profile = await asyncio.to_thread(_logged_profile, client, event.run_id)
     async with uow.handling(event) as tx:
         if profile is None:
@@ -756,6 +756,17 @@ async def on_evaluation_passed(
             window=_stored(Window()),
             last_drift=None,
         )
+
+
+def _superseded(version: str, champion: str | None) -> bool:
+    """Whether a verdict's version is the champion or older (MLflow numbers versions 1, 2, ...):
+    a consumer created on an existing stream is handed every past verdict first."""
+    if champion is None:
+        return False
+    try:
+        return int(version) <= int(champion)
+    except ValueError:
+        return version == champion
 
 
 def _logged_profile(client: MlflowClient, run_id: str) -> ReferenceProfile | None:
