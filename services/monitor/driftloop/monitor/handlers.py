@@ -676,18 +676,27 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
             continue
         async with uow.transaction() as tx:
             state = load_state(tx.conn, model)
-            window = Window.model_validate((state or {}).get("window") or {})
-            profile = profiles.get(tx.conn, model, None)
-            if state is None or profile is None:
+            if state is None:
                 continue
-            if window_due(window, spec.monitor, at=now):
+            window = Window.model_validate(state["window"] or {})
+            champion_due = window_due(window, spec.monitor, at=now)
+            versions_due = [
+                (row, opened)
+                for row in version_windows_of(tx.conn, model)
+                if window_due(
+                    opened := Window.model_validate(row["window"] or {}), spec.monitor, at=now
+                )
+            ]
+            if not champion_due and not versions_due:
+                continue  # the usual tick: no profile read and parsed for nothing
+            profile = profiles.get(tx.conn, model, state["reference_run_id"])
+            if profile is None:
+                continue
+            if champion_due:
                 report = _judge(tx, WindowKey(model), profile, window, spec)
                 values = _on_champion_report(tx, model, report, spec, state, now=now)
                 save(tx.conn, model, window=_stored(Window()), **values)
-            for row in version_windows_of(tx.conn, model):
-                window = Window.model_validate(row["window"] or {})
-                if not window_due(window, spec.monitor, at=now):
-                    continue
+            for row, window in versions_due:
                 key = WindowKey(model, row["version"])
                 own = profiles.get(tx.conn, model, row["reference_run_id"], version=key.version)
                 report = _judge(tx, key, own or profile, window, spec)
