@@ -205,14 +205,13 @@ def save(conn: Connection, model: str, **values: Any) -> None:
         conn.execute(models.insert().values(model=model, **values))
 
 
-def _segments_of(model: str, version: str | None) -> tuple[sa.Table, list[Any], dict[str, Any]]:
+def _segments_of(model: str, version: str | None) -> tuple[sa.Table, list[Any]]:
     """Where a window's reservoir segments live: the champion window's (`version` None) or a
-    serving version's; the table, its key's conditions and its key's values."""
+    serving version's; the table and its key's conditions."""
     if version is None:
-        return window_samples, [window_samples.c.model == model], {"model": model}
+        return window_samples, [window_samples.c.model == model]
     table = version_window_samples
-    where = [table.c.model == model, table.c.version == version]
-    return table, where, {"model": model, "version": version}
+    return table, [table.c.model == model, table.c.version == version]
 
 
 _APPEND_VERSION_SAMPLES = version_window_samples.insert()
@@ -243,7 +242,7 @@ def window_samples_of(
     conn: Connection, model: str, *, version: str | None = None
 ) -> dict[str, list[str]]:
     """Every reservoir segment of the model's open window, per feature, in the order added."""
-    table, where, _ = _segments_of(model, version)
+    table, where = _segments_of(model, version)
     out: dict[str, list[str]] = {}
     rows = conn.execute(sa.select(table.c.segments).where(*where).order_by(table.c.seq))
     for (segments,) in rows:
@@ -254,7 +253,7 @@ def window_samples_of(
 
 def prediction_samples_of(conn: Connection, model: str, *, version: str | None = None) -> list[str]:
     """Every reservoir segment of the predictions in the model's open window, in order."""
-    table, where, _ = _segments_of(model, version)
+    table, where = _segments_of(model, version)
     rows = conn.execute(
         sa.select(table.c.prediction)
         .where(*where, table.c.prediction.is_not(None))
@@ -264,13 +263,14 @@ def prediction_samples_of(conn: Connection, model: str, *, version: str | None =
 
 
 def clear_window_samples(conn: Connection, model: str, *, version: str | None = None) -> None:
-    table, where, _ = _segments_of(model, version)
+    table, where = _segments_of(model, version)
     conn.execute(sa.delete(table).where(*where))
 
 
 # Windows of the versions serving beside the champion ----------------------------------------
 
-_LOAD_VERSION_WINDOW = sa.select(*[c for c in version_windows.c if c.name != "profile"]).where(
+_VERSION_WINDOW_ROW = [c for c in version_windows.c if c.name != "profile"]  # profile: Profiles
+_LOAD_VERSION_WINDOW = sa.select(*_VERSION_WINDOW_ROW).where(
     version_windows.c.model == sa.bindparam("_model"),
     version_windows.c.version == sa.bindparam("_version"),
 )
@@ -286,7 +286,7 @@ def load_version_window(conn: Connection, model: str, version: str) -> dict[str,
 def version_windows_of(conn: Connection, model: str) -> list[dict[str, Any]]:
     """Every serving version's window row of the model (without profiles)."""
     rows = conn.execute(
-        sa.select(*[c for c in version_windows.c if c.name != "profile"])
+        sa.select(*_VERSION_WINDOW_ROW)
         .where(version_windows.c.model == model)
         .order_by(version_windows.c.version)
     )
