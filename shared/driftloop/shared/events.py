@@ -275,7 +275,7 @@ class PredictionBatch(Record):
     ids: list[str]
     instances: list[dict[str, Any]]
     predictions: list[Any]
-    latency_ms: float
+    latency_ms: float | None  # None: not timed on its own (a shadow's jobs answered together)
     at: datetime
     error: str | None = None
 

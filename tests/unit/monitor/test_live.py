@@ -50,6 +50,21 @@ def test_error_rate_counts_rows_of_failed_requests() -> None:
     assert figures["error_rate"] == pytest.approx(0.25)
 
 
+def test_requests_answered_without_a_timing_count_but_leave_the_latency_figures_alone() -> None:
+    stats = VersionStats()
+    for _ in range(30):
+        stats = add_request(stats, rows=1, latency_ms=2.0, failed=False)
+    for _ in range(70):  # a shadow's jobs answered together: no request's latency
+        stats = add_request(stats, rows=4, latency_ms=None, failed=False)
+
+    figures = summary(stats)
+
+    assert (figures["requests"], figures["rows"], figures["timed"]) == (100, 310, 30)
+    assert figures["latency_ms"]["p95"] == latency_percentile(stats.latency, 95)
+    assert figures["latency_ms"]["p95"] is not None
+    assert figures["latency_ms"]["p95"] < 3.0
+
+
 def test_disagreement_compares_answers_as_text() -> None:
     assert disagreement([1, 0, "yes", 1], ["1", 1, "yes", 1]) == 1
 

@@ -226,15 +226,18 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
+            spool = settings.home / "spool" / f"gateway-{settings.gateway_port}"
             publisher = RecordPublisher(
                 bus,
                 capacity=own.record_spool_capacity,
                 dropped=dropped,
-                spool=settings.home / "spool" / f"gateway-{settings.gateway_port}.sqlite",
+                spool=spool.with_name(f"{spool.name}.sqlite"),
             )
-            mirror = ShadowWorker(
-                publisher,
+            mirror = ShadowWorker(  # publishes its records itself, from its own spool
                 tracking_uri=settings.tracking_uri(),
+                nats_url=settings.resolved_nats_url(),
+                spool=spool.with_name(f"{spool.name}-shadow.sqlite"),
+                spool_capacity=own.record_spool_capacity,
                 capacity=own.shadow_capacity,
                 dropped=shadow_dropped,
             )
@@ -252,7 +255,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             try:
                 yield
             finally:
-                await mirror.stop()  # its last answers are records to flush too
+                await mirror.stop()  # it answers, spools and publishes what it holds
                 await publisher.flush()
                 for task in tasks:
                     task.cancel()

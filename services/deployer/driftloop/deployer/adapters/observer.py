@@ -31,6 +31,13 @@ def p95(route: dict[str, Any] | None) -> float | None:
     return float(value) if value is not None else None
 
 
+def timed(route: dict[str, Any] | None) -> int:
+    """The requests the route's latency figures are taken over (a shadow's answered together
+    are not timed); a monitor from before `timed` timed every request."""
+    route = route or {}
+    return int(route.get("timed", route.get("requests")) or 0)
+
+
 def observation(
     rollout: Rollout, challenger: dict[str, Any], champion: dict[str, Any]
 ) -> Observation:
@@ -43,8 +50,8 @@ def observation(
         challenger=counters(stage_route),
         challenger_p95_ms=p95(stage_route),
         champion_p95_ms=p95(champion_route),
-        challenger_requests=int((stage_route or {}).get("requests") or 0),
-        champion_requests=int((champion_route or {}).get("requests") or 0),
+        challenger_requests=timed(stage_route),
+        champion_requests=timed(champion_route),
         metric=str(mine.get("name") or theirs.get("name") or "accuracy"),
         challenger_metric=mine.get("figure"),
         challenger_labels=int(mine.get("labels") or 0),

@@ -25,9 +25,14 @@ class VersionStats(BaseModel):
     disagreed: int = 0
 
 
-def add_request(stats: VersionStats, *, rows: int, latency_ms: float, failed: bool) -> VersionStats:
+def add_request(
+    stats: VersionStats, *, rows: int, latency_ms: float | None, failed: bool
+) -> VersionStats:
+    """Count a request; its latency joins the histogram when it was timed (a shadow times
+    the first of the jobs it answers together, not the others)."""
     counts = list(stats.latency) or [0] * (len(LATENCY_EDGES_MS) + 1)
-    counts[int(np.searchsorted(LATENCY_EDGES_MS, latency_ms, side="left"))] += 1
+    if latency_ms is not None:
+        counts[int(np.searchsorted(LATENCY_EDGES_MS, latency_ms, side="left"))] += 1
     return stats.model_copy(
         update={
             "requests": stats.requests + 1,
@@ -71,6 +76,7 @@ def summary(stats: VersionStats) -> dict[str, Any]:
         "errors": stats.errors,
         "error_rate": stats.errors / stats.rows if stats.rows else None,
         "latency_ms": {f"p{q}": latency_percentile(counts, q) for q in (50, 95, 99)},
+        "timed": sum(counts),  # the requests the latency figures are taken over
         "compared": stats.compared,
         "disagreement": stats.disagreed / stats.compared if stats.compared else None,
     }
