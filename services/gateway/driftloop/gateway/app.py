@@ -226,17 +226,17 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
-            spool = settings.home / "spool" / f"gateway-{settings.gateway_port}"
+            spools = settings.home / "spool"
             publisher = RecordPublisher(
                 bus,
                 capacity=own.record_spool_capacity,
                 dropped=dropped,
-                spool=spool.with_name(f"{spool.name}.sqlite"),
+                spool=spools / f"gateway-{settings.gateway_port}.sqlite",
             )
             mirror = ShadowWorker(  # publishes its records itself, from its own spool
                 tracking_uri=settings.tracking_uri(),
                 nats_url=settings.resolved_nats_url(),
-                spool=spool.with_name(f"{spool.name}-shadow.sqlite"),
+                spool=spools / f"gateway-{settings.gateway_port}-shadow.sqlite",
                 spool_capacity=own.record_spool_capacity,
                 capacity=own.shadow_capacity,
                 dropped=shadow_dropped,

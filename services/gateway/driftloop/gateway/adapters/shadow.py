@@ -261,17 +261,6 @@ def _apply(
         results.send(("refused", model, served.version, f"{type(exc).__name__}: {exc}"[:500]))
 
 
-def _predict(shadow: LoadedModel, instances: list[dict[str, Any]]) -> tuple[list[Any], float]:
-    """The answers, and the call's latency as its CPU time: the worker runs at a low priority
-    on purpose, so its wall-clock time measures how busy the machine is, not the model. The
-    deployer compares this with the champion's latency (wall-clock, at full priority), which
-    it can only flatter the shadow by what a busy machine adds to the champion's figure; a
-    model that computes several times longer is still caught."""
-    started = time.thread_time()
-    predictions, _ = shadow.predict(instances)
-    return predictions, (time.thread_time() - started) * 1000
-
-
 def _answer(
     group: list[tuple[Any, ...]], shadows: dict[str, LoadedModel]
 ) -> tuple[list[tuple[int, str, str, bytes]], list[int]]:
@@ -314,13 +303,18 @@ def _answer(
 
 
 def _answer_one(shadow: LoadedModel, job: tuple[Any, ...]) -> tuple[int, str, str, bytes]:
+    """A job predicted on its own, its latency as the call's CPU time: the worker runs at a low
+    priority on purpose, so its wall-clock time measures how busy the machine is, not the
+    model. The deployer compares this with the champion's latency (wall-clock, at full
+    priority), which it can only flatter the shadow by what a busy machine adds to the
+    champion's figure; a model that computes several times longer is still caught."""
     started = time.thread_time()
     try:
-        predictions, ms = _predict(shadow, job[4])
-        return _record(job, predictions, None, ms)
+        predictions, _ = shadow.predict(job[4])
+        error = None
     except Exception as exc:  # a failing shadow is a figure, not an outage
-        ms = (time.thread_time() - started) * 1000
-        return _record(job, [], f"{type(exc).__name__}: {exc}"[:500], ms)
+        predictions, error = [], f"{type(exc).__name__}: {exc}"[:500]
+    return _record(job, predictions, error, (time.thread_time() - started) * 1000)
 
 
 def _record(
