@@ -100,6 +100,18 @@ class RetrainRequested(Event):
         default=None, description="bootstrap only: MLflow artifact URI of the training file"
     )
     requested_at: datetime
+    onset: datetime | None = Field(
+        default=None,
+        description="drift and performance triggers: when the change began (the start of the "
+        "episode's first drifted or degraded window); the trainer trains on, and holds out, "
+        "labelled rows served after it. Null for manual, schedule, volume and bootstrap",
+    )
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        description="which attempt at adapting to this episode (a retry after a failed cycle "
+        "is 2, 3, ...)",
+    )
 
 
 class DriftDetected(Event):
@@ -117,6 +129,15 @@ class DriftDetected(Event):
         "the reference rows (feature 'prediction'): reported, never a trigger; null when the "
         "reference profile has no predictions",
     )
+    episode_start: datetime | None = Field(
+        default=None,
+        description="start of the first drifted window of this episode (drift that persists "
+        "window after window is one episode, reported once and then every monitor.event_every "
+        "windows)",
+    )
+    episode_windows: int = Field(
+        default=1, ge=1, description="drifted windows in this episode so far, this one included"
+    )
 
 
 class PerformanceDegraded(Event):
@@ -128,6 +149,14 @@ class PerformanceDegraded(Event):
     figure: float
     threshold: float
     labels: int
+    episode_start: datetime | None = Field(
+        default=None,
+        description="start of the first degraded window of this episode (reported once, then "
+        "every monitor.event_every evaluations while it persists)",
+    )
+    episode_windows: int = Field(
+        default=1, ge=1, description="degraded evaluations in this episode so far, this included"
+    )
 
 
 class DataRejected(Event):
@@ -237,6 +266,31 @@ class RolledBack(Event):
     reason: str = ""
 
 
+class Attempt(BaseModel):
+    """One failed attempt at adapting to an episode: its cycle and why it ended."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    cycle_id: str
+    trigger: Trigger
+    outcome: str = Field(description="the event that ended it (EvaluationFailed, ...)")
+    reason: str
+    at: datetime
+
+
+class AdaptationStalled(Event):
+    """A model stays drifted or below its performance floor after `monitor.stall_after`
+    failed cycles in one episode: what was tried and why each attempt failed. Emitted once
+    per episode at that count (the monitor keeps retrying as labels arrive)."""
+
+    onset: datetime | None = Field(description="when the episode began")
+    trigger: Trigger
+    attempts: list[Attempt]
+    metric: str | None = Field(default=None, description="the live metric, when known")
+    figure: float | None = None
+    threshold: float | None = None
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -253,6 +307,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Approved,
         Deployed,
         RolledBack,
+        AdaptationStalled,
     )
 }
 TERMINAL_TYPES = frozenset(name for name, cls in EVENT_TYPES.items() if cls.terminal)

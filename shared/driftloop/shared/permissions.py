@@ -13,7 +13,7 @@ import json
 # Events each account may publish on `driftloop.events.<model>.<EventType>`.
 EMITS: dict[str, tuple[str, ...]] = {
     "gateway": (),
-    "monitor": ("DriftDetected", "PerformanceDegraded", "RetrainRequested"),
+    "monitor": ("DriftDetected", "PerformanceDegraded", "RetrainRequested", "AdaptationStalled"),
     "trainer": ("DataRejected", "TrainingFailed", "ModelTrained"),
     "evaluator": ("EvaluationPassed", "EvaluationFailed"),
     "deployer": ("RolloutAdvanced", "ApprovalRequired", "Approved", "Deployed", "RolledBack"),

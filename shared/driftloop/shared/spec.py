@@ -121,6 +121,25 @@ class MonitorSpec(_Part):
         "since the last retraining; unset: off",
     )
     cooldown: Duration = timedelta(minutes=10)
+    retry_labels: int = Field(
+        default=1000,
+        ge=1,
+        description="after a failed cycle while its trigger persists, the next attempt comes "
+        "once this many labels arrived since the failed one started, doubling with each failed "
+        "attempt of the episode (the time cooldown is not waited for); a deploy starts the "
+        "cooldown as before",
+    )
+    stall_after: int = Field(
+        default=3,
+        ge=1,
+        description="failed attempts in one episode before AdaptationStalled is emitted",
+    )
+    event_every: int = Field(
+        default=10,
+        ge=1,
+        description="a persisting episode emits DriftDetected/PerformanceDegraded on its first "
+        "window and then every this many windows",
+    )
 
 
 class TrainerSpec(_Part):
@@ -147,6 +166,21 @@ class TrainerSpec(_Part):
         default=timedelta(minutes=10),
         gt=timedelta(0),
         description="longest a training may run (in a worker process) before TrainingFailed",
+    )
+    onset_holdout_rows: int = Field(
+        default=500,
+        ge=10,
+        description="a drift- or performance-triggered cycle waits (up to label_wait) for "
+        "ceil(onset_holdout_rows / holdout) labelled rows served after the onset (2500 with the "
+        "defaults), so the holdout the evaluator judges on is this many post-onset rows "
+        "(docs/evaluation.md)",
+    )
+    candidates: list[Literal["recent", "recent+reference", "weighted"]] = Field(
+        default_factory=lambda: ["recent", "recent+reference", "weighted"],
+        min_length=1,
+        description="training sets tried on a cycle with an onset: post-onset rows only, "
+        "post-onset plus older rows, or both with post-onset rows weighted up; the one that "
+        "validates best on post-onset rows is kept (recorded in the lineage)",
     )
 
 
@@ -205,6 +239,14 @@ class EvaluatorSpec(_Part):
     )
     min_slice_rows: int = Field(
         default=50, ge=1, description="smaller slices are reported, not judged"
+    )
+    degraded_margin: float = Field(
+        default=0.01,
+        ge=0,
+        description="cycles whose champion is known degraded (drift or performance triggers): "
+        "the challenger passes when it is not worse on post-onset rows, its improvement's "
+        "lower confidence bound at least -degraded_margin (non-inferiority); other triggers "
+        "keep min_delta and non_inferiority",
     )
 
     @model_validator(mode="after")

@@ -12,8 +12,10 @@ from pydantic import ValidationError
 from driftloop.shared.events import (
     EVENT_TYPES,
     TERMINAL_TYPES,
+    AdaptationStalled,
     ApprovalRequired,
     Approved,
+    Attempt,
     CheckResult,
     DataRejected,
     Deployed,
@@ -127,6 +129,24 @@ SAMPLES: dict[str, Event] = {
         check=CheckResult(name="error_rate", figure=0.05, threshold=0.01, passed=False),
         reason="canary errors",
     ),
+    "AdaptationStalled": AdaptationStalled(
+        model="churn",
+        onset=AT,
+        trigger="performance",
+        attempts=[
+            Attempt(
+                cycle_id=CYCLE,
+                trigger="performance",
+                outcome="EvaluationFailed",
+                reason="f1_delta_lower_bound -0.03 vs threshold -0.01",
+                at=AT,
+            )
+        ],
+        metric="accuracy",
+        figure=0.81,
+        threshold=0.85,
+        reason="accuracy below its floor after 3 failed attempts",
+    ),
 }
 
 
@@ -178,7 +198,11 @@ def test_events_of_a_cycle_carry_the_cycle_id_in_data() -> None:
 
     data = {name: envelope(SAMPLES[name], service="x").data for name in in_cycle}
 
-    assert set(in_cycle) == set(EVENT_TYPES) - {"DriftDetected", "PerformanceDegraded"}
+    assert set(in_cycle) == set(EVENT_TYPES) - {
+        "DriftDetected",
+        "PerformanceDegraded",
+        "AdaptationStalled",
+    }
     assert all(d["cycle_id"] == CYCLE for d in data.values())
 
 
