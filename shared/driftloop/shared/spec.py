@@ -142,6 +142,10 @@ class MonitorSpec(_Part):
     )
 
 
+Candidate = Literal["recent", "recent+reference", "weighted"]
+CANDIDATES: tuple[Candidate, ...] = ("recent", "recent+reference", "weighted")
+
+
 class TrainerSpec(_Part):
     max_rows: int = Field(default=50_000, ge=10)
     min_rows: int = Field(default=500, ge=1)
@@ -175,8 +179,8 @@ class TrainerSpec(_Part):
         "defaults), so the holdout the evaluator judges on is this many post-onset rows "
         "(docs/evaluation.md)",
     )
-    candidates: list[Literal["recent", "recent+reference", "weighted"]] = Field(
-        default_factory=lambda: ["recent", "recent+reference", "weighted"],
+    candidates: list[Candidate] = Field(
+        default_factory=lambda: list(CANDIDATES),
         min_length=1,
         description="training sets tried on a cycle with an onset: post-onset rows only, "
         "post-onset plus older rows, or both with post-onset rows weighted up; the one that "
