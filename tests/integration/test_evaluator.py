@@ -1,6 +1,7 @@
 """The evaluator's real `serve()` on a real nats-server, a real database and a real MLflow
 SQLite store: versions registered as the trainer registers them, a ModelTrained published,
-the verdict read back from the events stream and the challenger's MLflow run."""
+the verdict read back from the events stream and the challenger's MLflow run; the rule the
+event's trigger picks (non-inferiority when the champion is known degraded)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from sklearn.tree import DecisionTreeClassifier
 from driftloop.evaluator.main import serve as evaluator
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
-from driftloop.shared.events import SPECS_BUCKET, ModelTrained
+from driftloop.shared.events import SPECS_BUCKET, ModelTrained, Trigger
 from driftloop.shared.modeling import prepare
 from driftloop.shared.registry import (
     CHAMPION,
@@ -107,9 +108,10 @@ def register(
 
 
 async def judged(
-    settings: Settings, bus: Bus, version: str, run_id: str
+    settings: Settings, bus: Bus, version: str, run_id: str, *, trigger: Trigger = "manual"
 ) -> tuple[str, dict[str, Any]]:
-    """Publish ModelTrained for the version; the verdict's type and data once it is out."""
+    """Publish ModelTrained for the version (a cycle of `trigger`); the verdict's type and
+    data once it is out."""
     cycle = str(uuid.uuid4())
     await bus.publish(
         ModelTrained(
@@ -119,7 +121,7 @@ async def judged(
             run_id=run_id,
             dataset_version="test",
             metrics={},
-            trigger="manual",
+            trigger=trigger,
         )
     )
 
@@ -224,3 +226,32 @@ async def test_a_difference_within_noise_fails_at_the_default_margin_and_passes_
     assert abs(checks(strict)["accuracy_delta"]["figure"]) < 0.05
     assert lenient_kind == "EvaluationPassed", lenient["reason"]
     assert checks(lenient)["accuracy_delta_lower_bound"]["threshold"] == pytest.approx(-0.1)
+
+
+async def test_a_not_worse_challenger_passes_when_the_champion_is_degraded_and_fails_otherwise(
+    settings: Settings, bus: Bus
+) -> None:
+    rng = np.random.default_rng(5)
+    champion = fit(customers(rng, 1500), FEATURES, max_depth=6)
+    challenger = fit(customers(rng, 1500), FEATURES, max_depth=6)  # the same rule, relearnt
+    holdout = customers(rng, 800, noise=0.1)
+    client, version, run_id = await setup(settings, bus, SPEC, champion, challenger, holdout)
+
+    drift_kind, drift = await judged(settings, bus, version, run_id, trigger="drift")
+    drift_tag = client.get_run(run_id).data.tags["driftloop.verdict_rule"]
+    manual_kind, manual = await judged(settings, bus, version, run_id, trigger="manual")
+
+    degraded = "non-inferiority: the champion is degraded (trigger drift)"
+    strict = "strict: no evidence the champion is degraded (trigger manual)"
+    assert drift_kind == "EvaluationPassed", drift["reason"]
+    assert abs(checks(drift)["accuracy_delta"]["figure"]) < 0.005, "a tie within noise"
+    bound = checks(drift)["accuracy_delta_lower_bound"]
+    assert (bound["threshold"], bound["passed"]) == (-0.01, True)
+    assert bound["detail"].startswith(degraded)
+    assert drift["reason"].endswith(f"judged by {degraded}")
+    assert drift_tag == degraded
+    assert manual_kind == "EvaluationFailed"
+    bound = checks(manual)["accuracy_delta_lower_bound"]
+    assert (bound["threshold"], bound["passed"]) == (0, False)
+    assert manual["reason"].endswith(f"judged by {strict}")
+    assert client.get_run(run_id).data.tags["driftloop.verdict_rule"] == strict

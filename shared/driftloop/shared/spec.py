@@ -210,7 +210,9 @@ class EvaluatorSpec(_Part):
 
     Improvement d = challenger - champion in `metric` (champion - challenger for rmse, mae):
     its point estimate must reach `min_delta`, and its one-sided lower confidence bound at
-    `confidence` must reach `min_delta - non_inferiority`."""
+    `confidence` must reach `min_delta - non_inferiority`. When the cycle's trigger shows the
+    champion degraded (drift, performance), non-inferiority instead: d at least min(min_delta,
+    0) and its lower bound at least -degraded_margin."""
 
     metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = (
         Field(default="f1", description="default: f1 (classification) or rmse (regression)")

@@ -1,5 +1,6 @@
 """The verdict: challenger vs champion on the same holdout, the uncertainty of the difference,
-slices, the floor, the latency budget."""
+slices, the floor, the latency budget; the rule the cycle's trigger picks (strict, or
+non-inferiority when the champion is known degraded)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from scipy import stats
 
 from driftloop.evaluator.domain.resampling import Outputs
 from driftloop.evaluator.domain.uncertainty import paired_bootstrap
-from driftloop.evaluator.domain.verdict import Evidence, Verdict, judge, p95_ms
+from driftloop.evaluator.domain.verdict import Evidence, Verdict, judge, p95_ms, rule_for
+from driftloop.shared.events import Trigger
 from driftloop.shared.spec import EvaluatorSpec, ModelSpec
+
+DEGRADED: list[Trigger] = ["drift", "performance"]
+UNDEGRADED: list[Trigger] = ["manual", "schedule", "volume", "bootstrap"]
 
 
 def spec(**evaluator: Any) -> ModelSpec:
@@ -50,8 +55,8 @@ def evidence(
     )
 
 
-def run(model: ModelSpec, ev: Evidence) -> Verdict:
-    return judge(model, ev, rng=np.random.default_rng(0))
+def run(model: ModelSpec, ev: Evidence, *, trigger: Trigger = "manual") -> Verdict:
+    return judge(model, ev, trigger=trigger, rng=np.random.default_rng(0))
 
 
 def check(verdict: Verdict, name: str) -> tuple[float | None, float | None, bool]:
@@ -341,3 +346,191 @@ def test_an_undefined_metric_fails_and_the_report_stays_strict_json() -> None:
 
     assert not verdict.passed
     json.dumps(verdict.report, allow_nan=False)
+
+
+# The rule by trigger. 1000 rows, the champion right on 800: the challenger right on the same
+# rows shifted by 5, so the two disagree on few rows and the difference is small and noisy.
+NOT_SIGNIFICANT = {
+    "tie": (labels_with(1000, 800, start=5), labels_with(1000, 800)),  # d = 0
+    "slightly-better": (labels_with(1000, 803, start=5), labels_with(1000, 800)),  # d = +0.003
+}
+
+
+@pytest.mark.parametrize("uncertainty", ["bootstrap", "mcnemar"])
+@pytest.mark.parametrize("case", list(NOT_SIGNIFICANT), ids=list(NOT_SIGNIFICANT))
+@pytest.mark.parametrize("trigger", DEGRADED + UNDEGRADED)
+def test_a_not_worse_challenger_passes_only_when_the_champion_is_known_degraded(
+    trigger: Trigger, case: str, uncertainty: str
+) -> None:
+    ours, theirs = NOT_SIGNIFICANT[case]
+
+    verdict = run(spec(uncertainty=uncertainty), evidence(ours, theirs), trigger=trigger)
+
+    degraded = trigger in DEGRADED
+    bound = "accuracy_mcnemar_p" if uncertainty == "mcnemar" else "accuracy_delta_lower_bound"
+    assert verdict.passed is degraded, verdict.reason
+    assert check(verdict, "accuracy_delta")[1:] == (0.0, True)
+    assert check(verdict, bound)[2] is degraded
+    assert verdict.report["rule"]["name"] == ("non-inferiority" if degraded else "strict")
+    assert verdict.report["rule"]["trigger"] == trigger
+
+
+@pytest.mark.parametrize("uncertainty", ["bootstrap", "mcnemar"])
+@pytest.mark.parametrize("trigger", DEGRADED + UNDEGRADED)
+def test_a_clearly_worse_challenger_fails_under_every_trigger(
+    trigger: Trigger, uncertainty: str
+) -> None:
+    ours, theirs = labels_with(1000, 760, start=50), labels_with(1000, 800)  # d = -0.04
+
+    verdict = run(spec(uncertainty=uncertainty), evidence(ours, theirs), trigger=trigger)
+
+    bound = "accuracy_mcnemar_p" if uncertainty == "mcnemar" else "accuracy_delta_lower_bound"
+    assert not verdict.passed
+    assert check(verdict, "accuracy_delta")[0] == pytest.approx(-0.04)
+    assert not check(verdict, "accuracy_delta")[2]
+    assert not check(verdict, bound)[2]
+
+
+@pytest.mark.parametrize("trigger", DEGRADED)
+def test_a_challenger_worse_on_the_holdout_fails_even_within_the_margin(trigger: Trigger) -> None:
+    # d = -0.002: its lower bound clears -0.01, but the point estimate must not be worse.
+    ours, theirs = labels_with(1000, 798, start=5), labels_with(1000, 800)
+
+    verdict = run(spec(), evidence(ours, theirs), trigger=trigger)
+
+    assert not verdict.passed
+    assert check(verdict, "accuracy_delta") == (pytest.approx(-0.002), 0.0, False)
+    assert check(verdict, "accuracy_delta_lower_bound")[1:] == (-0.01, True)
+
+
+def test_the_degraded_margin_is_the_lower_bound_threshold() -> None:
+    ours, theirs = labels_with(500, 400, start=4), labels_with(500, 400)  # d = 0, 8 disagree
+
+    wide = run(spec(degraded_margin=0.01), evidence(ours, theirs), trigger="drift")
+    narrow = run(spec(degraded_margin=0.005), evidence(ours, theirs), trigger="drift")
+
+    low, threshold, ok = check(wide, "accuracy_delta_lower_bound")
+    assert (threshold, ok, wide.passed) == (-0.01, True, True)
+    assert low is not None
+    assert -0.01 <= low < -0.005
+    assert check(narrow, "accuracy_delta_lower_bound")[1:] == (-0.005, False)
+    assert not narrow.passed
+
+
+def test_the_mcnemar_variant_tests_against_the_degraded_margin() -> None:
+    ours, theirs = NOT_SIGNIFICANT["slightly-better"]
+
+    verdict = run(spec(uncertainty="mcnemar"), evidence(ours, theirs), trigger="performance")
+
+    better = int(np.sum((ours == 0) & (theirs == 1)))
+    worse = int(np.sum((ours == 1) & (theirs == 0)))
+    share = (better + worse) / len(ours)
+    theta = (share - 0.01) / (2 * share)  # a discordant row's odds at the boundary d = -0.01
+    p = stats.binomtest(better, better + worse, theta, alternative="greater").pvalue
+    assert check(verdict, "accuracy_mcnemar_p") == (pytest.approx(p, abs=1e-6), 0.05, True)
+    assert verdict.report["difference"]["mcnemar"]["bound"] == -0.01
+    assert verdict.passed
+
+
+@pytest.mark.parametrize(
+    ("trigger", "label"),
+    [
+        ("drift", "non-inferiority: the champion is degraded (trigger drift)"),
+        ("performance", "non-inferiority: the champion is degraded (trigger performance)"),
+        ("manual", "strict: no evidence the champion is degraded (trigger manual)"),
+        ("schedule", "strict: no evidence the champion is degraded (trigger schedule)"),
+    ],
+    ids=["drift", "performance", "manual", "schedule"],
+)
+def test_the_rule_is_named_in_the_checks_the_reason_and_the_report(
+    trigger: Trigger, label: str
+) -> None:
+    ours, theirs = NOT_SIGNIFICANT["tie"]
+
+    verdict = run(spec(), evidence(ours, theirs), trigger=trigger)
+
+    compared = [c for c in verdict.checks if c.name.startswith("accuracy_delta")]
+    assert len(compared) == 2
+    assert all(c.detail is not None and c.detail.startswith(label) for c in compared)
+    assert verdict.reason.endswith(f"judged by {label}")
+    assert verdict.report["rule"]["label"] == label
+    json.dumps(verdict.report, allow_nan=False)
+
+
+def test_the_first_version_names_no_rule() -> None:
+    verdict = run(spec(min_score=0.5), evidence(labels_with(100, 90), None), trigger="drift")
+
+    assert verdict.passed
+    assert "rule" not in verdict.report
+    assert "judged by" not in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("evaluator", "point", "bound"),
+    [
+        ({}, 0.0, -0.01),
+        ({"min_delta": 0.02, "non_inferiority": 0.0}, 0.0, -0.01),
+        ({"min_delta": -0.01, "non_inferiority": 0.0}, -0.01, -0.01),
+        ({"min_delta": -0.05, "non_inferiority": 0.05}, -0.05, -0.1),
+        ({"degraded_margin": 0.03}, 0.0, -0.03),
+    ],
+    ids=[
+        "defaults",
+        "strict-min-delta-waived",
+        "negative-min-delta-kept",
+        "looser-strict-kept",
+        "wider-margin",
+    ],
+)
+def test_the_degraded_rule_is_never_stricter_than_the_strict_one(
+    evaluator: dict[str, Any], point: float, bound: float
+) -> None:
+    ev = EvaluatorSpec(metric="accuracy", **evaluator)
+
+    degraded, strict = rule_for(ev, "drift"), rule_for(ev, "manual")
+
+    assert (degraded.min_delta, degraded.min_bound) == (pytest.approx(point), pytest.approx(bound))
+    assert (strict.min_delta, strict.min_bound) == (
+        pytest.approx(ev.min_delta),
+        pytest.approx(ev.min_delta - ev.non_inferiority),
+    )
+    assert degraded.min_delta <= strict.min_delta
+    assert degraded.min_bound <= strict.min_bound
+
+
+@pytest.mark.parametrize("trigger", DEGRADED)
+def test_slices_floor_and_latency_still_bind_when_the_champion_is_degraded(
+    trigger: Trigger,
+) -> None:
+    ours, theirs, columns = sliced()
+    sliced_spec = spec(slices=[{"column": "plan"}])
+    tie = NOT_SIGNIFICANT["tie"]
+
+    by_slice = run(sliced_spec, evidence(ours, theirs, columns=columns), trigger=trigger)
+    by_floor = run(spec(min_score=0.9), evidence(*tie), trigger=trigger)
+    by_latency = run(spec(), evidence(*tie, latency=80.0), trigger=trigger)
+
+    assert [c.name for c in by_slice.checks if not c.passed] == ["slice[plan=max].accuracy_delta"]
+    assert [c.name for c in by_floor.checks if not c.passed] == ["accuracy_floor"]
+    assert [c.name for c in by_latency.checks if not c.passed] == ["latency_p95_ms"]
+    assert [by_slice.passed, by_floor.passed, by_latency.passed] == [False, False, False]
+
+
+def test_a_lower_is_better_metric_uses_the_degraded_rule_in_its_units() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=500)
+    theirs = y + rng.normal(0, 1.0, 500)
+    ours = theirs + rng.normal(0, 0.01, 500)  # almost the champion: rmse within a hair of it
+    ev = Evidence(y, Outputs(ours), Outputs(theirs), latency_p95_ms=1.0)
+
+    drift = run(spec(metric="rmse"), ev, trigger="drift")
+    manual = run(spec(metric="rmse"), ev, trigger="manual")
+
+    low, threshold, ok = check(drift, "rmse_delta_lower_bound")
+    delta = check(drift, "rmse_delta")[0]
+    assert delta is not None
+    assert low is not None
+    assert -0.01 < low < 0 <= delta < 0.001  # a hair better, not significantly
+    assert (threshold, ok, drift.passed) == (-0.01, True, True)
+    assert check(manual, "rmse_delta_lower_bound")[1:] == (0.0, False)
+    assert not manual.passed

@@ -37,7 +37,8 @@ async def on_model_trained(
     loaded = await asyncio.to_thread(load_evidence, client, spec, event.version, event.run_id)
     # Seeded per spec: a redelivered event is judged to the same figures.
     rng = np.random.default_rng(spec.evaluator.seed)
-    verdict = await asyncio.to_thread(judge, spec, loaded.evidence, rng=rng)
+    # The trigger picks the rule: non-inferiority when the champion is known degraded.
+    verdict = await asyncio.to_thread(judge, spec, loaded.evidence, trigger=event.trigger, rng=rng)
     logger.info(
         "verdict",
         extra={
@@ -45,6 +46,8 @@ async def on_model_trained(
             "cycle_id": event.cycle_id,
             "version": event.version,
             "champion_version": loaded.champion_version,
+            "trigger": event.trigger,
+            "rule": (verdict.report.get("rule") or {}).get("name"),
             "passed": verdict.passed,
             "reason": verdict.reason,
         },

@@ -112,6 +112,9 @@ def record_verdict(
     client.set_tag(run_id, "driftloop.verdict_reason", verdict.reason[:5000])
     failed = [c.name for c in verdict.checks if not c.passed]
     client.set_tag(run_id, "driftloop.failed_checks", ",".join(failed)[:5000])
+    rule = verdict.report.get("rule")
+    if rule:  # absent when there was no champion to compare with
+        client.set_tag(run_id, "driftloop.verdict_rule", rule["label"][:5000])
     for name, value in verdict_metrics(verdict.report).items():
         client.log_metric(run_id, name, value)
     client.log_text(run_id, json.dumps(report, indent=2, default=str), REPORT_PATH)

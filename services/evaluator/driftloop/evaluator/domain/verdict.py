@@ -1,14 +1,18 @@
 """Judging a challenger against the champion on the challenger's holdout: pure, given both
 models' outputs on the same rows (docs/evaluation.md).
 
-With a champion, the verdict passes when every check passes:
+The cycle's trigger picks the rule (`rule_for`): with a champion known degraded (trigger
+drift or performance) non-inferiority, point bound min(min_delta, 0) and lower bound
+-degraded_margin (never stricter than the strict rule); otherwise the strict rule, point
+bound min_delta and lower bound min_delta - non_inferiority. With a champion, the verdict
+passes when every check passes:
 - `<metric>_delta`: the improvement d (challenger - champion; champion - challenger for
-  rmse and mae) on the holdout is at least `min_delta`;
+  rmse and mae) on the holdout is at least the rule's point bound;
 - `<metric>_delta_lower_bound` (bootstrap): the one-sided lower confidence bound of d at
   `confidence` (the 1 - confidence quantile of d over paired bootstrap resamples of the
-  holdout) is at least `min_delta - non_inferiority`; or, with `uncertainty: mcnemar`,
-  `accuracy_mcnemar_p`: McNemar's exact one-sided p-value of H0 "d <= min_delta -
-  non_inferiority" is at most 1 - confidence;
+  holdout) is at least the rule's lower bound; or, with `uncertainty: mcnemar`,
+  `accuracy_mcnemar_p`: McNemar's exact one-sided p-value of H0 "d <= the rule's lower
+  bound" is at most 1 - confidence;
 - `slice[<column>=<value>].<metric>_delta`: in every slice with at least `min_slice_rows`
   rows, d is at least -`slice_tolerance` (smaller slices are reported, not judged);
 - `<metric>_floor` when `min_score` is set; `latency_p95_ms` within `max_p95_ms`.
@@ -27,12 +31,53 @@ import numpy.typing as npt
 from driftloop.evaluator.domain.resampling import BoolArray, Outputs, weighted_metric
 from driftloop.evaluator.domain.slices import Slice, slices_of
 from driftloop.evaluator.domain.uncertainty import Interval, McNemar, mcnemar, paired_bootstrap
-from driftloop.shared.events import CheckResult
+from driftloop.shared.events import CheckResult, Trigger
 from driftloop.shared.modeling import HIGHER_IS_BETTER, confusion, holdout_metrics
 from driftloop.shared.spec import EvaluatorSpec, ModelSpec
 
 # Figures at a threshold pass: 0.85 - 0.8 is 0.04999999999999993 in floating point.
 EPSILON = 1e-9
+# Triggers that come with evidence the champion is degraded on the current distribution.
+DEGRADED_TRIGGERS: frozenset[Trigger] = frozenset({"drift", "performance"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the improvement d must reach: `min_delta` (its point estimate) and `min_bound`
+    (its one-sided lower confidence bound); `name` and `why` say which rule and why."""
+
+    name: str
+    trigger: Trigger
+    min_delta: float
+    min_bound: float
+    why: str
+
+    @property
+    def label(self) -> str:
+        """e.g. `non-inferiority: the champion is degraded (trigger drift)`."""
+        return f"{self.name}: {self.why} (trigger {self.trigger})"
+
+
+def rule_for(ev: EvaluatorSpec, trigger: Trigger) -> Rule:
+    """Non-inferiority when the trigger shows the champion degraded (a not-worse challenger
+    trained on the new regime is the safer bet; shadow and canary judge it live next), the
+    strict rule otherwise. The lenient rule is never stricter than the strict one."""
+    strict_bound = ev.min_delta - ev.non_inferiority
+    if trigger in DEGRADED_TRIGGERS:
+        return Rule(
+            name="non-inferiority",
+            trigger=trigger,
+            min_delta=min(ev.min_delta, 0.0),
+            min_bound=min(-ev.degraded_margin, strict_bound),
+            why="the champion is degraded",
+        )
+    return Rule(
+        name="strict",
+        trigger=trigger,
+        min_delta=ev.min_delta,
+        min_bound=strict_bound,
+        why="no evidence the champion is degraded",
+    )
 
 
 @dataclass(frozen=True)
@@ -63,9 +108,13 @@ def p95_ms(latencies_seconds: list[float]) -> float:
     return float(np.percentile(np.asarray(latencies_seconds) * 1000.0, 95))
 
 
-def judge(spec: ModelSpec, evidence: Evidence, *, rng: np.random.Generator) -> Verdict:
-    """The verdict with every check, its figure and threshold, and the full report."""
+def judge(
+    spec: ModelSpec, evidence: Evidence, *, trigger: Trigger, rng: np.random.Generator
+) -> Verdict:
+    """The verdict with every check, its figure and threshold, and the full report; the
+    cycle's `trigger` picks the rule against the champion (`rule_for`)."""
     ev = spec.evaluator
+    rule = rule_for(ev, trigger)
     metric = ev.metric
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     ours_all = _metrics(spec.task, evidence, evidence.challenger)
@@ -89,11 +138,14 @@ def judge(spec: ModelSpec, evidence: Evidence, *, rng: np.random.Generator) -> V
     checks: list[CheckResult] = []
     if ours is None:
         checks.append(_unavailable(metric, "challenger"))
-        return _conclude(checks, float("nan"), None, metric, report)
+        return _conclude(checks, float("nan"), None, metric, report, None)
     slices, missing_columns = _slices(ev, evidence)
+    compared_by: Rule | None = None  # the rule, once there is a champion to compare with
     if evidence.champion is not None and theirs is not None:
+        compared_by = rule
+        report["rule"] = asdict(rule) | {"label": rule.label}
         checks.extend(
-            _compare(spec, evidence, evidence.champion, ours, theirs, slices, rng, report)
+            _compare(spec, rule, evidence, evidence.champion, ours, theirs, slices, rng, report)
         )
     else:
         if evidence.champion is not None:
@@ -126,11 +178,12 @@ def judge(spec: ModelSpec, evidence: Evidence, *, rng: np.random.Generator) -> V
             passed=evidence.latency_p95_ms <= ev.max_p95_ms,
         )
     )
-    return _conclude(checks, ours, theirs, metric, report)
+    return _conclude(checks, ours, theirs, metric, report, compared_by)
 
 
 def _compare(
     spec: ModelSpec,
+    rule: Rule,
     evidence: Evidence,
     champion: Outputs,
     ours: float,
@@ -147,9 +200,9 @@ def _compare(
         CheckResult(
             name=f"{ev.metric}_delta",
             figure=round(delta, 6),
-            threshold=ev.min_delta,
-            passed=delta >= ev.min_delta - EPSILON,
-            detail=f"challenger {ours:.4f} vs champion {theirs:.4f}",
+            threshold=rule.min_delta,
+            passed=delta >= rule.min_delta - EPSILON,
+            detail=f"{rule.label}; challenger {ours:.4f} vs champion {theirs:.4f}",
         )
     ]
     overall, per_slice = paired_bootstrap(
@@ -171,10 +224,10 @@ def _compare(
             evidence.y_true,
             evidence.challenger.predictions,
             champion.predictions,
-            bound=ev.min_delta - ev.non_inferiority,
+            bound=rule.min_bound,
         )
         report["difference"]["mcnemar"] = asdict(test)
-    checks.append(_uncertainty_check(ev, overall, test))
+    checks.append(_uncertainty_check(ev, rule, overall, test))
     report["slices"] = _slice_reports(spec, evidence, slices, per_slice)
     checks.extend(_slice_checks(ev, report["slices"]))
     return checks
@@ -186,7 +239,10 @@ def _conclude(
     theirs: float | None,
     metric: str,
     report: dict[str, Any],
+    rule: Rule | None,
 ) -> Verdict:
+    """`rule`: the one the champion was compared by, named in the reason (None: no champion
+    to compare with)."""
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "; ".join(
@@ -199,6 +255,8 @@ def _conclude(
         reason = f"first version: {metric} {ours:.4f} clears every floor"
     else:
         reason = f"{metric} {ours:.4f} vs champion {theirs:.4f}: every check passed"
+    if rule is not None:
+        reason = f"{reason}; judged by {rule.label}"
     report["checks"] = [c.model_dump() for c in checks]
     report["passed"] = not failed
     report["reason"] = reason
@@ -226,8 +284,10 @@ def _unavailable(metric: str, who: str) -> CheckResult:
     )
 
 
-def _uncertainty_check(ev: EvaluatorSpec, overall: Interval, test: McNemar | None) -> CheckResult:
-    bound = ev.min_delta - ev.non_inferiority
+def _uncertainty_check(
+    ev: EvaluatorSpec, rule: Rule, overall: Interval, test: McNemar | None
+) -> CheckResult:
+    bound = rule.min_bound
     if ev.uncertainty == "mcnemar" and test is not None:
         alpha = 1.0 - ev.confidence
         return CheckResult(
@@ -235,16 +295,16 @@ def _uncertainty_check(ev: EvaluatorSpec, overall: Interval, test: McNemar | Non
             figure=round(test.p_value, 6),
             threshold=round(alpha, 6),
             passed=test.p_value <= alpha,
-            detail=f"H0: improvement <= {bound:g}; challenger alone right on {test.better} "
-            f"rows, champion alone on {test.worse}",
+            detail=f"{rule.label}; H0: improvement <= {bound:g}; challenger alone right on "
+            f"{test.better} rows, champion alone on {test.worse}",
         )
     return CheckResult(
         name=f"{ev.metric}_delta_lower_bound",
         figure=None if np.isnan(overall.low) else round(overall.low, 6),
         threshold=round(bound, 6),
         passed=bool(overall.low >= bound - EPSILON),  # NaN (never defined) fails
-        detail=f"one-sided {ev.confidence:.0%} bound, paired bootstrap of {overall.valid} "
-        f"resamples; interval [{overall.low:.4f}, {overall.high:.4f}]",
+        detail=f"{rule.label}; one-sided {ev.confidence:.0%} bound, paired bootstrap of "
+        f"{overall.valid} resamples; interval [{overall.low:.4f}, {overall.high:.4f}]",
     )
 
 
