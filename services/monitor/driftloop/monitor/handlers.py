@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from driftloop.monitor.adapters.store import (
     append_window_samples,
     champion_answers,
     clear_window_samples,
+    decided,
     decisions,
     delete_samples_before,
     drop_version_windows,
@@ -56,6 +57,15 @@ from driftloop.monitor.domain.drift import (
     drift_report,
     label_report,
     window_due,
+)
+from driftloop.monitor.domain.episode import (
+    Episode,
+    EpisodeKind,
+    Episodes,
+    cycle_failed,
+    episode_status,
+    observe,
+    stalled_event,
 )
 from driftloop.monitor.domain.live import (
     VersionStats,
@@ -144,7 +154,7 @@ def _champion_batch(
     values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
     window, reports = _advance(tx, WindowKey(batch.model), window, profile, batch, spec)
     for report in reports:
-        values |= _on_champion_report(tx, batch.model, report, spec, state, now=now)
+        values |= _on_champion_report(tx, batch.model, report, spec, state | values, now=now)
     save(tx.conn, batch.model, window=_stored(window), **values)
 
 
@@ -330,28 +340,72 @@ def _on_champion_report(
     *,
     now: datetime,
 ) -> dict[str, Any]:
-    """A judged champion window: DriftDetected and the retrain decision when it drifted;
-    returns the model-state columns that change."""
+    """A judged champion window: a drifted one opens or continues the drift episode, reported
+    (DriftDetected) on its first window and every `monitor.event_every` after, and takes the
+    retrain decision; one that did not drift ends the episode. Returns the model-state
+    columns that change."""
     values: dict[str, Any] = {
         "last_drift": _summary(report, now=now)
         | {"version": state["reference_version"], "reference_version": state["reference_version"]}
     }
-    if report.drifted:
-        drift_id = tx.emit(
-            DriftDetected(
-                model=model,
-                window_start=report.start or now,
-                window_end=report.end or now,
-                rows=report.rows,
-                reference_version=state["reference_version"],
-                features=report.features,
-                drifted_features=report.drifted,
-                prediction=report.prediction,
-            )
-        )
-        decision = decide_retrain(report, _trigger_state(state), spec.monitor, now=now)
-        values |= _record_decision(tx, model, "drift", decision, cause_id=drift_id, now=now)
-    return values
+    return values | _episode_window(
+        tx,
+        model,
+        "drift",
+        state,
+        spec,
+        holds=bool(report.drifted),
+        start=report.start or now,
+        event=lambda episode: DriftDetected(
+            model=model,
+            window_start=report.start or now,
+            window_end=report.end or now,
+            rows=report.rows,
+            reference_version=state["reference_version"],
+            features=report.features,
+            drifted_features=report.drifted,
+            prediction=report.prediction,
+            episode_start=episode.start,
+            episode_windows=episode.windows,
+        ),
+        decide=lambda trigger: decide_retrain(report, trigger, spec.monitor, now=now),
+        now=now,
+    )
+
+
+def _episode_window(
+    tx: Tx,
+    model: str,
+    kind: EpisodeKind,
+    state: dict[str, Any],
+    spec: ModelSpec,
+    *,
+    holds: bool,
+    start: datetime,
+    event: Callable[[Episode], Event],
+    decide: Callable[[TriggerState], RetrainDecision],
+    labels: int | None = None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A judged window (drift) or evaluation (performance) of the champion: the condition
+    `holds` or not. Opens, continues or ends the episode of that `kind`; emits its `event`
+    on the windows folding reports; takes the retrain decision on every window it holds
+    (recorded once while suppressed the same way). Returns the model-state columns that
+    change."""
+    episodes = Episodes.load(state["episodes"])
+    seen = observe(
+        episodes.get(kind), kind, holds=holds, start=start, every=spec.monitor.event_every
+    )
+    episode = seen.episode
+    values: dict[str, Any] = {}
+    if episode is not None and seen.report:
+        episode = replace(episode, event_id=tx.emit(event(episode)))
+    if episode is not None:
+        decision = decide(_trigger_state(state, episode, labels=labels))
+        if _worth_recording(tx, model, kind, decision):
+            values = _record_decision(tx, model, kind, decision, episode=episode, now=now)
+            episode = replace(episode, cycle_id=values.get("open_cycle_id", episode.cycle_id))
+    return values | {"episodes": episodes.put(kind, episode).dump() or None}
 
 
 def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
@@ -416,8 +470,19 @@ async def version_status(
     return answer
 
 
-def _trigger_state(state: dict[str, Any]) -> TriggerState:
-    return TriggerState(state["last_retrain_at"], state["open_cycle_id"])
+def _trigger_state(
+    state: dict[str, Any], episode: Episode | None = None, *, labels: int | None = None
+) -> TriggerState:
+    """The trigger state of the model's row; with the condition's `episode`, its failed
+    attempts and the labels since the last attempt started (`labels`, when this batch's are
+    not in the row yet)."""
+    since = (state["labels_since_retrain"] or 0) if labels is None else labels
+    return TriggerState(
+        state["last_retrain_at"],
+        state["open_cycle_id"],
+        failed_attempts=episode.failed if episode else 0,
+        labels_since_attempt=since,
+    )
 
 
 def _record_decision(
@@ -426,11 +491,15 @@ def _record_decision(
     trigger: Trigger,
     decision: RetrainDecision,
     *,
-    cause_id: str | None,
+    cause_id: str | None = None,
+    episode: Episode | None = None,
     now: datetime,
 ) -> dict[str, Any]:
     """Record the decision (fired or suppressed, and why); when it fires, start the cycle in
-    a trace of its own. Returns the model-state columns that change."""
+    a trace of its own (for an `episode`'s trigger: caused by its last event, with its onset
+    and attempt number). Returns the model-state columns that change."""
+    if episode is not None:
+        cause_id = episode.event_id
     cycle_id = new_id() if decision.fire else None
     logger.info(
         "retrain decision",
@@ -468,6 +537,8 @@ def _record_decision(
                 reason=decision.reason,
                 cause_id=cause_id,
                 requested_at=now,
+                onset=episode.start if episode else None,
+                attempt=episode.failed + 1 if episode else 1,
             )
         )
     return {"open_cycle_id": cycle_id, "last_retrain_at": now, "labels_since_retrain": 0}
@@ -587,8 +658,11 @@ def _judge_performance(
     *,
     now: datetime,
 ) -> dict[str, Any]:
-    """Every `min_labels` new labels, the champion's live metric against the floor; returns
-    the model-state columns that change."""
+    """Every `min_labels` new labels, the champion's live metric against the floor: below it
+    opens or continues the performance episode (onset: the earliest answer time of the rows
+    judged), reported (PerformanceDegraded) on its first evaluation and every
+    `monitor.event_every` after, and takes the retrain decision; within it ends the episode.
+    Returns the model-state columns that change."""
     policy = spec.monitor.performance
     pending = (state["labels_since_eval"] or 0) + added
     if pending < policy.min_labels:
@@ -600,40 +674,51 @@ def _judge_performance(
         limit=max(policy.min_labels, spec.monitor.window),
     )
     values: dict[str, Any] = {"labels_since_eval": 0}
-    if len(rows) >= policy.min_labels:
-        figure = live_metric(policy.metric, [r.label for r in rows], [r.prediction for r in rows])
-        values["last_performance"] = {
-            "metric": policy.metric,
-            "figure": figure,
-            "labels": len(rows),
-            "at": now.isoformat(),
-            "version": state["reference_version"],
-        }
-        if worse_than_floor(figure, policy):
-            degraded_id = tx.emit(
-                PerformanceDegraded(
-                    model=batch.model,
-                    window_start=min(r.labelled_at for r in rows),
-                    window_end=max(r.labelled_at for r in rows),
-                    metric=policy.metric,
-                    figure=figure,
-                    threshold=policy.min,
-                    labels=len(rows),
-                )
-            )
-            decision = decide_on_performance(
-                figure, len(rows), _trigger_state(state), spec.monitor, now=now
-            )
-            values |= _record_decision(
-                tx, batch.model, "performance", decision, cause_id=degraded_id, now=now
-            )
+    if len(rows) < policy.min_labels:
+        return values
+    figure = live_metric(policy.metric, [r.label for r in rows], [r.prediction for r in rows])
+    values["last_performance"] = {
+        "metric": policy.metric,
+        "figure": figure,
+        "labels": len(rows),
+        "at": now.isoformat(),
+        "version": state["reference_version"],
+    }
+    values |= _episode_window(
+        tx,
+        batch.model,
+        "performance",
+        state,
+        spec,
+        holds=worse_than_floor(figure, policy),
+        start=min((r.predicted_at for r in rows if r.predicted_at), default=now),
+        event=lambda episode: PerformanceDegraded(
+            model=batch.model,
+            window_start=min(r.labelled_at for r in rows),
+            window_end=max(r.labelled_at for r in rows),
+            metric=policy.metric,
+            figure=figure,
+            threshold=policy.min,
+            labels=len(rows),
+            episode_start=episode.start,
+            episode_windows=episode.windows,
+        ),
+        decide=lambda trigger: decide_on_performance(
+            figure, len(rows), trigger, spec.monitor, now=now
+        ),
+        labels=(state["labels_since_retrain"] or 0) + added,
+        now=now,
+    )
     return values
 
 
 async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -> None:
     """A cycle started (by us, the CLI or a bootstrap): remember it so none runs beside it,
-    and count new labels for the volume trigger from here."""
+    and count new labels for the volume trigger from here. One we started is remembered
+    already (with the decision): its end may even have come first."""
     async with uow.handling(event) as tx:
+        if decided(tx.conn, event.model, event.cycle_id):
+            return
         save(tx.conn, event.model, open_cycle_id=event.cycle_id, labels_since_retrain=0)
 
 
@@ -716,7 +801,8 @@ async def on_deployed(
     client: MlflowClient,
     now: Callable[[], datetime],
 ) -> None:
-    """The new champion's training profile becomes the reference; the window restarts."""
+    """The new champion's training profile becomes the reference; the window restarts and
+    every episode ends (the new champion's are judged afresh)."""
     if uow.already_handled():
         return
     raw = await asyncio.to_thread(read_json_artifact, client, event.run_id, PROFILE_ARTIFACT)
@@ -728,6 +814,7 @@ async def on_deployed(
             "reference_run_id": event.run_id,
             "reference_at": now(),
             "window": _stored(Window()),
+            "episodes": None,
         }
         save_profile(tx.conn, event.model, profile.model_dump(mode="json"))
         clear_window_samples(tx.conn, event.model)
@@ -790,7 +877,12 @@ def _logged_profile(client: MlflowClient, run_id: str) -> ReferenceProfile | Non
 
 
 async def on_rolled_back(
-    event: RolledBack, *, uow: SqlUnitOfWork, client: MlflowClient, now: Callable[[], datetime]
+    event: RolledBack,
+    *,
+    uow: SqlUnitOfWork,
+    client: MlflowClient,
+    now: Callable[[], datetime],
+    specs: SpecSource | None = None,
 ) -> None:
     """The cycle is over; when the rollback changed the champion (a person rolled it back to
     an earlier version), that version's training profile becomes the reference again."""
@@ -810,19 +902,82 @@ async def on_rolled_back(
         )
         await on_deployed(restored, uow=uow, client=client, now=now)
         return
-    await on_cycle_ended(event, uow=uow)
+    await on_cycle_ended(event, uow=uow, now=now, specs=specs)
 
 
-async def on_cycle_ended(event: Event, *, uow: SqlUnitOfWork) -> None:
-    """EvaluationFailed, DataRejected, TrainingFailed, RolledBack: the cycle is over."""
+async def on_cycle_ended(
+    event: Event,
+    *,
+    uow: SqlUnitOfWork,
+    now: Callable[[], datetime],
+    specs: SpecSource | None = None,
+) -> None:
+    """EvaluationFailed, DataRejected, TrainingFailed, RolledBack: the cycle is over. A cycle
+    an open episode started is one failed attempt of that episode (its next waits for labels,
+    not the cooldown); at `monitor.stall_after` of them, AdaptationStalled, once."""
     cycle_id = getattr(event, "cycle_id", None)
+    spec = await specs.get(event.model) if specs is not None else None
+    policy = spec.monitor if spec is not None else MonitorSpec()
     async with uow.handling(event) as tx:
         state = load(tx.conn, event.model)
-        if state is not None and state["open_cycle_id"] == cycle_id:
-            save(tx.conn, event.model, open_cycle_id=None)
+        if state is None:
+            return
+        values: dict[str, Any] = {}
+        if state["open_cycle_id"] == cycle_id:
+            values["open_cycle_id"] = None
+        failure = (
+            cycle_failed(
+                Episodes.load(state["episodes"]),
+                cycle_id,
+                outcome=event.event_type(),
+                reason=_why(event),
+                at=now(),
+                stall_after=policy.stall_after,
+            )
+            if cycle_id is not None
+            else None
+        )
+        if failure is not None:
+            values["episodes"] = failure.episodes.dump()
+            if failure.stalled is not None:
+                stalled = failure.stalled
+                tx.emit(stalled_event(event.model, stalled, **_live_metric(state, policy)))
+                logger.info(
+                    "adaptation stalled",
+                    extra={
+                        "model": event.model,
+                        "trigger": stalled.kind,
+                        "attempts": stalled.failed,
+                    },
+                )
+        if values:
+            save(tx.conn, event.model, **values)
 
 
-async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
+def _why(event: Event) -> str:
+    """Why a cycle ended: the event's reason, or a rollback's failed check."""
+    reason = str(getattr(event, "reason", "") or "")
+    check = getattr(event, "check", None)
+    if not reason and check is not None:
+        reason = f"{check.name} {check.figure} (threshold {check.threshold})"
+    return reason
+
+
+def _live_metric(state: dict[str, Any], policy: MonitorSpec) -> dict[str, Any]:
+    """The champion's last live metric against the floor, when one was measured."""
+    last = state["last_performance"] or {}
+    if last.get("version") != state["reference_version"] or last.get("figure") is None:
+        return {}
+    return {
+        "metric": last["metric"],
+        "figure": float(last["figure"]),
+        "threshold": policy.performance.min,
+    }
+
+
+async def status(
+    model: str, *, uow: SqlUnitOfWork, specs: SpecSource | None = None
+) -> dict[str, Any]:
     """What `GET /v1/models/{model}` shows of the monitor (answered over request-reply)."""
     with uow.engine.connect() as conn:
         state = load(conn, model)
@@ -831,6 +986,11 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
         serving = version_windows_of(conn, model)
     if state is None:
         return {"model": model, "known": False}
+    episodes = Episodes.load(state["episodes"])
+    retry_labels = MonitorSpec().retry_labels
+    if specs is not None and any(e.failed for e in episodes.open.values()):  # a retry waits
+        spec = await specs.get(model)
+        retry_labels = spec.monitor.retry_labels if spec is not None else retry_labels
     window = state["window"] or {}
     answer: dict[str, Any] = _jsonable(
         {
@@ -850,6 +1010,14 @@ async def status(model: str, *, uow: SqlUnitOfWork) -> dict[str, Any]:
             "last_performance": state["last_performance"],
             "open_cycle_id": state["open_cycle_id"],
             "last_retrain_at": state["last_retrain_at"],
+            "episodes": {
+                kind: episode_status(
+                    episode,
+                    retry_labels=retry_labels,
+                    labels_since=state["labels_since_retrain"] or 0,
+                )
+                for kind, episode in episodes.open.items()
+            },
             "last_decision": {
                 k: decision[k] for k in ("at", "trigger", "fired", "reason", "cycle_id")
             }

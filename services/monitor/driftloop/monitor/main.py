@@ -73,14 +73,15 @@ async def serve(settings: Settings) -> None:
             EvaluationPassed, partial(handlers.on_evaluation_passed, uow=uow, client=client)
         )
         for ended in (EvaluationFailed, DataRejected, TrainingFailed):
-            bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow))
+            bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow, now=utcnow, specs=specs))
         bus.subscribe(
-            RolledBack, partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow)
+            RolledBack,
+            partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow, specs=specs),
         )
 
         async def answer_status(data: bytes) -> dict[str, Any]:
             model = str(json.loads(data or b"{}").get("model", ""))
-            return await handlers.status(model, uow=uow)
+            return await handlers.status(model, uow=uow, specs=specs)
 
         async def answer_version(data: bytes) -> dict[str, Any]:
             asked = json.loads(data or b"{}")

@@ -38,6 +38,8 @@ models = sa.Table(
     sa.Column("last_performance", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("labels_since_retrain", sa.Integer, nullable=False, default=0),
     sa.Column("reference_at", UtcDateTime(), nullable=True),
+    # the champion's open drift/performance episodes (domain.episode.Episodes), migration 0010
+    sa.Column("episodes", sa.JSON(none_as_null=True), nullable=True),
 )
 samples = samples_table(metadata, SERVICE)
 # the retention's order (migration 0005): newest answers first, per model
@@ -344,6 +346,14 @@ def last_decision(conn: Connection, model: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def decided(conn: Connection, model: str, cycle_id: str) -> bool:
+    """Whether this monitor's decision started cycle `cycle_id`."""
+    query = sa.select(decisions.c.id).where(
+        decisions.c.model == model, decisions.c.cycle_id == cycle_id
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
 def labelled_of_version(
     conn: Connection, model: str, version: str, *, limit: int, since: datetime | None = None
 ) -> list[sa.Row[Any]]:
@@ -359,7 +369,12 @@ def labelled_of_version(
         where.append(samples.c.predicted_at >= since)
     return list(
         conn.execute(
-            sa.select(samples.c.prediction, samples.c.label, samples.c.labelled_at)
+            sa.select(
+                samples.c.prediction,
+                samples.c.label,
+                samples.c.labelled_at,
+                samples.c.predicted_at,
+            )
             .where(*where)
             .order_by(samples.c.labelled_at.desc())
             .limit(limit)

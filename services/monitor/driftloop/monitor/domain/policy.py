@@ -1,4 +1,5 @@
-"""When to retrain: the trigger policy with cooldown and hysteresis. Pure."""
+"""When to retrain: the trigger policy with cooldown, hysteresis and evidence-driven retry.
+Pure."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from driftloop.monitor.domain.drift import DriftReport
+from driftloop.monitor.domain.episode import labels_for_retry
 from driftloop.shared.modeling import HIGHER_IS_BETTER
 from driftloop.shared.spec import MonitorSpec, PerformancePolicy
 
@@ -14,6 +16,11 @@ from driftloop.shared.spec import MonitorSpec, PerformancePolicy
 class TriggerState:
     last_retrain_at: datetime | None = None
     open_cycle_id: str | None = None  # a cycle still running: never start a second one
+    # drift and performance triggers: failed attempts of the condition's open episode, and
+    # the labels received since the last of them started (a retry waits for those, not the
+    # cooldown)
+    failed_attempts: int = 0
+    labels_since_attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,24 @@ def gate(
     """A trigger condition holds (`what`): fire unless a cycle runs or the cooldown holds it.
 
     This is the hysteresis every trigger shares: a persisting condition starts one cycle; it
-    may start another only after that cycle ended and the cooldown since it passed.
+    may start another only after that cycle ended and the cooldown since it passed. After
+    failed attempts at the same episode (`state.failed_attempts`) the cooldown is not waited
+    for: the next attempt comes once `retry_labels` * 2**(failed-1) labels arrived since the
+    last attempt started (new evidence, not time, is what a retry needs).
     """
     if state.open_cycle_id is not None:
         return RetrainDecision(False, f"{what}, but cycle {state.open_cycle_id} is still running")
+    if state.failed_attempts > 0:
+        needed = labels_for_retry(state.failed_attempts, policy.retry_labels)
+        got = state.labels_since_attempt
+        after = f"{state.failed_attempts} failed attempt(s)"
+        if got < needed:
+            return RetrainDecision(
+                False, f"{what}, but after {after} waiting for {needed} new labels ({got} so far)"
+            )
+        return RetrainDecision(
+            True, f"{reason}; retry after {after}: {got} new labels (retry at {needed})"
+        )
     if state.last_retrain_at is not None:
         ready_at = state.last_retrain_at + policy.cooldown
         if now < ready_at:
