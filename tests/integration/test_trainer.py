@@ -4,6 +4,7 @@ how a retraining ends when it cannot train, and how it joins predictions with la
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from helpers import SPEC, churn, eventually, of_cycle, read_all_events
 from sqlalchemy.exc import DBAPIError
 
+from driftloop.cli.client import cancel_and_wait, follow_waits, trainer_waits
 from driftloop.cli.main import _upload
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -32,7 +34,7 @@ from driftloop.shared.events import (
     RetrainRequested,
     prediction_subject,
 )
-from driftloop.shared.registry import configure_mlflow
+from driftloop.shared.registry import configure_mlflow, read_parquet_artifact
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.adapters.registry import DatasetMismatchError, materialise
 from driftloop.trainer.adapters.store import messaging, samples
@@ -446,3 +448,133 @@ async def test_the_trainer_is_not_handed_a_shadows_records(
     assert "served-1" in handled
     assert "shadow-1" not in handled  # never delivered, not merely ignored
     assert prediction_subject("churn", "shadow") == "driftloop.predictions.churn.shadow"
+
+
+# training on the new regime -----------------------------------------------------------------
+
+ONSET_SPEC = SPEC.replace(
+    "trainer: {max_rows: 900, min_rows: 300, holdout: 0.25}",
+    "trainer: {max_rows: 900, min_rows: 100, holdout: 0.2, onset_holdout_rows: 40}",
+)  # a drift-triggered cycle needs max(100, ceil(40 / 0.2)) = 200 post-onset rows
+
+
+async def request_drift(bus: Bus, onset: datetime) -> str:
+    cycle = str(uuid.uuid4())
+    await bus.publish(
+        RetrainRequested(
+            model="churn",
+            cycle_id=cycle,
+            trigger="drift",
+            reason="test",
+            requested_at=datetime.now(UTC),
+            onset=onset,
+        )
+    )
+    return cycle
+
+
+def joined(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda rows: (
+        sum(r.features is not None and r.label is not None for r in rows.values()) == n
+    )
+
+
+async def trainer_waiting(bus: Bus, cycle: str) -> dict[str, Any]:
+    """The trainer's wait line for `cycle`, as the CLI's wait for a cycle shows it."""
+    shown: list[dict[str, Any]] = []
+    follower = asyncio.create_task(
+        follow_waits(bus, "churn", shown.append, cycle_id=cycle, every=0.2)
+    )
+
+    async def check() -> dict[str, Any]:
+        assert shown, "the trainer reported no wait"
+        return shown[0]
+
+    try:
+        found: dict[str, Any] = await eventually(check, timeout=30)
+    finally:
+        await cancel_and_wait(follower)
+    listed = [w["progress"] for w in await trainer_waits(bus) if w["cycle_id"] == cycle]
+    assert listed == [found["progress"]]  # as `driftloop status` lists every model's waits
+    return found
+
+
+async def test_a_drift_cycle_waits_for_post_onset_labels_and_holds_out_only_post_onset_rows(
+    settings: Settings, bus: Bus, stored: Callable[[], dict[str, Any]]
+) -> None:
+    await apply(bus, ONSET_SPEC)
+    rng = np.random.default_rng(21)
+    now = datetime.now(UTC)
+    onset = now - timedelta(hours=1)
+    after = [churn(rng, 120, drifted=True), churn(rng, 100, drifted=True)]
+    await send_samples(bus, churn(rng, 400), prefix="old", labelled_at=onset - timedelta(hours=1))
+    await send_samples(bus, after[0], prefix="new", labelled_at=now)
+    await eventually(until(stored, joined(520)), timeout=30)
+
+    cycle = await request_drift(bus, onset)
+    wait = await trainer_waiting(bus, cycle)
+    before = [
+        e["envelope"]["type"]
+        for e in of_cycle(await read_all_events(settings.resolved_nats_url()), cycle)
+    ]
+    await send_samples(bus, after[1], prefix="newer", labelled_at=now)
+    answer = await outcome(settings, cycle)
+    client = configure_mlflow(settings)
+    run = client.get_run(answer["data"]["run_id"])
+    holdout = await asyncio.to_thread(
+        read_parquet_artifact, client, answer["data"]["run_id"], "data/holdout.parquet"
+    )
+
+    assert (wait["labelled_rows"], wait["needed"]) == (120, 200)
+    assert wait["progress"] == (
+        f"waiting for labels after the onset {onset.isoformat(timespec='seconds')}: 120/200"
+    )
+    assert before == ["RetrainRequested"]
+    assert answer["type"] == "ModelTrained", answer["data"]
+    params, tags = run.data.params, run.data.tags
+    assert (params["recent_rows"], params["older_rows"], params["reference_rows"]) == (
+        "220",
+        "400",
+        "0",
+    )
+    served_after = {(r.tenure, r.monthly_charges, r.plan) for r in pd.concat(after).itertuples()}
+    assert len(holdout) == 44
+    assert all((r.tenure, r.monthly_charges, r.plan) in served_after for r in holdout.itertuples())
+    assert tags["driftloop.onset"] == onset.isoformat()
+    assert tags["driftloop.candidate"] == params["candidate"]
+    selection = json.loads(tags["driftloop.candidates"])
+    assert selection["chosen"] in {"recent", "recent+reference", "weighted"}
+    assert {c["name"] for c in selection["candidates"]} == {
+        "recent",
+        "recent+reference",
+        "weighted",
+    }
+    assert all(c["score"] is not None for c in selection["candidates"])
+    assert {c["name"]: c["older_rows"] for c in selection["candidates"]} == {
+        "recent": 0,
+        "recent+reference": 400,
+        "weighted": 400,
+    }
+
+
+async def test_a_drift_cycle_without_enough_post_onset_labels_fails_naming_the_figures(
+    settings: Settings, bus: Bus, stored: Callable[[], dict[str, Any]]
+) -> None:
+    await apply(
+        bus,
+        ONSET_SPEC.replace("onset_holdout_rows: 40}", "onset_holdout_rows: 40, label_wait: 1s}"),
+    )
+    rng = np.random.default_rng(22)
+    now = datetime.now(UTC)
+    await send_samples(bus, churn(rng, 400), prefix="old", labelled_at=now - timedelta(hours=2))
+    await send_samples(bus, churn(rng, 50, drifted=True), prefix="new", labelled_at=now)
+    await eventually(until(stored, joined(450)), timeout=30)
+
+    answer = await outcome(settings, await request_drift(bus, now - timedelta(hours=1)))
+
+    assert answer["type"] == "TrainingFailed", answer["data"]
+    assert "only 50 labelled rows served after the onset" in answer["data"]["reason"]
+    assert "200 needed" in answer["data"]["reason"]
+    report = answer["data"]["report"]
+    assert (report["labelled_rows"], report["needed"]) == (50, 200)
+    assert report["waited_seconds"] > 1

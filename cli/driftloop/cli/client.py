@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,3 +258,38 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         await asyncio.wait([task], timeout=1.0)
     with suppress(asyncio.CancelledError, Exception):
         await task
+
+
+TRAINER_STATUS = "driftloop.rpc.trainer.status"  # answered by the trainer (adapters/progress.py)
+
+
+async def trainer_waits(bus: Bus, model: str | None = None) -> list[dict[str, Any]]:
+    """The retrainings the trainer is waiting for labels for (of `model`, or every model's),
+    each with its `progress` line; empty when the trainer does not answer."""
+    try:
+        answer = await bus.request(TRAINER_STATUS, {"model": model or ""}, timeout=1.0)
+    except Exception:  # no trainer up, or an older one without the request: nothing to show
+        return []
+    waiting = answer.get("waiting")
+    return [w for w in waiting if isinstance(w, dict)] if isinstance(waiting, list) else []
+
+
+async def follow_waits(
+    bus: Bus,
+    model: str,
+    show: Callable[[dict[str, Any]], None],
+    *,
+    cycle_id: str | None = None,
+    every: float = 5.0,
+) -> None:
+    """Until cancelled, ask the trainer every `every` seconds what it waits for and `show` each
+    changed progress line (of `cycle_id` only, when given)."""
+    shown: dict[str, str] = {}
+    while True:
+        for wait in await trainer_waits(bus, model):
+            cycle = str(wait.get("cycle_id"))
+            line = str(wait.get("progress", ""))
+            if (cycle_id is None or cycle == cycle_id) and shown.get(cycle) != line:
+                shown[cycle] = line
+                show(wait)
+        await asyncio.sleep(every)

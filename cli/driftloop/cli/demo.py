@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from driftloop.cli.client import Received, cancel_and_wait, read_events
+from driftloop.cli.client import Received, cancel_and_wait, follow_waits, read_events
 from driftloop.cli.supervisor import free_port, stop
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -162,11 +162,20 @@ async def _demo(settings: Settings, home: Path, console: Console, timeline: Time
         await kv.put(spec.model, spec.to_json())
         console.print(f"applied {data / 'churn.yaml'}")
         follower = asyncio.create_task(_follow(bus, console, timeline))
+        waits = asyncio.create_task(  # the trainer's wait for post-onset labels, as it counts
+            follow_waits(
+                bus,
+                spec.model,
+                lambda wait: console.print(f"  [cyan]{'trainer':<18}[/] {wait['progress']}"),
+                every=2.0,
+            )
+        )
         try:
             if not await _bootstrap(settings, bus, data / "churn.csv", console, timeline):
                 return 1
             return await _traffic(settings, rng, console, timeline)
         finally:
+            await cancel_and_wait(waits)
             await cancel_and_wait(follower)
 
 

@@ -23,7 +23,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from driftloop.cli import supervisor
-from driftloop.cli.client import DeadLetter, Received, read_log, wait_for_cycle
+from driftloop.cli.client import (
+    DeadLetter,
+    Received,
+    cancel_and_wait,
+    follow_waits,
+    read_log,
+    trainer_waits,
+    wait_for_cycle,
+)
 from driftloop.shared.config import SERVICES, Settings, redact
 from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
 from driftloop.shared.spec import SpecError, parse_spec
@@ -358,6 +366,17 @@ def _start_cycle(s: Settings, event: RetrainRequested, *, wait: bool, timeout: f
             return None
         queue: asyncio.Queue[Received] = asyncio.Queue()
         printer = asyncio.create_task(_print_progress(queue))
+        started = time.monotonic()
+        waits = asyncio.create_task(
+            follow_waits(
+                bus,
+                event.model,
+                lambda wait: err.print(
+                    f"  [{time.monotonic() - started:6.1f}s] {'trainer':<18} {wait['progress']}"
+                ),
+                cycle_id=event.cycle_id,
+            )
+        )
         try:
             return await wait_for_cycle(
                 bus, event.model, event.cycle_id, queue=queue, timeout=timeout
@@ -365,6 +384,7 @@ def _start_cycle(s: Settings, event: RetrainRequested, *, wait: bool, timeout: f
         except TimeoutError as exc:
             raise FailedError(f"cycle {event.cycle_id} did not end within {timeout:.0f}s") from exc
         finally:
+            await cancel_and_wait(waits)
             await queue.join()
             printer.cancel()
 
@@ -537,6 +557,7 @@ def status(
         names = []  # nothing is up: report that, not an error
     else:
         names = sorted(run_async(lambda: _bus_call(s, _spec_names)))
+    waiting = _trainer_waits(s, model) if names else []
     for name in names:
         try:
             resp = httpx.get(f"{s.gateway_url()}/v1/models/{name}", timeout=3.0)
@@ -545,7 +566,10 @@ def status(
             return
         if resp.status_code == 404:
             fail(f"unknown model {name!r}")
-        models.append(resp.json())
+        # what the trainer waits for: asked of the trainer here (the gateway does not ask it)
+        found = resp.json()
+        found["trainer"] = {"waiting": [w for w in waiting if w.get("model") == name]}
+        models.append(found)
     if as_json:
         if model:
             out.print_json(data=models[0] if models else None)
@@ -604,6 +628,21 @@ def status(
                 f"  last decision: {'fired' if decision['fired'] else 'suppressed'} "
                 f"({decision['reason']})"
             )
+        for wait in (m.get("trainer") or {}).get("waiting", []):
+            out.print(f"  training cycle {str(wait.get('cycle_id'))[:8]}: {wait.get('progress')}")
+
+
+def _trainer_waits(s: Settings, model: str | None) -> list[dict[str, Any]]:
+    """What the trainer waits for (of `model`, or every model's); nothing when it cannot be
+    asked: the rest of the status still shows."""
+
+    async def ask() -> list[dict[str, Any]]:
+        try:
+            return await _bus_call(s, lambda bus: trainer_waits(bus, model))
+        except FailedError:
+            return []
+
+    return asyncio.run(ask())
 
 
 def _nats_url_or_none(s: Settings) -> str | None:
@@ -716,6 +755,11 @@ def lineage(
         "recipe": json.loads(tags.get("driftloop.recipe", "null")),
         "window": tags.get("driftloop.window"),
         "recent_since": tags.get("driftloop.recent_since"),
+        "onset": tags.get("driftloop.onset"),
+        "candidate": tags.get("driftloop.candidate"),
+        "candidates": json.loads(tags["driftloop.candidates"])
+        if tags.get("driftloop.candidates")
+        else None,
         "cause_id": tags.get("driftloop.cause_id"),
         "dataset_uri": tags.get("driftloop.dataset_uri"),
         "artifact_sha256": (mv.tags or {}).get("driftloop.artifact_sha256"),
@@ -733,11 +777,25 @@ def lineage(
         out.print_json(data=doc)
         return
     for key, value in doc.items():
-        if isinstance(value, dict):
+        if key == "candidates" and isinstance(value, dict):
+            value = _candidates_line(value)
+        elif isinstance(value, dict):
             value = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
             )
         out.print(f"{key:<16} {value}")
+
+
+def _candidates_line(selection: dict[str, Any]) -> str:
+    """The candidate training sets of a cycle with an onset, as `lineage` shows them."""
+    metric = selection.get("metric")
+    parts = []
+    for c in selection.get("candidates") or []:
+        figure = f"{metric} {c['score']:.4f}" if c.get("score") is not None else c.get("note")
+        rows = f"{c.get('recent_rows')} post-onset + {c.get('older_rows')} older rows"
+        parts.append(f"{c.get('name')}: {figure} ({rows})")
+    validated = f"on {selection.get('validation_rows')} post-onset validation rows"
+    return f"{'; '.join(parts) or selection.get('note')} [{validated}]"
 
 
 @app.command("trace")

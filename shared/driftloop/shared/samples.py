@@ -114,16 +114,82 @@ def record_labels(conn: Connection, table: sa.Table, batch: FeedbackBatch) -> in
     return len(rows)
 
 
+def _labelled(
+    table: sa.Table,
+    model: str,
+    *,
+    after: datetime | None,
+    predicted_from: datetime | None,
+    predicted_before: datetime | None,
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of a model's joined samples (features and label) labelled after `after`
+    and predicted in [`predicted_from`, `predicted_before`)."""
+    where: list[sa.ColumnElement[bool]] = [
+        table.c.model == model,
+        table.c.label.is_not(None),
+        table.c.features.is_not(None),
+    ]
+    if after is not None:
+        where.append(table.c.labelled_at > after)
+    if predicted_from is not None:
+        where.append(table.c.predicted_at >= predicted_from)
+    if predicted_before is not None:
+        # a row without a prediction time is older than any onset: never post-onset
+        where.append(
+            sa.or_(table.c.predicted_at < predicted_before, table.c.predicted_at.is_(None))
+        )
+    return where
+
+
 def recent_labelled(
-    conn: Connection, table: sa.Table, model: str, *, after: datetime | None, limit: int
+    conn: Connection,
+    table: sa.Table,
+    model: str,
+    *,
+    after: datetime | None,
+    limit: int,
+    predicted_from: datetime | None = None,
+    predicted_before: datetime | None = None,
 ) -> list[sa.Row[Any]]:
-    """Joined samples (features and label) labelled after `after`, newest first."""
+    """Joined samples (features and label) labelled after `after`, newest label first;
+    optionally only those predicted at or after `predicted_from` and/or before
+    `predicted_before` (served after, or before, a drift episode's onset)."""
     query = (
-        sa.select(table.c.id, table.c.features, table.c.label, table.c.labelled_at)
-        .where(table.c.model == model, table.c.label.is_not(None), table.c.features.is_not(None))
+        sa.select(
+            table.c.id, table.c.features, table.c.label, table.c.labelled_at, table.c.predicted_at
+        )
+        .where(
+            *_labelled(
+                table,
+                model,
+                after=after,
+                predicted_from=predicted_from,
+                predicted_before=predicted_before,
+            )
+        )
         .order_by(table.c.labelled_at.desc(), table.c.id)
         .limit(limit)
     )
-    if after is not None:
-        query = query.where(table.c.labelled_at > after)
     return list(conn.execute(query))
+
+
+def count_labelled(
+    conn: Connection,
+    table: sa.Table,
+    model: str,
+    *,
+    after: datetime | None,
+    predicted_from: datetime | None = None,
+) -> int:
+    """How many joined samples were labelled after `after` (and predicted at or after
+    `predicted_from`): what a retraining waiting for labels counts."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(table)
+        .where(
+            *_labelled(
+                table, model, after=after, predicted_from=predicted_from, predicted_before=None
+            )
+        )
+    )
+    return int(conn.execute(query).scalar_one())

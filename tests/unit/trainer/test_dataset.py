@@ -50,6 +50,36 @@ def test_recent_rows_come_first_and_the_reference_fills_up_to_max_rows() -> None
     assert (ts.recent_rows, ts.reference_rows) == (4, 6)
 
 
+def test_older_rows_fill_before_the_reference_and_are_counted_apart() -> None:
+    recent = rows(3, source="recent")
+    older = rows(4, source="older").assign(tenure=lambda f: f["tenure"] + 500.0)
+    reference = rows(20, source="reference")
+
+    ts = assemble(recent, reference, SPEC, older=older)
+
+    assert ts.frame["tenure"].tolist()[:3] == [0.0, 1.0, 2.0]
+    assert ts.frame["tenure"].tolist()[3:7] == [1500.0 + i for i in range(4)]
+    assert ts.frame["tenure"].tolist()[7:] == [1000.0 + i for i in range(3)]
+    assert (ts.recent_rows, ts.older_rows, ts.reference_rows) == (3, 4, 3)
+
+
+def test_older_rows_past_the_room_left_are_cut_and_nothing_else_is_filled() -> None:
+    recent, older = rows(6, source="recent"), rows(8, source="older")
+
+    ts = assemble(recent, rows(5, source="reference"), SPEC, older=older)
+
+    assert (ts.recent_rows, ts.older_rows, ts.reference_rows) == (6, 4, 0)
+
+
+def test_no_older_rows_leave_the_assembly_as_without_an_onset() -> None:
+    recent, reference = rows(4, source="recent"), rows(20, source="reference")
+
+    with_onset = assemble(recent, reference, SPEC, older=recent.iloc[0:0])
+
+    assert with_onset.version == assemble(recent, reference, SPEC).version
+    assert (with_onset.older_rows, with_onset.reference_rows) == (0, 6)
+
+
 def test_recent_rows_past_max_rows_are_cut_and_nothing_is_filled() -> None:
     recent, reference = rows(15, source="recent"), rows(20, source="reference")
 
@@ -213,6 +243,7 @@ def test_a_sound_set_passes_every_check() -> None:
         "min_rows",
         "label_classes",
         "duplicates",
+        "finite_values",
     }
     assert failed(checks) == {}
 

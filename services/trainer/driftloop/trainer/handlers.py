@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
+import pandas as pd
 import sqlalchemy as sa
 
 from driftloop.shared.bus import RetryLaterError
@@ -21,9 +22,15 @@ from driftloop.shared.events import (
     RetrainRequested,
     TrainingFailed,
 )
-from driftloop.shared.samples import recent_labelled, record_labels, record_predictions
+from driftloop.shared.samples import (
+    count_labelled,
+    recent_labelled,
+    record_labels,
+    record_predictions,
+)
 from driftloop.shared.service import SpecSource
-from driftloop.shared.spec import format_duration
+from driftloop.shared.spec import ModelSpec, format_duration
+from driftloop.trainer.adapters.progress import WaitBoard
 from driftloop.trainer.adapters.registry import (
     Champion,
     Lineage,
@@ -31,11 +38,11 @@ from driftloop.trainer.adapters.registry import (
     records_frame,
     stored_form,
 )
-from driftloop.trainer.adapters.store import runs, samples
+from driftloop.trainer.adapters.store import runs, samples, served_features
 from driftloop.trainer.adapters.worker import TrainingWorkers, WorkerError
 from driftloop.trainer.domain.dataset import assemble, recent_since, validate
+from driftloop.trainer.domain.regime import LabelWait, rows_needed
 from driftloop.trainer.domain.training import RecipeError, fit
-from driftloop.trainer.domain.validation import ChampionEvidence
 
 logger = logging.getLogger(__name__)
 LABEL_POLL_SECONDS = 10.0
@@ -49,6 +56,53 @@ async def on_predictions(batch: PredictionBatch, *, uow: SqlUnitOfWork) -> None:
 async def on_feedback(batch: FeedbackBatch, *, uow: SqlUnitOfWork) -> None:
     async with uow.handling() as tx:
         record_labels(tx.conn, samples, batch)
+
+
+def _count_labels(
+    uow: SqlUnitOfWork,
+    event: RetrainRequested,
+    spec: ModelSpec,
+    since: datetime | None,
+    *,
+    now: datetime,
+) -> LabelWait:
+    """How many labelled rows the retraining has of those it needs: labelled after `since`
+    and, on a cycle with an onset, served at or after it."""
+    with uow.engine.connect() as conn:
+        have = count_labelled(conn, samples, event.model, after=since, predicted_from=event.onset)
+    return LabelWait(
+        have=have,
+        needed=rows_needed(spec.trainer, onset=event.onset),
+        onset=event.onset,
+        waited=now - event.requested_at,
+        limit=spec.trainer.label_wait,
+    )
+
+
+def _labelled_rows(
+    uow: SqlUnitOfWork, event: RetrainRequested, spec: ModelSpec, since: datetime | None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str | None]:
+    """The recent rows (on a cycle with an onset: served after it), the older labelled rows
+    (served before the onset; None without one) and the newest label time among them."""
+    limit = spec.trainer.max_rows
+    with uow.engine.connect() as conn:
+        rows = recent_labelled(
+            conn, samples, event.model, after=since, limit=limit, predicted_from=event.onset
+        )
+        before = (
+            recent_labelled(
+                conn, samples, event.model, after=since, limit=limit, predicted_before=event.onset
+            )
+            if event.onset is not None
+            else []
+        )
+    times = [r.labelled_at for r in (*rows, *before)]
+    older = records_frame(before, spec.target) if event.onset is not None else None
+    return (
+        records_frame(rows, spec.target),
+        older,
+        max(times).isoformat() if times else None,
+    )
 
 
 def _fail(tx: Tx, event: RetrainRequested, reason: str, **report: object) -> None:
@@ -93,6 +147,7 @@ async def on_retrain_requested(
     registry: TrainerRegistry,
     workers: TrainingWorkers,
     now: Callable[[], datetime],
+    waits: WaitBoard | None = None,
 ) -> None:
     if uow.already_handled():
         return
@@ -124,6 +179,7 @@ async def on_retrain_requested(
     labelled_until: str | None = None
     since: datetime | None = None
     champion: Champion | None = None
+    older: pd.DataFrame | None = None
     if event.trigger == "bootstrap":
         if not event.data_uri:
             async with uow.handling(event) as tx:
@@ -145,32 +201,23 @@ async def on_retrain_requested(
             else None
         )
         since = recent_since(cut, spec.trainer.window, now=now())
-        with uow.engine.connect() as conn:
-            rows = recent_labelled(
-                conn, samples, event.model, after=since, limit=spec.trainer.max_rows
-            )
-        if len(rows) < spec.trainer.min_rows:
-            waited = now() - event.requested_at
-            if waited > spec.trainer.label_wait:
-                async with uow.handling(event) as tx:
-                    _fail(
-                        tx,
-                        event,
-                        f"only {len(rows)} new labelled rows after waiting "
-                        f"{waited}; min_rows is {spec.trainer.min_rows}",
-                        labelled_rows=len(rows),
-                        min_rows=spec.trainer.min_rows,
-                    )
-                return
-            raise RetryLaterError(
-                f"waiting for labels: {len(rows)}/{spec.trainer.min_rows} new labelled rows",
-                delay=LABEL_POLL_SECONDS,
-            )
-        recent = records_frame(rows, spec.target)
-        labelled_until = max(r.labelled_at for r in rows).isoformat()
+        wait = _count_labels(uow, event, spec, since, now=now())
+        if wait.outcome == "wait":
+            if waits is not None:
+                waits.waiting(event.model, event.cycle_id, wait, at=now())
+            raise RetryLaterError(wait.progress(), delay=LABEL_POLL_SECONDS)
+        if waits is not None:
+            waits.done(event.cycle_id)
+        if wait.outcome == "fail":
+            async with uow.handling(event) as tx:
+                _fail(tx, event, wait.failure(), **wait.report(), min_rows=spec.trainer.min_rows)
+            return
+        recent, older, labelled_until = await asyncio.to_thread(
+            _labelled_rows, uow, event, spec, since
+        )
         reference = champion.dataset if champion else None
 
-    assembled = assemble(recent, reference, spec)
+    assembled = assemble(recent, reference, spec, older=older)
     try:
         ts = stored_form(assembled)
     except ValueError as exc:  # a column parquet cannot hold: the set could not be versioned
@@ -178,12 +225,14 @@ async def on_retrain_requested(
         async with uow.handling(event) as tx:
             _reject(tx, event, [check])
         return
-    evidence: ChampionEvidence | None = None
-    if champion is not None and spec.task == "classification":
-        evidence = await asyncio.to_thread(
-            registry.champion_evidence, champion, ts.frame.iloc[: ts.recent_rows], ts.features
+    # the gate judges the training rows against what was served over their period, not the old
+    # training range; its label check fits a quick model: both off the event loop
+    served = None
+    if reference is not None:
+        served = await asyncio.to_thread(
+            served_features, uow.engine, event.model, onset=event.onset, labelled_after=since
         )
-    checks = validate(ts, spec, reference=reference, champion=evidence)
+    checks = await asyncio.to_thread(validate, ts, spec, reference=reference, served=served)
     if any(not c.passed for c in checks):
         async with uow.handling(event) as tx:
             _reject(tx, event, checks)
@@ -192,7 +241,7 @@ async def on_retrain_requested(
     limit = spec.trainer.time_limit
     try:
         trained = await workers.run(
-            partial(fit, recent_rows=ts.recent_rows),
+            partial(fit, recent_rows=ts.recent_rows, select=event.onset is not None),
             ts.frame,
             ts.features,
             spec,
@@ -213,6 +262,16 @@ async def on_retrain_requested(
             )
         return
     fitted = trained.value
+    if fitted.selection is not None:
+        logger.info(
+            "training set chosen",
+            extra={
+                "model": event.model,
+                "cycle_id": event.cycle_id,
+                "candidate": fitted.selection.chosen,
+                "scores": {c.name: c.score for c in fitted.selection.scores},
+            },
+        )
     window = "file" if event.trigger == "bootstrap" else "time" if spec.trainer.window else "rows"
     lineage = Lineage(
         parent=parent,
@@ -220,6 +279,7 @@ async def on_retrain_requested(
         train_seconds=trained.seconds,
         window=window,
         recent_since=since.isoformat() if since else None,
+        onset=event.onset.isoformat() if event.onset else None,
     )
     version, run_id = await asyncio.to_thread(registry.log, event, spec, ts, fitted, lineage)
     logger.info(

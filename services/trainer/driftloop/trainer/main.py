@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
@@ -18,6 +20,7 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.registry import configure_mlflow
 from driftloop.trainer import handlers
+from driftloop.trainer.adapters.progress import STATUS_SUBJECT, WaitBoard
 from driftloop.trainer.adapters.registry import TrainerRegistry
 from driftloop.trainer.adapters.store import SERVICE, VERSIONS, messaging
 from driftloop.trainer.adapters.worker import TrainingWorkers
@@ -31,6 +34,7 @@ async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     registry = TrainerRegistry(await asyncio.to_thread(configure_mlflow, settings), settings)
     workers = TrainingWorkers()
+    waits = WaitBoard()
     warming = asyncio.create_task(workers.warm())  # the workers' imports, off the start-up path
     async with connect_bus(settings, service=SERVICE) as bus:
         specs = service.SpecSource(bus)
@@ -57,9 +61,17 @@ async def serve(settings: Settings) -> None:
                 registry=registry,
                 workers=workers,
                 now=utcnow,
+                waits=waits,
             ),
             max_deliver=1000,
         )
+
+        async def answer_status(data: bytes) -> dict[str, Any]:
+            model = json.loads(data or b"{}").get("model")
+            stale = timedelta(seconds=6 * handlers.LABEL_POLL_SECONDS)  # a few polls missed
+            return waits.status(str(model) if model else None, now=utcnow(), max_age=stale)
+
+        await bus.respond(STATUS_SUBJECT, answer_status)
         bus.start_relay(uow)
         try:
             await bus.run_until_stopped()

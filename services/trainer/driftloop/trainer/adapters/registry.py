@@ -27,16 +27,15 @@ from driftloop.shared.registry import (
     CHAMPION,
     VersionRef,
     experiment_id,
-    load_model,
     read_parquet_artifact,
     record_artifact_digest,
     version_by_alias,
     version_ref,
 )
 from driftloop.shared.spec import ModelSpec, format_duration
+from driftloop.trainer.domain.candidates import Selection, uses_older
 from driftloop.trainer.domain.dataset import TrainingSet, content_hash
 from driftloop.trainer.domain.training import Fitted
-from driftloop.trainer.domain.validation import ChampionEvidence
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ class Lineage:
     train_seconds: float  # the fit in the worker
     window: str  # "rows" (newest max_rows), "time" (and within trainer.window) or "file"
     recent_since: str | None = None  # recent rows were labelled after this (ISO)
+    onset: str | None = None  # the episode's onset: recent rows were served after it (ISO)
 
 
 @dataclass(frozen=True)
@@ -88,28 +88,6 @@ class TrainerRegistry:
             metrics=dict(run.data.metrics),
             features=json.loads(tagged) if tagged else None,
         )
-
-    def champion_evidence(
-        self, champion: Champion, recent: pd.DataFrame, features: list[str]
-    ) -> ChampionEvidence:
-        """The champion's predictions on the recent rows and its holdout error rate.
-
-        Rows it cannot predict (columns it needs are missing or unreadable) leave the
-        predictions out, with the reason: the schema checks report that data on their own.
-        """
-        accuracy = champion.metrics.get("accuracy")
-        error = None if accuracy is None else 1.0 - accuracy
-        pipeline = load_model(champion.ref.model, champion.ref.version)
-        needed = champion.features or features
-        try:
-            predictions = list(pipeline.predict(prepare(recent, needed)))
-        except (KeyError, ValueError, TypeError) as exc:
-            logger.warning(
-                "champion cannot predict the recent rows",
-                extra={"model": champion.ref.model, "version": champion.ref.version},
-            )
-            return ChampionEvidence(None, error, problem=f"the champion cannot predict: {exc}")
-        return ChampionEvidence(predictions, error)
 
     def bootstrap_data(self, uri: str) -> pd.DataFrame:
         from driftloop.shared.registry import read_table
@@ -143,9 +121,9 @@ class TrainerRegistry:
         with mlflow.start_run(
             experiment_id=exp,
             run_name=f"{spec.model}-{event.cycle_id[:8]}",
-            tags=lineage_tags(event, spec, ts, lineage),
+            tags={**lineage_tags(event, spec, ts, lineage), **selection_tags(fitted.selection)},
         ) as run:
-            mlflow.log_params(lineage_params(spec, ts))
+            mlflow.log_params({**lineage_params(spec, ts), **selection_params(fitted.selection)})
             mlflow.log_metrics(
                 {
                     **fitted.metrics,
@@ -161,11 +139,14 @@ class TrainerRegistry:
             )
             mlflow.log_input(dataset, context="training")
             mlflow.set_tag("driftloop.dataset_uri", f"runs:/{run.info.run_id}/{DATASET_ARTIFACT}")
-            # the model's answers on the same rows: the reference of prediction drift
-            predictions = fitted.pipeline.predict(prepare(ts.frame[features], features))
+            # the rows the model learned from (with the `recent` candidate, the post-onset
+            # rows alone: the regime it will serve) and its answers on them, the reference of
+            # feature and prediction drift
+            learned = profiled_rows(ts, fitted)
+            predictions = fitted.pipeline.predict(prepare(learned[features], features))
             profile = build_profile(
                 spec.model,
-                ts.frame,
+                learned,
                 features,
                 predictions=predictions,
                 target=spec.target,
@@ -228,7 +209,58 @@ def lineage_tags(
         tags["driftloop.recent_since"] = lineage.recent_since
     if lineage.labelled_until:
         tags[LABELLED_UNTIL] = lineage.labelled_until
+    if lineage.onset:
+        tags["driftloop.onset"] = lineage.onset
     return tags
+
+
+def profiled_rows(ts: TrainingSet, fitted: Fitted) -> pd.DataFrame:
+    """The training set's rows the monitor's reference profile describes: all of them, or the
+    recent (post-onset) rows when the chosen candidate trained on those alone."""
+    if fitted.selection is not None and not uses_older(fitted.selection.chosen):
+        return ts.frame.iloc[: ts.recent_rows]
+    return ts.frame
+
+
+def _param_key(candidate: str) -> str:
+    return candidate.replace("+", "_and_")  # MLflow keys take no "+"
+
+
+def selection_tags(selection: Selection | None) -> dict[str, str]:
+    """Run tags of a cycle with an onset: the chosen candidate and every candidate's
+    validation (JSON)."""
+    if selection is None:
+        return {}
+    return {
+        "driftloop.candidate": selection.chosen,
+        "driftloop.candidates": json.dumps(
+            {
+                "chosen": selection.chosen,
+                "metric": selection.metric,
+                "validation_rows": selection.validation_rows,
+                "note": selection.note,
+                "candidates": [c.as_json() for c in selection.scores],
+            }
+        ),
+    }
+
+
+def selection_params(selection: Selection | None) -> dict[str, Any]:
+    """Run params of a cycle with an onset: the chosen candidate, and per candidate its
+    validation score (or why it was skipped) and its rows."""
+    if selection is None:
+        return {}
+    params: dict[str, Any] = {
+        "candidate": selection.chosen,
+        "candidate_metric": selection.metric,
+        "candidate_validation_rows": selection.validation_rows,
+    }
+    for c in selection.scores:
+        key = f"candidate.{_param_key(c.name)}"
+        params[f"{key}.score"] = c.score if c.score is not None else f"skipped: {c.note}"[:250]
+        params[f"{key}.recent_rows"] = c.recent_rows
+        params[f"{key}.older_rows"] = c.older_rows
+    return params
 
 
 def lineage_params(spec: ModelSpec, ts: TrainingSet) -> dict[str, Any]:
@@ -238,6 +270,7 @@ def lineage_params(spec: ModelSpec, ts: TrainingSet) -> dict[str, Any]:
         "estimator": spec.recipe.estimator,
         **{f"param.{k}": v for k, v in spec.recipe.params.items()},
         "recent_rows": ts.recent_rows,
+        "older_rows": ts.older_rows,
         "reference_rows": ts.reference_rows,
         "recent_duplicates": ts.recent_duplicates,
         "reference_duplicates": ts.reference_duplicates,

@@ -12,14 +12,15 @@ import pandas as pd
 
 from driftloop.shared.events import CheckResult
 from driftloop.shared.spec import ModelSpec
+from driftloop.trainer.domain.labels import check_label_issues
 from driftloop.trainer.domain.validation import (
-    ChampionEvidence,
     check_columns_present,
     check_duplicates,
     check_extra_columns,
-    check_label_flips,
+    check_finite,
     duplicated,
     reference_checks,
+    served_checks,
 )
 
 
@@ -27,13 +28,16 @@ from driftloop.trainer.domain.validation import (
 class TrainingSet:
     frame: pd.DataFrame
     features: list[str]
-    recent_rows: int
-    reference_rows: int
+    recent_rows: int  # first in the frame: the rows the holdout is drawn from
+    reference_rows: int  # last: rows of the champion's training set
     version: str  # content hash
     source_columns: tuple[str, ...] = ()  # the recent rows' columns before the spec's selection
     received: pd.DataFrame | None = None  # the recent rows before de-duplication (spec columns)
     recent_duplicates: int = 0  # recent rows dropped as repeats of a newer recent row
     reference_duplicates: int = 0  # reference rows dropped as repeats of a kept row
+    # between the two: labelled rows served before a drift episode's onset (cycles with an
+    # onset only; they may train but are never held out)
+    older_rows: int = 0
 
 
 def feature_columns(spec: ModelSpec, frame: pd.DataFrame) -> list[str]:
@@ -72,14 +76,24 @@ def _first_unique(repeats: npt.NDArray[np.bool_], n: int) -> tuple[npt.NDArray[n
     return kept, int(repeats[:considered].sum())
 
 
-def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSpec) -> TrainingSet:
-    """Recent labelled rows first (up to max_rows), filled from the reference.
+def assemble(
+    recent: pd.DataFrame,
+    reference: pd.DataFrame | None,
+    spec: ModelSpec,
+    *,
+    older: pd.DataFrame | None = None,
+) -> TrainingSet:
+    """Recent labelled rows first (up to max_rows), filled from `older` rows, then the
+    reference.
 
     Recent rows are unique by prediction id (the samples table's key) and labelled after the
-    champion's training set was cut, so the two parts do not overlap by id. With
+    champion's training set was cut, so the parts do not overlap by id. On a cycle with an
+    onset, `recent` are the rows served after it and `older` the labelled rows served before it
+    (since the cut): they fill like the reference and are never held out. With
     `trainer.deduplicate` a row that exactly repeats an earlier one (features and label;
-    recent rows come newest first, then the reference) is skipped, and the counts skipped in
-    each part are kept; the duplicates check still sees the recent rows as received.
+    recent rows come newest first, then the older rows, then the reference) is skipped, and
+    the counts skipped in each part are kept; the duplicates check still sees the recent rows
+    as received.
     """
     max_rows = spec.trainer.max_rows
     key = [*feature_columns(spec, recent), spec.target]
@@ -93,15 +107,21 @@ def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSp
     else:
         recent = recent.head(max_rows)
     room = max_rows - len(recent)
+    n_older = 0 if older is None else len(older)
+    parts = [p for p in (older, reference) if p is not None and len(p)]
+    source = pd.concat(parts, ignore_index=True) if parts else None
     fill = recent.iloc[0:0]
-    if reference is not None and room > 0:
+    kept_older = 0
+    if source is not None and room > 0:
         if dedupe:
-            both = pd.concat([_selected(recent, key), _selected(reference, key)], ignore_index=True)
+            both = pd.concat([_selected(recent, key), _selected(source, key)], ignore_index=True)
             repeats = duplicated(both).to_numpy()[len(recent) :]
             kept, reference_dropped = _first_unique(repeats, room)
-            fill = reference.iloc[kept]
+            fill = source.iloc[kept]
+            kept_older = int((kept < n_older).sum())
         else:
-            fill = reference.head(room)
+            fill = source.head(room)
+            kept_older = min(n_older, len(fill))
     frame = pd.concat([recent, fill], ignore_index=True) if len(fill) else recent
     features = feature_columns(spec, frame)
     columns = [*features, spec.target]
@@ -113,12 +133,13 @@ def assemble(recent: pd.DataFrame, reference: pd.DataFrame | None, spec: ModelSp
         frame=frame,
         features=features,
         recent_rows=len(recent),
-        reference_rows=len(fill),
+        reference_rows=len(fill) - kept_older,
         version=content_hash(frame),
         source_columns=tuple(map(str, recent.columns)),
         received=received,
         recent_duplicates=recent_dropped,
         reference_duplicates=reference_dropped,
+        older_rows=kept_older,
     )
 
 
@@ -127,14 +148,16 @@ def validate(
     spec: ModelSpec,
     *,
     reference: pd.DataFrame | None = None,
-    champion: ChampionEvidence | None = None,
+    served: pd.DataFrame | None = None,
 ) -> list[CheckResult]:
-    """Every check of the gate; any failed check means the set is rejected.
+    """Every check of the gate; any failed check means the set is rejected (validation.py).
 
-    Schema, size, label and duplicate checks always run on the recent rows. With a `reference`
-    (the champion's training set) the recent rows are also compared with it (types, ranges,
-    categories, missing values, label shift); with `champion` evidence (a classifier's
-    predictions on the recent rows and its holdout error) the labels are checked for flips.
+    Schema, size, label, impossible-value and duplicate checks always run on the recent rows.
+    With `served` (the features the gateway served over the same period, labelled or not) the
+    recent rows' ranges, categories and missing values are judged against them. With a
+    `reference` (the champion's training set) the column kinds are compared with it, the label
+    balance's move is reported, and a classifier's label consistency among the recent rows is
+    compared with the reference's (label_issues, a few seconds: run it off the event loop).
     At bootstrap there is neither, and those checks are skipped.
     """
     columns = [*ts.features, spec.target]
@@ -176,9 +199,15 @@ def validate(
         )
     baseline = None if reference is None else reference.reindex(columns=columns)
     received = recent if ts.received is None else ts.received.reindex(columns=columns)
+    checks.append(check_finite(recent, columns))
     checks.append(check_duplicates(received, baseline))
+    if served is not None and not served.empty:
+        checks.extend(served_checks(recent, served, ts.features))
     if reference is not None:
         checks.extend(reference_checks(recent, reference, ts.features, spec.target, task=spec.task))
-    if champion is not None:
-        checks.append(check_label_flips(recent[spec.target], champion))
+        checks.append(
+            check_label_issues(
+                recent, reference, ts.features, spec.target, task=spec.task, seed=spec.trainer.seed
+            )
+        )
     return checks
