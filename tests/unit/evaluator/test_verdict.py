@@ -534,3 +534,26 @@ def test_a_lower_is_better_metric_uses_the_degraded_rule_in_its_units() -> None:
     assert (threshold, ok, drift.passed) == (-0.01, True, True)
     assert check(manual, "rmse_delta_lower_bound")[1:] == (0.0, False)
     assert not manual.passed
+
+
+def test_a_refitted_first_version_is_floored_on_the_trainers_holdout_score() -> None:
+    # its outputs here have seen the holdout (90 % right); the trainer measured 0.6 before
+    # refitting on it, and that is the figure the floor judges
+    refitted = evidence(labels_with(100, 90), None)
+    measured = Evidence(**{**refitted.__dict__, "measured": {"accuracy": 0.6, "rows": 5.0}})
+
+    verdict = run(spec(min_score=0.7), measured, trigger="bootstrap")
+
+    assert check(verdict, "accuracy_floor") == (0.6, 0.7, False)
+    assert verdict.challenger_score == 0.6
+    assert run(spec(min_score=0.7), refitted, trigger="bootstrap").passed
+
+
+def test_measured_figures_never_replace_a_comparison_with_the_champion() -> None:
+    both = evidence(labels_with(1000, 900), labels_with(1000, 800))
+    measured = Evidence(**{**both.__dict__, "measured": {"accuracy": 0.1}})
+
+    verdict = run(spec(), measured)
+
+    assert verdict.challenger_score == 0.9
+    assert verdict.passed

@@ -200,11 +200,25 @@ def test_the_duplicates_check_sees_the_recent_rows_as_received() -> None:
     replayed = pd.concat([recent, *[recent.iloc[[0]]] * 4], ignore_index=True)
 
     ts = assemble(replayed, None, SPEC)
-    [duplicates] = [c for c in validate(ts, SPEC) if c.name == "duplicates"]
+    checks = validate(ts, SPEC, reference=rows(6, source="reference"))
+    [duplicates] = [c for c in checks if c.name == "duplicates"]
 
     assert ts.recent_rows == 6
     assert not duplicates.passed
     assert duplicates.detail.startswith("4 of 10 recent rows")
+
+
+def test_a_first_versions_file_reports_its_duplicates_without_judging_them() -> None:
+    recent = rows(6, source="recent")
+    repeating = pd.concat([recent, *[recent.iloc[[0]]] * 4], ignore_index=True)
+
+    ts = assemble(repeating, None, SPEC)
+    [duplicates] = [c for c in validate(ts, SPEC) if c.name == "duplicates"]
+
+    assert duplicates.passed
+    assert duplicates.figure == 0.4
+    assert duplicates.threshold is None
+    assert "no reference to compare with" in duplicates.detail
 
 
 # the time window ---------------------------------------------------------------------------

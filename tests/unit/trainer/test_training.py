@@ -171,3 +171,20 @@ def test_window_and_time_limit_are_durations_that_read_back_from_json() -> None:
 def test_a_zero_duration_is_refused_naming_the_field(field: str) -> None:
     with pytest.raises(SpecError, match=f"trainer.{field}"):
         parse_spec(f"model: churn\ntarget: churned\ntrainer: {{{field}: 0s}}\n")
+
+
+def test_refit_scores_the_holdout_first_then_learns_from_every_row() -> None:
+    frame = customers(400, source="file", seed=7)
+
+    split = fit(frame, SPEC.features or [], SPEC)
+    refitted = fit(frame, SPEC.features or [], SPEC, refit=True)
+
+    assert refitted.refit
+    assert not split.refit
+    assert refitted.metrics == split.metrics  # the honest estimate, taken before the refit
+    assert len(split.train) == 300
+    assert len(refitted.train) == 400
+    assert set(refitted.train["row"]) == set(frame["row"])
+    assert set(refitted.holdout["row"]) == set(split.holdout["row"])
+    x = prepare(frame, SPEC.features or [])
+    assert not np.array_equal(refitted.pipeline.predict_proba(x), split.pipeline.predict_proba(x))

@@ -802,7 +802,9 @@ async def on_deployed(
     now: Callable[[], datetime],
 ) -> None:
     """The new champion's training profile becomes the reference; the window restarts and
-    every episode ends (the new champion's are judged afresh)."""
+    every episode ends (the new champion's are judged afresh). A deploy that replaced a
+    champion starts the cooldown: the next time-gated retrain counts from the new version's
+    first answer, not from when its cycle was requested."""
     if uow.already_handled():
         return
     raw = await asyncio.to_thread(read_json_artifact, client, event.run_id, PROFILE_ARTIFACT)
@@ -822,6 +824,8 @@ async def on_deployed(
         save_label_window(tx.conn, event.model, window=Window().model_dump(mode="json"))
         if state.get("open_cycle_id") in (None, event.cycle_id):
             values["open_cycle_id"] = None
+        if event.previous_version is not None:
+            values["last_retrain_at"] = now()
         save(tx.conn, event.model, **values)
     logger.info("reference replaced", extra={"model": event.model, "version": event.version})
 

@@ -45,7 +45,7 @@ from driftloop.trainer.domain.regime import LabelWait, rows_needed
 from driftloop.trainer.domain.training import RecipeError, fit
 
 logger = logging.getLogger(__name__)
-LABEL_POLL_SECONDS = 10.0
+LABEL_POLL_SECONDS = 2.0  # a count query; every second waited is traffic the old model serves
 
 
 async def on_predictions(batch: PredictionBatch, *, uow: SqlUnitOfWork) -> None:
@@ -217,7 +217,18 @@ async def on_retrain_requested(
         )
         reference = champion.dataset if champion else None
 
-    assembled = assemble(recent, reference, spec, older=older)
+    # a first version no champion is compared with is refitted on its holdout too
+    refit = event.trigger == "bootstrap" and (
+        await asyncio.to_thread(registry.champion, event.model) is None
+    )
+    # the first version learns from the whole file it is given; max_rows bounds retraining
+    assembled = assemble(
+        recent,
+        reference,
+        spec,
+        older=older,
+        max_rows=len(recent) if event.trigger == "bootstrap" else None,
+    )
     try:
         ts = stored_form(assembled)
     except ValueError as exc:  # a column parquet cannot hold: the set could not be versioned
@@ -241,7 +252,7 @@ async def on_retrain_requested(
     limit = spec.trainer.time_limit
     try:
         trained = await workers.run(
-            partial(fit, recent_rows=ts.recent_rows, select=event.onset is not None),
+            partial(fit, recent_rows=ts.recent_rows, select=event.onset is not None, refit=refit),
             ts.frame,
             ts.features,
             spec,

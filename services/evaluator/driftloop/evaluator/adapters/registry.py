@@ -28,6 +28,9 @@ LATENCY_ROWS = 50
 REPORT_PATH = "evaluation/verdict.json"
 
 
+REFIT = "driftloop.refit"  # the trainer's tag: a first version refitted on its holdout too
+
+
 @dataclass(frozen=True)
 class Loaded:
     evidence: Evidence
@@ -65,6 +68,7 @@ def load_evidence(client: MlflowClient, spec: ModelSpec, version: str, run_id: s
         latency_p95_ms=p95_ms(latencies) if latencies else 0.0,
         classes=classes,
         columns=columns,
+        measured=dict(run.data.metrics) if run.data.tags.get(REFIT) == "true" else None,
     )
     return Loaded(evidence, champion_version, latencies)
 

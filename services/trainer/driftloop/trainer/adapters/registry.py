@@ -33,10 +33,11 @@ from driftloop.shared.registry import (
     version_ref,
 )
 from driftloop.shared.spec import ModelSpec, format_duration
-from driftloop.trainer.domain.candidates import Selection, uses_older
+from driftloop.trainer.domain.candidates import Selection
 from driftloop.trainer.domain.dataset import TrainingSet, content_hash
 from driftloop.trainer.domain.training import Fitted
 
+REFIT = "driftloop.refit"  # refitted on every row after the holdout was scored
 logger = logging.getLogger(__name__)
 
 LABELLED_UNTIL = "driftloop.labelled_until"
@@ -121,7 +122,11 @@ class TrainerRegistry:
         with mlflow.start_run(
             experiment_id=exp,
             run_name=f"{spec.model}-{event.cycle_id[:8]}",
-            tags={**lineage_tags(event, spec, ts, lineage), **selection_tags(fitted.selection)},
+            tags={
+                **lineage_tags(event, spec, ts, lineage),
+                **selection_tags(fitted.selection),
+                **({REFIT: "true"} if fitted.refit else {}),
+            },
         ) as run:
             mlflow.log_params({**lineage_params(spec, ts), **selection_params(fitted.selection)})
             mlflow.log_metrics(
@@ -215,9 +220,11 @@ def lineage_tags(
 
 
 def profiled_rows(ts: TrainingSet, fitted: Fitted) -> pd.DataFrame:
-    """The training set's rows the monitor's reference profile describes: all of them, or the
-    recent (post-onset) rows when the chosen candidate trained on those alone."""
-    if fitted.selection is not None and not uses_older(fitted.selection.chosen):
+    """The rows the monitor's reference profile describes: on a cycle with an onset the recent
+    (post-onset) rows, the regime the version is deployed into, whichever candidate trained it
+    (older rows in its training set would otherwise read as drift as soon as it serves);
+    otherwise the whole training set."""
+    if fitted.selection is not None:
         return ts.frame.iloc[: ts.recent_rows]
     return ts.frame
 

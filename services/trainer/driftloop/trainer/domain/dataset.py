@@ -82,6 +82,7 @@ def assemble(
     spec: ModelSpec,
     *,
     older: pd.DataFrame | None = None,
+    max_rows: int | None = None,
 ) -> TrainingSet:
     """Recent labelled rows first (up to max_rows), filled from `older` rows, then the
     reference.
@@ -93,9 +94,10 @@ def assemble(
     `trainer.deduplicate` a row that exactly repeats an earlier one (features and label;
     recent rows come newest first, then the older rows, then the reference) is skipped, and
     the counts skipped in each part are kept; the duplicates check still sees the recent rows
-    as received.
+    as received. `max_rows` overrides `trainer.max_rows` (the first version takes its whole
+    file).
     """
-    max_rows = spec.trainer.max_rows
+    max_rows = spec.trainer.max_rows if max_rows is None else max_rows
     key = [*feature_columns(spec, recent), spec.target]
     received = _selected(recent.head(max_rows), key)
     dedupe = spec.trainer.deduplicate

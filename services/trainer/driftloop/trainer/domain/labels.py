@@ -36,13 +36,16 @@ from driftloop.shared.modeling import prepare
 from driftloop.trainer.domain.training import make_pipeline
 from driftloop.trainer.domain.validation import UNSEEN_MAX_CARDINALITY
 
-LABEL_ISSUE_MAX_INCREASE = 0.15
+LABEL_ISSUE_MAX_INCREASE = 0.20
 """Fail when the share of label issues among the new rows exceeds the reference's share by
 more than this (absolute). Measured (docs/decisions.md): a clean concept change with covariate
 and label shift moves it by -0.10..+0.09 (+0.09 with half the new rows still from the old
-concept, +0.08 when the new concept is twice as noisy); 40 % of binary labels flipped raises it
-by +0.24..+0.37. On a hard multiclass problem (45-60 % accuracy) 40 % flipped raises it by only
-+0.07..+0.14: there the evaluator and the canary are the gates."""
+concept, +0.08 when the new concept is twice as noisy); nannyml's `mc` stream, whose new
+regime is genuinely harder (accuracy 0.78 -> 0.60), by +0.16 (0.33 vs 0.17: refused at 0.15,
+which is why the bound is 0.20); 40 % of binary labels flipped raises it by +0.24..+0.43
+(`synthetic_sample` with 40 % flipped: +0.34..+0.43). On a hard multiclass problem (45-60 %
+accuracy) 40 % flipped raises it by only +0.07..+0.14: there the evaluator and the canary are
+the gates."""
 
 LABEL_ISSUE_MAX_ROWS = 5000
 """At most this many rows (the newest) are judged, and as many reference rows: the ten fits of

@@ -40,6 +40,7 @@ class Fitted:
     holdout: pd.DataFrame
     metrics: dict[str, float]
     selection: Selection | None = None  # cycles with an onset: the candidates and the choice
+    refit: bool = False  # refitted on every row, holdout included, after `metrics` were taken
 
 
 def make_estimator(dotted: str, params: dict[str, Any]) -> BaseEstimator:
@@ -182,6 +183,7 @@ def fit(
     *,
     recent_rows: int | None = None,
     select: bool = False,
+    refit: bool = False,
 ) -> Fitted:
     """Split off the holdout, fit the recipe, score the holdout.
 
@@ -191,6 +193,9 @@ def fit(
     champion would be judged on rows it was trained on or on the past. With `select` (a cycle
     with an onset) the training set is the candidate that validates best on post-onset rows
     (`select_candidate`), refitted on all its rows; otherwise recent and older rows together.
+    With `refit` (the first version, which no champion is compared with) the holdout is scored
+    first, then the recipe is fitted again on every row, holdout included: the version served
+    learns from the whole file, and `metrics` stay an honest estimate of it.
     """
     make_estimator(spec.recipe.estimator, spec.recipe.params)  # a bad recipe fails first
     recent_rows = len(frame) if recent_rows is None else recent_rows
@@ -207,10 +212,13 @@ def fit(
         weighted=chosen == "weighted",
     )
     metrics = score(spec.task, holdout[spec.target], pipeline, prepare(holdout, features))
+    if refit:
+        pipeline, rows = _fit_rows(pd.concat([train, holdout]), older, features, spec)
     return Fitted(
         pipeline=pipeline,
         train=rows,
         holdout=holdout.reset_index(drop=True),
         metrics=metrics,
         selection=selection,
+        refit=refit,
     )

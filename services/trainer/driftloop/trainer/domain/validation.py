@@ -333,11 +333,22 @@ def duplicate_share(frame: pd.DataFrame) -> float:
 
 
 def check_duplicates(recent: pd.DataFrame, reference: pd.DataFrame | None) -> CheckResult:
-    """Share of exact duplicate rows among the recent rows, beyond the reference's own."""
+    """Share of exact duplicate rows among the recent rows, beyond the reference's own. With
+    no reference (the first version's file) it is reported, not judged: there is no baseline,
+    and rows of coarse features legitimately repeat (census data repeats 35 %)."""
     share = duplicate_share(recent)
-    baseline = duplicate_share(reference) if reference is not None else 0.0
-    threshold = min(1.0, baseline + DUPLICATE_MAX_SHARE)
     repeats = round(share * len(recent))
+    if reference is None:
+        return CheckResult(
+            name="duplicates",
+            figure=_round(share),
+            threshold=None,
+            passed=True,
+            detail=f"{repeats} of {len(recent)} rows ({share:.3f}) repeat an earlier one; "
+            "reported: no reference to compare with",
+        )
+    baseline = duplicate_share(reference)
+    threshold = min(1.0, baseline + DUPLICATE_MAX_SHARE)
     return CheckResult(
         name="duplicates",
         figure=_round(share),
