@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install demo test test-postgres lint typecheck asyncapi clean bench-gateway bench-ingest \
-	bench-load
+	bench-load bench-adapt
 
 install: $(STAMP)
 
@@ -74,3 +74,10 @@ bench-ingest: install
 # BENCH_ARGS="--duration 60 --retrain-at 10".
 bench-load: install
 	$(BIN)/python bench/load.py $(BENCH_ARGS)
+
+# Replays nannyml's drifted datasets (wheel fetched into bench/.cache/) through a real
+# `driftloop up`, labels a few batches late: served metric vs static vs oracle, the gap
+# recovered, retrains before the onset, 5xx (issue 15; ~20 min). A quick look:
+# BENCH_ARGS="--scenarios mc --rows 12000 --pre-rows 2000".
+bench-adapt: install
+	$(BIN)/python bench/adapt.py $(BENCH_ARGS)
