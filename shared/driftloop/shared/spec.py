@@ -147,12 +147,17 @@ CANDIDATES: tuple[Candidate, ...] = ("recent", "recent+reference", "weighted")
 
 
 class TrainerSpec(_Part):
-    max_rows: int = Field(default=50_000, ge=10)
+    max_rows: int = Field(
+        default=50_000,
+        ge=10,
+        description="most rows in a retraining set (the first version learns from its whole file)",
+    )
     min_rows: int = Field(default=500, ge=1)
     holdout: float = Field(default=0.2, gt=0, lt=1)
     label_wait: Duration = Field(
         default=timedelta(minutes=30),
-        description="how long a retraining waits for min_rows new labels before TrainingFailed",
+        description="how long a retraining waits for its labels (min_rows new ones, or the "
+        "post-onset rows onset_holdout_rows asks for) before TrainingFailed",
     )
     seed: int = 0
     window: Duration | None = Field(
