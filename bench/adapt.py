@@ -55,6 +55,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _adapt as ad  # bench/ is not a package: its directory is put on the path
+from load import cli, user_env  # driftloop as a user runs it, as the load bench does
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -257,28 +258,6 @@ def performance_floor(
 
 
 # The system ----------------------------------------------------------------------------------
-
-
-def user_env(home: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "MLFLOW_"))}
-    return env | {"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_GATEWAY_PORT": str(port)}
-
-
-def cli(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """`driftloop ARGS` as a user runs it; raises with its output when it fails."""
-    done = subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"driftloop {' '.join(args)} exited {done.returncode}:\n{done.stdout}{done.stderr}"
-        )
-    return done
 
 
 def spec_for(p: Prepared, off: Offline, args: argparse.Namespace) -> dict[str, Any]:

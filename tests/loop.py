@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,7 +60,16 @@ async def gateway(settings: Settings, running: Any) -> AsyncIterator[httpx.Async
 async def bootstrap(settings: Settings, bus: Bus, tmp_path: Path, rows: int = 1200) -> str:
     spec = parse_spec(SPEC)
     kv = await bus.kv(SPECS_BUCKET)
-    await kv.put(spec.model, spec.to_json())
+    # The services just started in this test's event loop: their start-up (migrations, the
+    # MLflow store, worker processes) can hold the loop past the put's 5 s ack timeout on a
+    # loaded 2-core machine. A put is idempotent (the same spec as a new revision): try again.
+    for attempt in range(3):
+        try:
+            await kv.put(spec.model, spec.to_json())
+            break
+        except nats.errors.TimeoutError:
+            if attempt == 2:
+                raise
     data = tmp_path / "churn.csv"
     churn(np.random.default_rng(1), rows).to_csv(data, index=False)
     return await start_bootstrap(settings, bus, "churn", data)

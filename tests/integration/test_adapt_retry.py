@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 from helpers import SPEC, churn, eventually, read_all_events
 from loop import bootstrap, predict_and_label, serving, wait_for
+from monitoring import MODEL, T0, predict, start_monitor
 
 from driftloop.deployer.main import serve as deployer
 from driftloop.evaluator.main import serve as evaluator
@@ -25,70 +25,12 @@ from driftloop.shared.config import Settings
 from driftloop.shared.events import (
     SPECS_BUCKET,
     DataRejected,
-    Deployed,
     FeedbackBatch,
     Label,
-    PredictionBatch,
     TrainingFailed,
 )
-from driftloop.shared.profile import build_profile
-from driftloop.shared.registry import configure_mlflow, experiment_id
 from driftloop.shared.spec import parse_spec
 from driftloop.trainer.main import serve as trainer
-
-MODEL = "churn"
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-
-def frame(rng: np.random.Generator, n: int, *, scale: float = 12.0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {"tenure": rng.gamma(2.0, scale, n).round(1), "plan": rng.choice(["basic", "pro"], n)}
-    )
-
-
-async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml: str) -> None:
-    """The monitor alone, its reference given as a deployment gives it (a profile logged to
-    the champion's run, then Deployed), as in test_monitor_ingest."""
-    spec = parse_spec(f"model: {MODEL}\ntarget: churned\nmonitor:\n{monitor_yaml}")
-    await (await bus.kv(SPECS_BUCKET)).put(MODEL, spec.to_json())
-    client = configure_mlflow(settings)
-    run = client.create_run(experiment_id(client, settings, MODEL))
-    profile = build_profile(MODEL, frame(np.random.default_rng(0), 2000), ["tenure", "plan"])
-    client.log_dict(run.info.run_id, profile.model_dump(mode="json"), "data/reference_profile.json")
-    running(monitor(settings))
-    await bus.publish(
-        Deployed(
-            model=MODEL, cycle_id="c1", version="1", previous_version=None, run_id=run.info.run_id
-        )
-    )
-
-    async def has_reference() -> bool:
-        try:
-            status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
-        except Exception:  # not answering yet
-            return False
-        return bool(status.get("reference_version") == "1")
-
-    await eventually(has_reference, timeout=30)
-
-
-async def predict(
-    bus: Bus, rows: int, at: datetime, rng: np.random.Generator, *, scale: float = 12.0
-) -> list[str]:
-    """Publish one batch served by the champion, as the gateway does; returns its ids."""
-    ids = [str(uuid.uuid4()) for _ in range(rows)]
-    batch = PredictionBatch(
-        model=MODEL,
-        version="1",
-        route="champion",
-        ids=ids,
-        instances=frame(rng, rows, scale=scale).to_dict(orient="records"),
-        predictions=rng.integers(0, 2, rows).tolist(),
-        latency_ms=2.0,
-        at=at,
-    )
-    await bus.publish_record(f"driftloop.predictions.{MODEL}", batch, msg_id=batch.batch_id)
-    return ids
 
 
 def of_type(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -236,5 +178,9 @@ async def test_a_failed_cycle_is_retried_when_labels_arrive_not_when_the_cooldow
     assert second["onset"] == first["onset"] is not None
     assert "retry after 1 failed attempt" in second["reason"]  # in the 1h cooldown
     await serving(gateway, "2")
-    status = (await gateway.get("/v1/models/churn")).json()["monitor"]
-    assert status["episodes"] == {}  # the deployment ended the episode
+
+    async def episodes_ended() -> bool:  # the monitor takes Deployed after the gateway serves
+        status = (await gateway.get("/v1/models/churn")).json()["monitor"]
+        return status["episodes"] == {}  # the deployment ended the episode
+
+    await eventually(episodes_ended, timeout=30)

@@ -302,3 +302,12 @@ def test_a_regression_target_must_be_numeric() -> None:
     assert failed(good) == {}
     assert "numeric_target" in failed(bad)
     assert not any(c.name == "label_classes" for c in good)
+
+
+def test_a_first_versions_file_may_keep_its_repeats_and_every_row() -> None:
+    recent = rows(6, source="file")
+    repeating = pd.concat([recent, *[recent.iloc[[0]]] * 4], ignore_index=True)
+
+    ts = assemble(repeating, None, with_spec(max_rows=10), max_rows=11, deduplicate=False)
+
+    assert (ts.recent_rows, ts.recent_duplicates) == (10, 0)

@@ -228,6 +228,7 @@ async def on_retrain_requested(
         spec,
         older=older,
         max_rows=len(recent) if event.trigger == "bootstrap" else None,
+        deduplicate=False if event.trigger == "bootstrap" else None,
     )
     try:
         ts = stored_form(assembled)

@@ -68,7 +68,7 @@ async def serve(settings: Settings) -> None:
 
         async def answer_status(data: bytes) -> dict[str, Any]:
             model = json.loads(data or b"{}").get("model")
-            stale = timedelta(seconds=6 * handlers.LABEL_POLL_SECONDS)  # a few polls missed
+            stale = timedelta(seconds=30)  # many polls missed: the trainer is not waiting
             return waits.status(str(model) if model else None, now=utcnow(), max_age=stale)
 
         await bus.respond(STATUS_SUBJECT, answer_status)

@@ -83,6 +83,7 @@ def assemble(
     *,
     older: pd.DataFrame | None = None,
     max_rows: int | None = None,
+    deduplicate: bool | None = None,
 ) -> TrainingSet:
     """Recent labelled rows first (up to max_rows), filled from `older` rows, then the
     reference.
@@ -94,13 +95,13 @@ def assemble(
     `trainer.deduplicate` a row that exactly repeats an earlier one (features and label;
     recent rows come newest first, then the older rows, then the reference) is skipped, and
     the counts skipped in each part are kept; the duplicates check still sees the recent rows
-    as received. `max_rows` overrides `trainer.max_rows` (the first version takes its whole
-    file).
+    as received. `max_rows` and `deduplicate` override the spec's (the first version takes
+    its whole file as given: repeats there are the data's weights, not a replayed batch).
     """
     max_rows = spec.trainer.max_rows if max_rows is None else max_rows
     key = [*feature_columns(spec, recent), spec.target]
     received = _selected(recent.head(max_rows), key)
-    dedupe = spec.trainer.deduplicate
+    dedupe = spec.trainer.deduplicate if deduplicate is None else deduplicate
     recent_dropped = reference_dropped = 0
     if dedupe:
         repeats = duplicated(_selected(recent, key)).to_numpy()

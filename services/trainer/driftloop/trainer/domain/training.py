@@ -212,8 +212,8 @@ def fit(
         weighted=chosen == "weighted",
     )
     metrics = score(spec.task, holdout[spec.target], pipeline, prepare(holdout, features))
-    if refit:
-        pipeline, rows = _fit_rows(pd.concat([train, holdout]), older, features, spec)
+    if refit:  # every row in the order given: the model a user would fit once on the file
+        pipeline, rows = _fit_rows(recent, older, features, spec)
     return Fitted(
         pipeline=pipeline,
         train=rows,
