@@ -1,9 +1,9 @@
 """The poisoning gate end to end: the trainer, evaluator and deployer's real `serve()` on a real
 nats-server, a real database and a real MLflow store. After a champion is bootstrapped, the
 gateway serves drifted traffic: values far outside the old training range, a label balance
-moved from 0.42 to 0.8 churn and a new concept. With honest labels the set passes the gate and
-is trained on (drift is not poison); with 40 % of the labels flipped at random it is rejected by
-the label_issues check, which names its figures. Replaces the label-flip test, whose premise
+moved from 0.42 to 0.8 churn and a new concept. With honest labels the set passes the gate, is
+trained on, passes its evaluation and is deployed (drift is not poison); with 40 % of the labels
+flipped at random it is rejected by the label_issues check, which names its figures. Replaces the label-flip test, whose premise
 (labels judged by agreement with the old champion) a genuine concept change breaks. The served
 rows the feature checks compare with cover the training rows' period."""
 
@@ -76,7 +76,9 @@ def labelled(settings: Settings) -> Iterator[Any]:
     engine.dispose()
 
 
-async def request(bus: Bus, *, trigger: Any, data_uri: str | None = None) -> str:
+async def request(
+    bus: Bus, *, trigger: Any, data_uri: str | None = None, onset: datetime | None = None
+) -> str:
     cycle = str(uuid.uuid4())
     await bus.publish(
         RetrainRequested(
@@ -86,6 +88,7 @@ async def request(bus: Bus, *, trigger: Any, data_uri: str | None = None) -> str
             reason="test",
             data_uri=data_uri,
             requested_at=datetime.now(UTC),
+            onset=onset,
         )
     )
     return cycle
@@ -101,8 +104,13 @@ async def events_of(settings: Settings, cycle: str, last: set[str]) -> list[dict
     return await eventually(ended, timeout=120)
 
 
+# a drift cycle waits for max(min_rows, 75 / 0.25) = 300 labelled rows served after its onset
+ONSET_SPEC = SPEC.replace("holdout: 0.25}", "holdout: 0.25, onset_holdout_rows: 75}")
+
+
 async def bootstrap_champion(settings: Settings, bus: Bus, tmp_path: Path) -> None:
-    spec = parse_spec(SPEC)
+    assert ONSET_SPEC != SPEC
+    spec = parse_spec(ONSET_SPEC)
     await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
     data = tmp_path / "churn.csv"
     churn(np.random.default_rng(1), 1200).to_csv(data, index=False)
@@ -160,8 +168,8 @@ async def send_traffic(bus: Bus, *, flip: float, seed: int) -> None:
 
 @pytest.mark.parametrize(
     ("flip", "ends_with"),
-    [(0.0, "ModelTrained"), (0.4, "DataRejected")],
-    ids=["drift-trained", "poisoned-labels-rejected"],
+    [(0.0, "Deployed"), (0.4, "DataRejected")],
+    ids=["drift-trained-and-deployed", "poisoned-labels-rejected"],
 )
 async def test_drift_past_the_old_range_trains_and_flipped_labels_are_rejected(
     settings: Settings,
@@ -172,17 +180,25 @@ async def test_drift_past_the_old_range_trains_and_flipped_labels_are_rejected(
     ends_with: str,
 ) -> None:
     await bootstrap_champion(settings, bus, tmp_path)
+    onset = datetime.now(UTC)
     await send_traffic(bus, flip=flip, seed=7)
 
     async def stored() -> bool:
         return bool(labelled() == ROWS)
 
     await eventually(stored, timeout=30)
-    cycle = await request(bus, trigger="manual")
-    events = await events_of(settings, cycle, {"DataRejected", "TrainingFailed", "ModelTrained"})
+    cycle = await request(bus, trigger="drift", onset=onset)
+    ended = {"DataRejected", "TrainingFailed", "EvaluationFailed", "RolledBack", "Deployed"}
+    events = await events_of(settings, cycle, ended)
 
-    answer = next(e["envelope"] for e in events if e["envelope"]["type"] != "RetrainRequested")
+    answer = next(e["envelope"] for e in events if e["envelope"]["type"] in ended)
     assert answer["type"] == ends_with, answer["data"]
+    if ends_with == "Deployed":  # trained on the drifted rows, judged on them, and released
+        seen = types(events)
+        assert seen.index("ModelTrained") < seen.index("EvaluationPassed") < seen.index("Deployed")
+        assert "non-inferiority" in events[seen.index("EvaluationPassed")]["envelope"]["data"][
+            "reason"
+        ]
     if ends_with == "DataRejected":
         data = answer["data"]
         report = {c["name"]: c for c in data["report"]}
