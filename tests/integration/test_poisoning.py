@@ -3,9 +3,10 @@ nats-server, a real database and a real MLflow store. After a champion is bootst
 gateway serves drifted traffic: values far outside the old training range, a label balance
 moved from 0.42 to 0.8 churn and a new concept. With honest labels the set passes the gate, is
 trained on, passes its evaluation and is deployed (drift is not poison); with 40 % of the labels
-flipped at random it is rejected by the label_issues check, which names its figures. Replaces the label-flip test, whose premise
-(labels judged by agreement with the old champion) a genuine concept change breaks. The served
-rows the feature checks compare with cover the training rows' period."""
+flipped at random it is rejected by the label_issues check, which names its figures. Replaces
+the label-flip test, whose premise (labels judged by agreement with the old champion) a genuine
+concept change breaks. The served rows the feature checks compare with cover the training rows'
+period."""
 
 from __future__ import annotations
 
