@@ -197,9 +197,10 @@ async def test_drift_past_the_old_range_trains_and_flipped_labels_are_rejected(
     if ends_with == "Deployed":  # trained on the drifted rows, judged on them, and released
         seen = types(events)
         assert seen.index("ModelTrained") < seen.index("EvaluationPassed") < seen.index("Deployed")
-        assert "non-inferiority" in events[seen.index("EvaluationPassed")]["envelope"]["data"][
-            "reason"
-        ]
+        assert (
+            "non-inferiority"
+            in events[seen.index("EvaluationPassed")]["envelope"]["data"]["reason"]
+        )
     if ends_with == "DataRejected":
         data = answer["data"]
         report = {c["name"]: c for c in data["report"]}
