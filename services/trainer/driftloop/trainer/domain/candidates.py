@@ -8,7 +8,7 @@ the champion's training set) may only train. The candidates (spec `trainer.candi
 - `weighted`: the same rows, post-onset ones weighted so their total weight is at least the
   older rows' (older rows weigh 1).
 
-Each is fitted without a validation split of the post-onset training rows (never the holdout)
+Each is fitted on the post-onset training rows less a validation split of them (never the holdout)
 and scored on it with the evaluator's metric; the best is kept. Ties go to the simplest, in
 TIE_ORDER: `recent+reference` (what every cycle without an onset trains on), then `recent`,
 then `weighted` (the most assumptions).
