@@ -168,8 +168,9 @@ class TrainerSpec(_Part):
     )
     deduplicate: bool = Field(
         default=True,
-        description="drop rows that exactly repeat an earlier one (features and label) from the "
-        "training set; turn off when rows legitimately repeat (few categorical features)",
+        description="drop rows that exactly repeat an earlier one (features and label) from a "
+        "retraining set; turn off when rows legitimately repeat (few categorical features). "
+        "The first version's file is taken as given",
     )
     time_limit: Duration = Field(
         default=timedelta(minutes=10),
