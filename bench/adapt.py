@@ -55,7 +55,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _adapt as ad  # bench/ is not a package: its directory is put on the path
-from load import cli, user_env  # driftloop as a user runs it, as the load bench does
+from load import cli, user_env, wait_serving  # as the load bench runs driftloop
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / ".cache"
@@ -417,24 +417,6 @@ def replay(p: Prepared, gateway: str, args: argparse.Namespace) -> Live:
     return live
 
 
-def wait_serving(gateway: str, p: Prepared, timeout: float = 120) -> None:
-    """Until the gateway answers a predict with 200 (it loads the deployed version after the
-    routes change)."""
-    import httpx
-
-    body = {"instances": instances(p)[:1]}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.post(f"{gateway}/v1/models/{p.scenario.name}/predict", json=body)
-            if answer.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the gateway served no champion within {timeout:.0f}s")
-
-
 def load_versions(home: Path, port: int, model: str, versions: list[str]) -> dict[str, Any]:
     """Each served version's pipeline from the run's MLflow store (after `down`)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -508,7 +490,7 @@ def run_scenario(p: Prepared, args: argparse.Namespace, work: Path) -> dict[str,
         timings["up_s"] = time.monotonic() - t
         cli(env, "apply", str(scen_dir / "spec.yaml"))
         cli(env, "train", name, "--data", str(data), "--timeout", "600")
-        wait_serving(gateway, p)
+        wait_serving(gateway, model=p.scenario.name, row=instances(p)[0])
         timings["first_champion_s"] = time.monotonic() - t
         print(f"  up and first champion serving in {timings['first_champion_s']:.0f}s", flush=True)
         live = replay(p, gateway, args)

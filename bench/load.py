@@ -248,17 +248,19 @@ def bootstrap(work: Path, env: dict[str, str]) -> None:
     cli(env, "train", MODEL, "--data", str(work / "churn.csv"), "--timeout", "600")
 
 
-def wait_serving(gateway: str, timeout: float = 120) -> None:
-    """Until the gateway answers a predict with 200 (it loads a deployed version after the
-    routes change)."""
+def wait_serving(
+    gateway: str, timeout: float = 120, *, model: str = MODEL, row: dict[str, Any] | None = None
+) -> None:
+    """Until the gateway answers a predict of `row` (default: one of this bench's) to `model`
+    with 200 (it loads a deployed version after the routes change)."""
     import httpx
 
-    row = rows_with_labels(1)[0][0]
+    row = rows_with_labels(1)[0][0] if row is None else row
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             answer = httpx.post(
-                f"{gateway}/v1/models/{MODEL}/predict", json={"instances": [row]}, timeout=10
+                f"{gateway}/v1/models/{model}/predict", json={"instances": [row]}, timeout=10
             )
             if answer.status_code == 200:
                 return

@@ -68,6 +68,11 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
+def _reported(name: str, figure: float, detail: str) -> CheckResult:
+    """A figure the gate shows but does not judge: no threshold, always passed."""
+    return CheckResult(name=name, figure=_round(figure), threshold=None, passed=True, detail=detail)
+
+
 def _listing(items: dict[str, float], limit: int = 5) -> str:
     shown = sorted(items.items(), key=lambda kv: -kv[1])[:limit]
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
@@ -289,12 +294,10 @@ def check_label_shift(
         tvd = total_variation(labels, reference_labels)
         shares = labels.value_counts(normalize=True).round(3).to_dict()
         before = reference_labels.value_counts(normalize=True).round(3).to_dict()
-        return CheckResult(
-            name="label_shift",
-            figure=_round(tvd),
-            threshold=None,
-            passed=True,
-            detail=f"{target} shares {before} -> {shares} (total variation {tvd:.3f});"
+        return _reported(
+            "label_shift",
+            tvd,
+            f"{target} shares {before} -> {shares} (total variation {tvd:.3f});"
             " reported, not a gate",
         )
     now = pd.to_numeric(labels, errors="coerce").dropna()
@@ -309,12 +312,10 @@ def check_label_shift(
         )
     std = float(before.std()) or 1.0
     shift = abs(float(now.mean()) - float(before.mean())) / std
-    return CheckResult(
-        name="label_shift",
-        figure=_round(shift),
-        threshold=None,
-        passed=True,
-        detail=f"{target} mean {before.mean():.4g} -> {now.mean():.4g} (reference std {std:.4g},"
+    return _reported(
+        "label_shift",
+        shift,
+        f"{target} mean {before.mean():.4g} -> {now.mean():.4g} (reference std {std:.4g},"
         f" shift {shift:.3f} std); reported, not a gate",
     )
 
@@ -339,12 +340,10 @@ def check_duplicates(recent: pd.DataFrame, reference: pd.DataFrame | None) -> Ch
     share = duplicate_share(recent)
     repeats = round(share * len(recent))
     if reference is None:
-        return CheckResult(
-            name="duplicates",
-            figure=_round(share),
-            threshold=None,
-            passed=True,
-            detail=f"{repeats} of {len(recent)} rows ({share:.3f}) repeat an earlier one; "
+        return _reported(
+            "duplicates",
+            share,
+            f"{repeats} of {len(recent)} rows ({share:.3f}) repeat an earlier one; "
             "reported: no reference to compare with",
         )
     baseline = duplicate_share(reference)
