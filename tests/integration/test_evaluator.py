@@ -86,13 +86,19 @@ def fit(frame: pd.DataFrame, columns: list[str], **tree: Any) -> Pipeline:
 
 
 def register(
-    client: MlflowClient, settings: Settings, pipeline: Pipeline, holdout: pd.DataFrame
+    client: MlflowClient,
+    settings: Settings,
+    pipeline: Pipeline,
+    holdout: pd.DataFrame,
+    metrics: dict[str, float] | None = None,
 ) -> tuple[str, str]:
-    """Log a run with the holdout and the model, as the trainer does; register a version."""
+    """Log a run with the holdout, the model and its holdout `metrics`, as the trainer does;
+    register a version."""
     with mlflow.start_run(
         experiment_id=experiment_id(client, settings, "churn"),
         tags={"driftloop.features": json.dumps(FEATURES)},
     ) as run:
+        mlflow.log_metrics(metrics or {})
         with tempfile.TemporaryDirectory() as tmp:
             holdout.to_parquet(Path(tmp) / "holdout.parquet", index=False)
             mlflow.log_artifacts(tmp, artifact_path="data")
@@ -140,11 +146,16 @@ async def setup(
     champion: Pipeline,
     challenger: Pipeline,
     holdout: pd.DataFrame,
+    *,
+    champion_trained: dict[str, float] | None = None,
 ) -> tuple[MlflowClient, str, str]:
+    """`champion_trained`: the champion's metrics on its own holdout when it was trained."""
     await (await bus.kv(SPECS_BUCKET)).put("churn", parse_spec(spec).to_json())
     client = configure_mlflow(settings)
     # MLflow blocks: off the event loop, so the evaluator starts meanwhile.
-    first, _ = await asyncio.to_thread(register, client, settings, champion, holdout)
+    first, _ = await asyncio.to_thread(
+        register, client, settings, champion, holdout, champion_trained
+    )
     client.set_registered_model_alias("churn", CHAMPION, first)
     version, run_id = await asyncio.to_thread(register, client, settings, challenger, holdout)
     return client, version, run_id
@@ -235,11 +246,17 @@ async def test_a_not_worse_challenger_passes_when_the_champion_is_degraded_and_f
     champion = fit(customers(rng, 1500), FEATURES, max_depth=6)
     challenger = fit(customers(rng, 1500), FEATURES, max_depth=6)  # the same rule, relearnt
     holdout = customers(rng, 800, noise=0.1)
-    client, version, run_id = await setup(settings, bus, SPEC, champion, challenger, holdout)
+    client, version, run_id = await setup(
+        settings, bus, SPEC, champion, challenger, holdout, champion_trained={"accuracy": 0.99}
+    )
 
     drift_kind, drift = await judged(settings, bus, version, run_id, trigger="drift")
     drift_tag = client.get_run(run_id).data.tags["driftloop.verdict_rule"]
     manual_kind, manual = await judged(settings, bus, version, run_id, trigger="manual")
+    # the champion's run now says it scored no better when trained: drift alone is no evidence
+    champion_run = client.get_model_version_by_alias("churn", CHAMPION).run_id
+    client.log_metric(champion_run, "accuracy", 0.5, step=1)
+    intact_kind, intact = await judged(settings, bus, version, run_id, trigger="drift")
 
     degraded = "non-inferiority: the champion is degraded (trigger drift)"
     strict = "strict: no evidence the champion is degraded (trigger manual)"
@@ -248,10 +265,15 @@ async def test_a_not_worse_challenger_passes_when_the_champion_is_degraded_and_f
     bound = checks(drift)["accuracy_delta_lower_bound"]
     assert (bound["threshold"], bound["passed"]) == (-0.01, True)
     assert bound["detail"].startswith(degraded)
-    assert drift["reason"].endswith(f"judged by {degraded}")
+    assert f"judged by {degraded}: drift, and its accuracy after it" in drift["reason"]
     assert drift_tag == degraded
     assert manual_kind == "EvaluationFailed"
     bound = checks(manual)["accuracy_delta_lower_bound"]
     assert (bound["threshold"], bound["passed"]) == (0, False)
-    assert manual["reason"].endswith(f"judged by {strict}")
-    assert client.get_run(run_id).data.tags["driftloop.verdict_rule"] == strict
+    assert manual["reason"].endswith(f"judged by {strict}: a manual trigger carries no evidence")
+    assert intact_kind == "EvaluationFailed"
+    assert "is not measurably below the 0.5000 it scored when trained" in intact["reason"]
+    assert checks(intact)["accuracy_delta_lower_bound"]["threshold"] == 0
+    assert client.get_run(run_id).data.tags["driftloop.verdict_rule"] == (
+        "strict: no evidence the champion is degraded (trigger drift)"
+    )

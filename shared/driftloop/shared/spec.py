@@ -216,9 +216,10 @@ class EvaluatorSpec(_Part):
 
     Improvement d = challenger - champion in `metric` (champion - challenger for rmse, mae):
     its point estimate must reach `min_delta`, and its one-sided lower confidence bound at
-    `confidence` must reach `min_delta - non_inferiority`. When the cycle's trigger shows the
-    champion degraded (drift, performance), non-inferiority instead: d at least min(min_delta,
-    0) and its lower bound at least -degraded_margin."""
+    `confidence` must reach `min_delta - non_inferiority`. When the champion is shown degraded
+    (a performance trigger; a drift trigger whose champion scores measurably worse after the
+    drift than when it was trained), non-inferiority instead: d at least min(min_delta, 0) and
+    its lower bound at least -degraded_margin."""
 
     metric: Literal["accuracy", "f1", "precision", "recall", "roc_auc", "rmse", "mae", "r2"] = (
         Field(default="f1", description="default: f1 (classification) or rmse (regression)")
@@ -255,7 +256,8 @@ class EvaluatorSpec(_Part):
     degraded_margin: float = Field(
         default=0.01,
         ge=0,
-        description="cycles whose champion is known degraded (drift or performance triggers): "
+        description="cycles whose champion is shown degraded (a performance trigger, or a "
+        "drift trigger whose champion scores measurably worse than when it was trained): "
         "the challenger passes when it is not worse on post-onset rows, its improvement's "
         "lower confidence bound at least -degraded_margin (non-inferiority); other triggers "
         "keep min_delta and non_inferiority",

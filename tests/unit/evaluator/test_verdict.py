@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from driftloop.evaluator.domain.degradation import Degradation
 from driftloop.evaluator.domain.resampling import Outputs
 from driftloop.evaluator.domain.uncertainty import paired_bootstrap
 from driftloop.evaluator.domain.verdict import Evidence, Verdict, judge, p95_ms, rule_for
@@ -43,7 +44,10 @@ def evidence(
     y: np.ndarray | None = None,
     latency: float = 10.0,
     columns: dict[str, np.ndarray] | None = None,
+    trained: float | None = 0.99,
 ) -> Evidence:
+    """`trained`: the champion's accuracy on its own holdout when it was trained (0.99: a drift
+    trigger finds it degraded on these holdouts)."""
     truth = np.zeros(len(ours), dtype=int) if y is None else y
     return Evidence(
         y_true=truth,
@@ -52,6 +56,7 @@ def evidence(
         latency_p95_ms=latency,
         classes=[0, 1],
         columns=columns or {},
+        champion_trained=None if trained is None else {"accuracy": trained},
     )
 
 
@@ -452,7 +457,7 @@ def test_the_rule_is_named_in_the_checks_the_reason_and_the_report(
     compared = [c for c in verdict.checks if c.name.startswith("accuracy_delta")]
     assert len(compared) == 2
     assert all(c.detail is not None and c.detail.startswith(label) for c in compared)
-    assert verdict.reason.endswith(f"judged by {label}")
+    assert f"judged by {label}: " in verdict.reason
     assert verdict.report["rule"]["label"] == label
     json.dumps(verdict.report, allow_nan=False)
 
@@ -487,7 +492,8 @@ def test_the_degraded_rule_is_never_stricter_than_the_strict_one(
 ) -> None:
     ev = EvaluatorSpec(metric="accuracy", **evaluator)
 
-    degraded, strict = rule_for(ev, "drift"), rule_for(ev, "manual")
+    degraded = rule_for(ev, "drift", Degradation(True, "shown"))
+    strict = rule_for(ev, "manual", Degradation(False, "not shown"))
 
     assert (degraded.min_delta, degraded.min_bound) == (pytest.approx(point), pytest.approx(bound))
     assert (strict.min_delta, strict.min_bound) == (
@@ -521,7 +527,9 @@ def test_a_lower_is_better_metric_uses_the_degraded_rule_in_its_units() -> None:
     y = rng.normal(size=500)
     theirs = y + rng.normal(0, 1.0, 500)
     ours = theirs + rng.normal(0, 0.01, 500)  # almost the champion: rmse within a hair of it
-    ev = Evidence(y, Outputs(ours), Outputs(theirs), latency_p95_ms=1.0)
+    ev = Evidence(
+        y, Outputs(ours), Outputs(theirs), latency_p95_ms=1.0, champion_trained={"rmse": 0.5}
+    )
 
     drift = run(spec(metric="rmse"), ev, trigger="drift")
     manual = run(spec(metric="rmse"), ev, trigger="manual")

@@ -37,7 +37,8 @@ async def on_model_trained(
     loaded = await asyncio.to_thread(load_evidence, client, spec, event.version, event.run_id)
     # Seeded per spec: a redelivered event is judged to the same figures.
     rng = np.random.default_rng(spec.evaluator.seed)
-    # The trigger picks the rule: non-inferiority when the champion is known degraded.
+    # The trigger and the champion's figures pick the rule: non-inferiority when it is shown
+    # degraded (domain/degradation.py).
     verdict = await asyncio.to_thread(judge, spec, loaded.evidence, trigger=event.trigger, rng=rng)
     logger.info(
         "verdict",

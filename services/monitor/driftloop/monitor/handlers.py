@@ -74,7 +74,7 @@ from driftloop.monitor.domain.live import (
     disagreement,
     summary,
 )
-from driftloop.monitor.domain.performance import live_metric
+from driftloop.monitor.domain.performance import live_metric, onset_of_drop
 from driftloop.monitor.domain.policy import (
     RetrainDecision,
     TriggerState,
@@ -659,10 +659,10 @@ def _judge_performance(
     now: datetime,
 ) -> dict[str, Any]:
     """Every `min_labels` new labels, the champion's live metric against the floor: below it
-    opens or continues the performance episode (onset: the earliest answer time of the rows
-    judged), reported (PerformanceDegraded) on its first evaluation and every
-    `monitor.event_every` after, and takes the retrain decision; within it ends the episode.
-    Returns the model-state columns that change."""
+    opens or continues the performance episode (onset: when the judged rows' drop began, the
+    change point of `onset_of_drop`), reported (PerformanceDegraded) on its first evaluation
+    and every `monitor.event_every` after, and takes the retrain decision; within it ends the
+    episode. Returns the model-state columns that change."""
     policy = spec.monitor.performance
     pending = (state["labels_since_eval"] or 0) + added
     if pending < policy.min_labels:
@@ -691,7 +691,7 @@ def _judge_performance(
         state,
         spec,
         holds=worse_than_floor(figure, policy),
-        start=min((r.predicted_at for r in rows if r.predicted_at), default=now),
+        start=_drop_onset(policy.metric, rows, now=now),
         event=lambda episode: PerformanceDegraded(
             model=batch.model,
             window_start=min(r.labelled_at for r in rows),
@@ -710,6 +710,12 @@ def _judge_performance(
         now=now,
     )
     return values
+
+
+def _drop_onset(metric: str, rows: list[Any], *, now: datetime) -> datetime:
+    """When the judged rows' drop began (`onset_of_drop`); `now` when none has a time."""
+    timed = [(r.predicted_at, r.label, r.prediction) for r in rows if r.predicted_at]
+    return onset_of_drop(metric, timed) if timed else now
 
 
 async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -> None:

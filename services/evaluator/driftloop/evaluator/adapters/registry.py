@@ -50,9 +50,11 @@ def load_evidence(client: MlflowClient, spec: ModelSpec, version: str, run_id: s
     champion: Any = None
     champion_ref = version_by_alias(client, spec.model, CHAMPION)
     champion_version = None
+    champion_trained: dict[str, float] | None = None
     if champion_ref is not None and champion_ref.version != version:
         champion_version = champion_ref.version
         champion = load_model(spec.model, champion_version)
+        champion_trained = trained_metrics(client, champion_ref.run_id)
     classes = _classes(y, challenger, champion) if spec.task == "classification" else None
     columns = {
         s.column: holdout[s.column].to_numpy() for s in spec.evaluator.slices if s.column in holdout
@@ -69,8 +71,19 @@ def load_evidence(client: MlflowClient, spec: ModelSpec, version: str, run_id: s
         classes=classes,
         columns=columns,
         measured=dict(run.data.metrics) if run.data.tags.get(REFIT) == "true" else None,
+        champion_trained=champion_trained,
     )
     return Loaded(evidence, champion_version, latencies)
+
+
+def trained_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float] | None:
+    """A version's metrics on its own holdout, as its training run logged them (a refitted
+    first version logged them before the refit); the evaluation's `eval.*` figures left out.
+    None when the version has no run."""
+    if not run_id:
+        return None
+    metrics = client.get_run(run_id).data.metrics
+    return {k: v for k, v in metrics.items() if not k.startswith("eval.")}
 
 
 def _classes(y: Any, *models: Any) -> list[Any]:

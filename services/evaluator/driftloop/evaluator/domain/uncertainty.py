@@ -90,6 +90,30 @@ def paired_bootstrap(
     }
 
 
+def bootstrap_interval(
+    metric: str,
+    y_true: npt.NDArray[Any],
+    outputs: Outputs,
+    classes: Sequence[Any] | None,
+    *,
+    confidence: float,
+    resamples: int,
+    rng: np.random.Generator,
+) -> Interval:
+    """Percentile interval of one model's `metric` over `resamples` resamples of the holdout:
+    `low` its (1 - confidence) quantile, `high` its `confidence` quantile."""
+    n = len(y_true)
+    block = max(1, min(resamples, BLOCK_CELLS // max(n, 1)))
+    figures: list[FloatArray] = []
+    done = 0
+    while done < resamples:
+        counts = resample_counts(rng, min(block, resamples - done), n)
+        done += len(counts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            figures.append(weighted_metric(metric, y_true, outputs, classes, counts))
+    return _interval(np.concatenate(figures), confidence)
+
+
 def _difference(
     metric: str,
     y_true: npt.NDArray[Any],

@@ -1,10 +1,12 @@
 """Judging a challenger against the champion on the challenger's holdout: pure, given both
 models' outputs on the same rows (docs/evaluation.md).
 
-The cycle's trigger picks the rule (`rule_for`): with a champion known degraded (trigger
-drift or performance) non-inferiority, point bound min(min_delta, 0) and lower bound
--degraded_margin (never stricter than the strict rule); otherwise the strict rule, point
-bound min_delta and lower bound min_delta - non_inferiority. With a champion, the verdict
+The evidence that the champion is degraded picks the rule (`rule_for`; the evidence:
+domain/degradation.py, a performance trigger, or a drift trigger whose champion scores
+measurably worse on the post-drift holdout than when it was trained): with it non-inferiority,
+point bound min(min_delta, 0) and lower bound -degraded_margin (never stricter than the strict
+rule); otherwise the strict rule, point bound min_delta and lower bound min_delta -
+non_inferiority. With a champion, the verdict
 passes when every check passes:
 - `<metric>_delta`: the improvement d (challenger - champion; champion - challenger for
   rmse and mae) on the holdout is at least the rule's point bound;
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from driftloop.evaluator.domain.degradation import Degradation, assess
 from driftloop.evaluator.domain.resampling import BoolArray, Outputs, weighted_metric
 from driftloop.evaluator.domain.slices import Slice, slices_of
 from driftloop.evaluator.domain.uncertainty import Interval, McNemar, mcnemar, paired_bootstrap
@@ -37,20 +40,20 @@ from driftloop.shared.spec import EvaluatorSpec, ModelSpec
 
 # Figures at a threshold pass: 0.85 - 0.8 is 0.04999999999999993 in floating point.
 EPSILON = 1e-9
-# Triggers that come with evidence the champion is degraded on the current distribution.
-DEGRADED_TRIGGERS: frozenset[Trigger] = frozenset({"drift", "performance"})
 
 
 @dataclass(frozen=True)
 class Rule:
     """What the improvement d must reach: `min_delta` (its point estimate) and `min_bound`
-    (its one-sided lower confidence bound); `name` and `why` say which rule and why."""
+    (its one-sided lower confidence bound); `name` and `why` say which rule and why,
+    `evidence` what the champion's degradation was judged on."""
 
     name: str
     trigger: Trigger
     min_delta: float
     min_bound: float
     why: str
+    evidence: str = ""
 
     @property
     def label(self) -> str:
@@ -58,18 +61,19 @@ class Rule:
         return f"{self.name}: {self.why} (trigger {self.trigger})"
 
 
-def rule_for(ev: EvaluatorSpec, trigger: Trigger) -> Rule:
-    """Non-inferiority when the trigger shows the champion degraded (a not-worse challenger
-    trained on the new regime is the safer bet; shadow and canary judge it live next), the
-    strict rule otherwise. The lenient rule is never stricter than the strict one."""
+def rule_for(ev: EvaluatorSpec, trigger: Trigger, degradation: Degradation) -> Rule:
+    """Non-inferiority when the champion is shown degraded (a not-worse challenger trained on
+    the new regime is the safer bet; shadow and canary judge it live next), the strict rule
+    otherwise. The lenient rule is never stricter than the strict one."""
     strict_bound = ev.min_delta - ev.non_inferiority
-    if trigger in DEGRADED_TRIGGERS:
+    if degradation.degraded:
         return Rule(
             name="non-inferiority",
             trigger=trigger,
             min_delta=min(ev.min_delta, 0.0),
             min_bound=min(-ev.degraded_margin, strict_bound),
             why="the champion is degraded",
+            evidence=degradation.why,
         )
     return Rule(
         name="strict",
@@ -77,6 +81,7 @@ def rule_for(ev: EvaluatorSpec, trigger: Trigger) -> Rule:
         min_delta=ev.min_delta,
         min_bound=strict_bound,
         why="no evidence the champion is degraded",
+        evidence=degradation.why,
     )
 
 
@@ -95,6 +100,8 @@ class Evidence:
     # a first version refitted on its holdout too: the trainer's holdout metrics, taken before
     # the refit, are the honest figures for the floor (its outputs here have seen those rows)
     measured: Mapping[str, float] | None = None
+    # the champion's metrics on its own holdout when it was trained (is it degraded since?)
+    champion_trained: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,8 @@ def judge(
     spec: ModelSpec, evidence: Evidence, *, trigger: Trigger, rng: np.random.Generator
 ) -> Verdict:
     """The verdict with every check, its figure and threshold, and the full report; the
-    cycle's `trigger` picks the rule against the champion (`rule_for`)."""
+    cycle's `trigger` and the champion's figures pick the rule against it (`rule_for`)."""
     ev = spec.evaluator
-    rule = rule_for(ev, trigger)
     metric = ev.metric
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
     ours_all = _metrics(spec.task, evidence, evidence.challenger)
@@ -147,7 +153,17 @@ def judge(
     slices, missing_columns = _slices(ev, evidence)
     compared_by: Rule | None = None  # the rule, once there is a champion to compare with
     if evidence.champion is not None and theirs is not None:
-        compared_by = rule
+        degradation = assess(
+            ev,
+            trigger,
+            evidence.y_true,
+            evidence.champion,
+            _labels(evidence),
+            evidence.champion_trained,
+            rng=rng.spawn(1)[0],  # the comparison's resamples stay as they were
+        )
+        rule = compared_by = rule_for(ev, trigger, degradation)
+        report["degradation"] = asdict(degradation)
         report["rule"] = asdict(rule) | {"label": rule.label}
         checks.extend(
             _compare(spec, rule, evidence, evidence.champion, ours, theirs, slices, rng, report)
@@ -261,7 +277,7 @@ def _conclude(
     else:
         reason = f"{metric} {ours:.4f} vs champion {theirs:.4f}: every check passed"
     if rule is not None:
-        reason = f"{reason}; judged by {rule.label}"
+        reason = f"{reason}; judged by {rule.label}: {rule.evidence}"
     report["checks"] = [c.model_dump() for c in checks]
     report["passed"] = not failed
     report["reason"] = reason
