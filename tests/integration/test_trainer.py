@@ -289,6 +289,23 @@ async def test_a_worker_that_dies_raises_or_overruns_is_an_error_and_the_next_jo
     assert after.value != os.getpid()
 
 
+def openmp_threads() -> list[int]:
+    """In a worker: how many threads each loaded OpenMP runtime would use."""
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+
+
+async def test_a_training_runs_with_the_native_threads_it_is_given() -> None:
+    limited = await TrainingWorkers(threads=1).run(openmp_threads, limit=30)
+    default = await TrainingWorkers().run(openmp_threads, limit=30)
+
+    assert limited.value, "scikit-learn's OpenMP runtime is loaded in the worker"
+    assert set(limited.value) == {1}
+    if (os.cpu_count() or 1) > 1:  # unlimited: one per core
+        assert max(default.value) > 1
+
+
 # lineage and the stored training set --------------------------------------------------------
 
 

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_instances: int = Field(default=10_000, ge=1, description="rows per predict request")
     max_string_length: int = Field(default=1_000, ge=1, description="characters per string")
+    training_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="native threads (OpenMP, BLAS) of one training; unset: the libraries' "
+        "default, one per core. 1 because the trainer shares its cores with serving: a fit's "
+        "spinning OpenMP threads on a busy machine took 5 to 70 s where one thread took 5 "
+        "(docs/benchmarks.md)",
+    )
     # Each service's store (see shared/db.py for what these bound and why).
     sqlite_busy_timeout: float = Field(
         default=5.0, gt=0, le=20, description="seconds a statement waits for a locked SQLite file"

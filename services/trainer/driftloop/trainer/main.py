@@ -33,7 +33,7 @@ def utcnow() -> datetime:
 async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     registry = TrainerRegistry(await asyncio.to_thread(configure_mlflow, settings), settings)
-    workers = TrainingWorkers()
+    workers = TrainingWorkers(threads=settings.training_threads)
     waits = WaitBoard()
     warming = asyncio.create_task(workers.warm())  # the workers' imports, off the start-up path
     async with connect_bus(settings, service=SERVICE) as bus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import io
 import json
 import logging
@@ -38,6 +39,28 @@ from driftloop.trainer.domain.dataset import TrainingSet, content_hash
 from driftloop.trainer.domain.training import Fitted
 
 REFIT = "driftloop.refit"  # refitted on every row after the holdout was scored
+# What loading a version needs besides its estimator's own package (and mlflow, which MLflow
+# adds itself).
+BASE_REQUIREMENTS = ("scikit-learn", "cloudpickle", "numpy", "pandas", "scipy")
+
+
+@functools.cache
+def pip_requirements(estimator: str) -> list[str]:
+    """The packages a version of a recipe with `estimator` (a dotted class path) needs,
+    pinned to the versions installed here. Given to MLflow rather than inferred: its inference
+    loads the model again in a subprocess, about 3 s a version on a quiet machine and more
+    beside a busy gateway, rows a drifted stream serves with the old model meanwhile."""
+    top = estimator.split(".", 1)[0]
+    packages = {*BASE_REQUIREMENTS, *importlib.metadata.packages_distributions().get(top, [])}
+    pinned = []
+    for name in sorted(packages):
+        try:
+            pinned.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pinned
+
+
 logger = logging.getLogger(__name__)
 
 LABELLED_UNTIL = "driftloop.labelled_until"
@@ -172,6 +195,7 @@ class TrainerRegistry:
                 registered_model_name=spec.model,
                 serialization_format="cloudpickle",
                 input_example=None,
+                pip_requirements=pip_requirements(spec.recipe.estimator),
             )
             version = str(info.registered_model_version)
             # The hash first: a version that carries its cycle (and so may be re-announced

@@ -20,6 +20,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, TypeVar
 
+from threadpoolctl import threadpool_limits
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -44,11 +46,16 @@ class Finished(Generic[T]):
     seconds: float  # time the work itself took in the worker
 
 
-def _work(send: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The worker's body: run `fn`, send back ("ok", value, seconds) or ("error", type, text)."""
+def _work(
+    send: Connection, fn: Callable[..., Any], args: tuple[Any, ...], threads: int | None = None
+) -> None:
+    """The worker's body: run `fn` with at most `threads` native threads (None: the libraries'
+    default), send back ("ok", value, seconds) or ("error", type, text)."""
     started = time.perf_counter()
     try:
-        outcome: tuple[Any, ...] = ("ok", fn(*args), time.perf_counter() - started)
+        with threadpool_limits(limits=threads):
+            value = fn(*args)
+        outcome: tuple[Any, ...] = ("ok", value, time.perf_counter() - started)
     except BaseException as exc:  # MemoryError, RecursionError, KeyboardInterrupt: all outcomes
         outcome = ("error", type(exc).__name__, str(exc))
     try:
@@ -91,9 +98,11 @@ def _await_outcome(receive: Connection, process: BaseProcess, limit: float) -> t
 
 
 class TrainingWorkers:
-    """Runs a picklable function in a fresh worker process, at most `limit` seconds."""
+    """Runs a picklable function in a fresh worker process, at most `limit` seconds, with at
+    most `threads` native threads (OpenMP, BLAS; None: the libraries' default)."""
 
-    def __init__(self, preload: tuple[str, ...] = PRELOAD) -> None:
+    def __init__(self, preload: tuple[str, ...] = PRELOAD, *, threads: int | None = None) -> None:
+        self.threads = threads
         methods = multiprocessing.get_all_start_methods()
         self.method = "forkserver" if "forkserver" in methods else "spawn"
         self._ctx: Any = multiprocessing.get_context(self.method)  # typeshed has no common Process
@@ -115,7 +124,7 @@ class TrainingWorkers:
         """`fn(*args)` in a worker; raises WorkerError on a timeout, a crash or an exception."""
         receive, send = self._ctx.Pipe(duplex=False)
         process: BaseProcess = self._ctx.Process(
-            target=_work, args=(send, fn, args), name="driftloop-training"
+            target=_work, args=(send, fn, args, self.threads), name="driftloop-training"
         )
         try:
             await asyncio.to_thread(process.start)
