@@ -236,6 +236,7 @@ async def test_a_difference_within_noise_fails_at_the_default_margin_and_passes_
     assert "accuracy_delta_lower_bound" in strict["reason"]
     assert abs(checks(strict)["accuracy_delta"]["figure"]) < 0.05
     assert lenient_kind == "EvaluationPassed", lenient["reason"]
+    assert lenient["champion_degraded"] is False  # a manual cycle: the canary's usual steps
     assert checks(lenient)["accuracy_delta_lower_bound"]["threshold"] == pytest.approx(-0.1)
 
 
@@ -261,6 +262,7 @@ async def test_a_not_worse_challenger_passes_when_the_champion_is_degraded_and_f
     degraded = "non-inferiority: the champion is degraded (trigger drift)"
     strict = "strict: no evidence the champion is degraded (trigger manual)"
     assert drift_kind == "EvaluationPassed", drift["reason"]
+    assert drift["champion_degraded"] is True  # the deployer runs the canary's degraded_steps
     assert abs(checks(drift)["accuracy_delta"]["figure"]) < 0.005, "a tie within noise"
     bound = checks(drift)["accuracy_delta_lower_bound"]
     assert (bound["threshold"], bound["passed"]) == (-0.01, True)

@@ -203,6 +203,13 @@ class _Verdict(Event):
 class EvaluationPassed(_Verdict):
     """The challenger passed every check against the champion on the same holdout."""
 
+    champion_degraded: bool = Field(
+        default=False,
+        description="the champion was shown degraded on current data (a performance trigger, "
+        "or a drift that measurably cost it) and the challenger passed as not worse: the "
+        "deployer runs the canary's degraded_steps",
+    )
+
 
 class EvaluationFailed(_Verdict):
     """The challenger failed at least one check; the cycle ends here."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -283,6 +284,14 @@ class CanarySpec(_Part):
         description="canary weights in percent, increasing; [] promotes right after shadow",
     )
     rows_per_step: int = Field(default=500, ge=1)
+    degraded_steps: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
+        default_factory=lambda: [50, 100],
+        description="the steps instead when the champion was shown degraded (the evaluation "
+        "passed the challenger as not worse than a champion known to be losing); each step "
+        "still needs rows_per_step rows within every bound, so the challenger answers as many "
+        "rows per step before it is judged, and the degraded champion serves fewer; null: "
+        "`steps` always",
+    )
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_metric_drop: float = Field(default=0.02, ge=0)
     min_labels: int = Field(
@@ -307,8 +316,9 @@ class CanarySpec(_Part):
 
     @model_validator(mode="after")
     def _steps_increase(self) -> CanarySpec:
-        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
-            raise ValueError(f"steps must increase, got {self.steps}")
+        for name, steps in (("steps", self.steps), ("degraded_steps", self.degraded_steps or [])):
+            if any(b <= a for a, b in itertools.pairwise(steps)):
+                raise ValueError(f"{name} must increase, got {steps}")
         return self
 
 

@@ -466,3 +466,76 @@ def test_release_promotes_a_named_version_as_its_own_cycle() -> None:
         "promote-1",
     )
     assert transition.audit[0].from_stage == "champion 1"
+
+
+# A champion shown degraded ------------------------------------------------------------------
+
+
+def degraded_passed() -> EvaluationPassed:
+    return passed().model_copy(update={"champion_degraded": True})
+
+
+def walk(rollout: Rollout, model_spec: ModelSpec) -> list[int | str]:
+    """Pass every stage with good figures; the weights the canary went through, then how it
+    ended."""
+    weights: list[int | str] = []
+    rows, at = 0, 1.0
+    while rollout.running:
+        rollout = replace(rollout, baseline=Counters(rows=rows), rows_reached_at=later(at))
+        rows += model_spec.deployer.canary.rows_per_step + model_spec.deployer.shadow.rows
+        good = seen(
+            rows=rows,
+            metric="accuracy",
+            challenger_metric=0.85,
+            challenger_labels=100,
+            champion_metric=0.80,
+            champion_labels=100,
+        )
+        moved = machine.analyse(rollout, good, model_spec, now=later(at + 1))
+        assert moved is not None
+        rollout, at = moved.rollout, at + 2
+        if rollout.stage is Stage.CANARY:
+            weights.append(rollout.weight)
+    return [*weights, rollout.stage.value]
+
+
+def test_a_release_over_a_degraded_champion_runs_the_degraded_steps() -> None:
+    transition = machine.start(degraded_passed(), V1, SPEC, now=NOW)
+
+    assert transition.rollout.degraded
+    assert transition.rollout.summary()["degraded"] is True
+    assert walk(transition.rollout, SPEC) == [50, 100, "promoted"]
+
+
+def test_a_release_over_a_champion_not_shown_degraded_runs_the_steps() -> None:
+    transition = machine.start(passed(), V1, SPEC, now=NOW)
+
+    assert not transition.rollout.degraded
+    assert walk(transition.rollout, SPEC) == [10, 50, 100, "promoted"]
+
+
+@pytest.mark.parametrize(
+    ("degraded_steps", "expected"),
+    [(None, [10, 50, 100, "promoted"]), ([], ["promoted"]), ([25, 100], [25, 100, "promoted"])],
+    ids=["off", "none-promote-after-shadow", "custom"],
+)
+def test_the_degraded_steps_are_the_specs(
+    degraded_steps: list[int] | None, expected: list[int | str]
+) -> None:
+    model_spec = spec(
+        canary={
+            "steps": [10, 50, 100],
+            "rows_per_step": 200,
+            "min_labels": 20,
+            "degraded_steps": degraded_steps,
+        }
+    )
+
+    rollout = machine.start(degraded_passed(), V1, model_spec, now=NOW).rollout
+
+    assert walk(rollout, model_spec) == expected
+
+
+def test_degraded_steps_must_increase() -> None:
+    with pytest.raises(ValueError, match="degraded_steps must increase"):
+        spec(canary={"degraded_steps": [50, 50]})

@@ -168,6 +168,7 @@ def test_a_tie_passes_a_drift_cycle_only_when_the_champion_is_shown_degraded() -
     degraded, intact = judged("drift", 0.9), judged("drift", 0.8)
 
     assert degraded.passed, degraded.reason
+    assert degraded.champion_degraded
     assert degraded.report["rule"]["name"] == "non-inferiority"
     assert degraded.report["degradation"]["degraded"] is True
     assert not intact.passed

@@ -53,8 +53,10 @@ async def on_model_trained(
             "reason": verdict.reason,
         },
     )
+    degraded = {"champion_degraded": verdict.champion_degraded} if verdict.passed else {}
     cls = EvaluationPassed if verdict.passed else EvaluationFailed
     out = cls(
+        **degraded,
         model=event.model,
         cycle_id=event.cycle_id,
         version=event.version,

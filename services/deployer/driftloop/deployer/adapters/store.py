@@ -59,6 +59,7 @@ rollouts = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("trace", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("degraded", sa.Boolean, nullable=False, server_default=sa.false()),  # 0004
 )
 sa.Index("ix_deployer_rollouts_model_stage", rollouts.c.model, rollouts.c.stage)  # migration 0002
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
@@ -139,6 +140,7 @@ def _from_row(row: Any) -> Rollout:
         reason=row.reason,
         revision=row.revision,
         trace=dict(row.trace or {}),
+        degraded=row.degraded,
     )
 
 
@@ -185,6 +187,7 @@ def save(conn: Connection, rollout: Rollout, *, expected_revision: int | None) -
         "reason": rollout.reason,
         "revision": rollout.revision,
         "trace": rollout.trace or None,
+        "degraded": rollout.degraded,
     }
     if expected_revision is None:
         conn.execute(sa.insert(rollouts).values(cycle_id=rollout.cycle_id, **values))

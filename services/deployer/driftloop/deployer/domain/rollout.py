@@ -107,7 +107,7 @@ class Rollout:
     started_at: datetime
     stage_started_at: datetime
     updated_at: datetime
-    step: int = 0  # index into spec.deployer.canary.steps while in canary
+    step: int = 0  # index into the canary's steps (`steps_of`) while in canary
     weight: int = 0
     paused: bool = False
     baseline: Counters | None = None  # the route's counters when the stage's count began
@@ -115,6 +115,7 @@ class Rollout:
     reason: str = ""
     revision: int = 0  # bumped on every transition (optimistic concurrency in the store)
     trace: dict[str, str] = field(default_factory=dict)  # the cycle's W3C trace context
+    degraded: bool = False  # it replaces a champion shown degraded: the canary's degraded_steps
 
     @property
     def running(self) -> bool:
@@ -141,6 +142,7 @@ class Rollout:
             "step": self.step,
             "weight": self.weight,
             "paused": self.paused,
+            "degraded": self.degraded,
             "stage_started_at": self.stage_started_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
             "reason": self.reason,
@@ -209,7 +211,8 @@ def start(
 
     With nothing serving yet (or the version already champion) it is promoted at once:
     there is nothing to compare it with live. Otherwise it enters the first stage the spec
-    asks for: shadow, then approval, then the canary steps (each may be skipped).
+    asks for: shadow, then approval, then the canary steps (each may be skipped; the
+    `degraded_steps` when the evaluation showed the champion degraded, `steps_of`).
     """
     rollout = Rollout(
         model=passed.model,
@@ -222,6 +225,7 @@ def start(
         stage_started_at=now,
         updated_at=now,
         trace=dict(trace or {}),
+        degraded=passed.champion_degraded,
     )
     if previous is None or previous.version == passed.version:
         return promote(rollout, now=now, actor="deployer", reason="first version of the model")
@@ -256,6 +260,17 @@ def _after_shadow(
     return _canary_step(rollout, 0, spec, now=now, checks=checks, reason=reason, actor="deployer")
 
 
+def steps_of(rollout: Rollout, spec: ModelSpec) -> list[int]:
+    """The canary weights of a release: `degraded_steps` when it replaces a champion shown
+    degraded (the old champion is a known loss; each step still needs `rows_per_step` rows
+    within every bound, so the challenger answers as many rows before it is judged), `steps`
+    otherwise."""
+    canary = spec.deployer.canary
+    if rollout.degraded and canary.degraded_steps is not None:
+        return canary.degraded_steps
+    return canary.steps
+
+
 def _canary_step(
     rollout: Rollout,
     step: int,
@@ -266,7 +281,7 @@ def _canary_step(
     reason: str,
     actor: str,
 ) -> Transition:
-    steps = spec.deployer.canary.steps
+    steps = steps_of(rollout, spec)
     if step >= len(steps):
         return promote(rollout, now=now, actor=actor, reason=reason, checks=checks)
     moved = replace(

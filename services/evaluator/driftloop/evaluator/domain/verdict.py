@@ -54,6 +54,7 @@ class Rule:
     min_bound: float
     why: str
     evidence: str = ""
+    degraded: bool = False  # the champion was shown degraded (the lenient rule)
 
     @property
     def label(self) -> str:
@@ -74,6 +75,7 @@ def rule_for(ev: EvaluatorSpec, trigger: Trigger, degradation: Degradation) -> R
             min_bound=min(-ev.degraded_margin, strict_bound),
             why="the champion is degraded",
             evidence=degradation.why,
+            degraded=True,
         )
     return Rule(
         name="strict",
@@ -112,6 +114,7 @@ class Verdict:
     checks: list[CheckResult]
     reason: str
     report: dict[str, Any] = field(default_factory=dict)
+    champion_degraded: bool = False  # judged by the lenient rule: the champion shown degraded
 
 
 def p95_ms(latencies_seconds: list[float]) -> float:
@@ -281,7 +284,15 @@ def _conclude(
     report["checks"] = [c.model_dump() for c in checks]
     report["passed"] = not failed
     report["reason"] = reason
-    return Verdict(not failed, ours, theirs, checks, reason, _json_safe(report))
+    return Verdict(
+        not failed,
+        ours,
+        theirs,
+        checks,
+        reason,
+        _json_safe(report),
+        champion_degraded=rule is not None and rule.degraded,
+    )
 
 
 def _json_safe(value: Any) -> Any:
