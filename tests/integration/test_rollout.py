@@ -376,6 +376,54 @@ async def test_the_deployer_killed_mid_rollout_resumes_where_it_was(
     assert types(events).count("Deployed") == 1
 
 
+async def test_a_release_over_a_degraded_champion_walks_the_degraded_steps_across_a_restart(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for serve in (trainer, monitor):
+        running(serve(settings))
+    judge, first = running(evaluator(settings)), running(deployer(settings))
+    steps = staged_spec(
+        "deployer:\n  shadow: {rows: 0}\n"
+        f"  canary: {{steps: [10, 50, 100], degraded_steps: [50, 100], rows_per_step:"
+        f" {ROWS_PER_STEP}, min_labels: 20, label_wait: 5s, max_metric_drop: 0.05,"
+        " max_latency_ratio: 1000}\n"
+    )
+    spec = parse_spec(steps)
+    await (await bus.kv(SPECS_BUCKET)).put(spec.model, spec.to_json())
+    churn(np.random.default_rng(1), 1200).to_csv(tmp_path / "v1.csv", index=False)
+    await wait_for(
+        settings, await start_bootstrap(settings, bus, "churn", tmp_path / "v1.csv"), "Deployed"
+    )
+    while not judge.done():  # the test judges version 2 itself
+        judge.cancel()
+        await asyncio.wait([judge], timeout=1.0)
+    churn(np.random.default_rng(9), 900, drifted=True).to_csv(tmp_path / "v2.csv", index=False)
+    cycle = await start_bootstrap(settings, bus, "churn", tmp_path / "v2.csv")
+    await wait_for(settings, cycle, "ModelTrained")
+    trained = next(
+        e["envelope"]["data"]
+        for e in of_cycle(await read_all_events(settings.resolved_nats_url(), "churn"), cycle)
+        if e["envelope"]["type"] == "ModelTrained"
+    )
+    verdict = evaluation_passed(
+        trained["version"], trained["run_id"], cycle_id=cycle, metric="accuracy"
+    ).model_copy(update={"champion_degraded": True})
+    await bus.publish(verdict)  # as the evaluator does when the champion was shown degraded
+    await drive(settings, gateway, cycle, drifted=True, until="RolloutAdvanced")
+    while not first.done():  # killed in the canary's first step
+        first.cancel()
+        await asyncio.wait([first], timeout=1.0)
+
+    at_first_step = (await current_routes(bus)).canary
+    running(deployer(settings))
+    _answers, events = await drive(settings, gateway, cycle, drifted=True)
+
+    assert at_first_step is not None
+    assert at_first_step.weight == 50  # not steps' 10
+    assert types(events)[-1] == "Deployed"
+    assert stages(events) == [("canary", 50), ("canary", 100), ("champion", 100)]
+
+
 @pytest.mark.parametrize(("token", "accepted"), [(None, False), ("wrong", False), ("s3cret", True)])
 async def test_commands_need_a_token_when_tokens_are_set(
     settings: Settings, bus: Bus, running: Any, token: str | None, accepted: bool
