@@ -1,21 +1,14 @@
 """When the champion's live metric dropped: the CUSUM change point among the judged labelled
-rows, kept only when the drop is significant (otherwise it began before them all)."""
+rows."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from scipy import stats
 
-from driftloop.monitor.domain.performance import (
-    CHANGE_ALPHA,
-    change_point,
-    onset_of_drop,
-    row_scores,
-)
+from driftloop.monitor.domain.performance import change_point, onset_of_drop, row_scores
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -33,32 +26,33 @@ def test_a_drop_within_the_rows_is_placed_where_it_happened(seed: int) -> None:
     assert abs(change_point(scores) - 1200) <= 150
 
 
-def test_rows_all_after_the_drop_place_it_before_them() -> None:
-    rng = np.random.default_rng(0)
+def test_a_small_drop_like_a_real_streams_is_placed_near_it() -> None:
+    # synthetic_sample's: accuracy 0.945 -> 0.917 half-way through the 1,000 rows judged
+    rng = np.random.default_rng(7)
+    found = np.array(
+        [change_point(right_or_wrong(rng, (500, 0.945), (500, 0.917))) for _ in range(200)]
+    )
 
-    assert change_point(right_or_wrong(rng, (2000, 0.80))) == 0
-
-
-def test_stable_rows_rarely_show_a_drop_about_alpha_of_the_time() -> None:
-    rng = np.random.default_rng(1)
-    found = [change_point(right_or_wrong(rng, (1000, 0.85))) for _ in range(400)]
-
-    false_alarms = np.mean([k > 0 for k in found])
-    assert false_alarms <= CHANGE_ALPHA + 0.03  # asymptotically alpha; a little under at n=1000
+    assert np.median(np.abs(found - 500)) <= 120
+    assert np.mean(found < 300) <= 0.15  # too early: the old regime in the training rows
 
 
-def test_the_critical_value_is_the_brownian_bridge_maximums_tail() -> None:
-    # P(max of a Brownian bridge > b) = exp(-2 b^2); scipy's kstwobign is the two-sided
-    # max |B|, whose tail is 2 exp(-2 b^2) less terms of order exp(-8 b^2).
-    b = math.sqrt(-math.log(CHANGE_ALPHA) / 2)
+def test_the_estimate_is_the_argmax_of_the_cusum() -> None:
+    rng = np.random.default_rng(8)
+    scores = right_or_wrong(rng, (300, 0.9), (200, 0.6))
+    mean = sum(scores) / len(scores)
+    # by definition, one sum per candidate k: the better-than-average past before row k
+    cusum = [sum(x - mean for x in scores[:k]) for k in range(len(scores))]
 
-    assert stats.kstwobign.sf(b) / 2 == pytest.approx(CHANGE_ALPHA, rel=1e-3)
+    assert change_point(scores) == int(np.argmax(cusum))
 
 
-def test_a_rise_is_not_a_drop() -> None:
-    rng = np.random.default_rng(2)
+@pytest.mark.parametrize("seed", range(5))
+def test_a_rise_is_not_a_drop_the_rows_are_taken_from_the_first(seed: int) -> None:
+    rng = np.random.default_rng(seed)
 
-    assert change_point(right_or_wrong(rng, (1000, 0.75), (1000, 0.95))) == 0
+    # the CUSUM falls from the start: at most a few rows of noise before it does
+    assert change_point(right_or_wrong(rng, (1000, 0.75), (1000, 0.95))) <= 30
 
 
 def test_a_regression_error_that_grows_is_a_drop() -> None:
