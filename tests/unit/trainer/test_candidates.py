@@ -8,10 +8,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from driftloop.shared.spec import EvaluatorSpec, ModelSpec, Recipe, TrainerSpec
 from driftloop.trainer.adapters.registry import profiled_rows
-from driftloop.trainer.domain.candidates import CandidateScore, choose, recency_weights
+from driftloop.trainer.domain.candidates import (
+    CandidateScore,
+    choose,
+    recency_weights,
+    standard_error,
+)
 from driftloop.trainer.domain.dataset import assemble
 from driftloop.trainer.domain.regime import LabelWait, rows_needed
 from driftloop.trainer.domain.training import fit
@@ -99,6 +105,27 @@ def test_the_best_validation_score_wins_and_ties_go_to_the_simplest(
     scores: list[CandidateScore], metric: str, chosen: str
 ) -> None:
     assert choose(scores, metric) == chosen
+
+
+def test_a_lead_within_one_standard_error_goes_to_the_simplest_candidate() -> None:
+    # mc's first cycle: weighted led by 0.007 on 410 validation rows (SE about 0.024)
+    scores = scored(recent=0.529, recent_reference=0.578, weighted=0.585)
+
+    assert choose(scores, "accuracy", rows=410) == "recent+reference"
+    assert choose(scores, "accuracy") == "weighted"  # no rows given: the plain best
+
+
+def test_a_lead_beyond_one_standard_error_wins() -> None:
+    scores = scored(recent=0.90, recent_reference=0.86, weighted=0.88)  # SE 0.015 at 400
+
+    assert choose(scores, "accuracy", rows=400) == "recent"
+    assert choose(scores, "f1", rows=40) == "recent+reference"  # SE 0.047: within it
+
+
+def test_the_standard_error_is_a_proportions() -> None:
+    assert standard_error("accuracy", 0.8, 400) == pytest.approx(stats.binom.std(400, 0.8) / 400)
+    assert standard_error("rmse", 3.0, 400) == 0.0  # unknown from the score: the plain best
+    assert standard_error("accuracy", 0.8, 0) == 0.0
 
 
 # selection inside the fit ------------------------------------------------------------------

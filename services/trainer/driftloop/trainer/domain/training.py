@@ -169,7 +169,7 @@ def select_candidate(
         note = "" if value is not None else f"{metric} undefined on the validation rows"
         scores.append(CandidateScore(name, **counts, score=value, note=note))
     return Selection(
-        chosen=choose(scores, metric),
+        chosen=choose(scores, metric, rows=len(validation)),
         metric=metric,
         validation_rows=len(validation),
         scores=tuple(scores),
