@@ -59,6 +59,49 @@ def test_apply_refuses_a_wrong_spec_naming_the_field(tmp_path: Path, spec: str, 
     assert named in result.stderr
 
 
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        "sklearn.datasets.clear_data_home",  # a function that deletes its data_home
+        "sklearn.neighbors.KDTree",  # a class, not an estimator
+        "sklearn.base.BaseEstimator",  # an estimator class, not from an allowed module
+        "sklearn.ensemble.BaseEnsemble",  # allowed module, no fit and predict of its own
+        "sklearn.linear_model.NoSuchModel",
+        "os.system",
+    ],
+    ids=["function", "not-an-estimator", "module-not-allowed", "abstract", "unknown", "os"],
+)
+def test_apply_refuses_a_recipe_that_is_not_an_allowed_estimator_class(
+    tmp_path: Path, estimator: str
+) -> None:
+    data_home = tmp_path / "data_home"
+    (data_home / "kept").mkdir(parents=True)
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "model: churn\ntarget: y\n"
+        f"recipe: {{estimator: {estimator}, params: {{data_home: '{data_home}'}}}}\n"
+    )
+
+    result = driftloop("apply", str(path), home=tmp_path)
+
+    assert result.returncode == 1
+    assert "recipe.estimator" in result.stderr
+    assert "driftloop up" not in result.stderr  # refused before reaching for the bus
+    assert (data_home / "kept").is_dir()
+
+
+def test_run_gateway_refuses_a_public_address_with_a_token_list_of_blanks(tmp_path: Path) -> None:
+    result = driftloop(
+        "run",
+        "gateway",
+        home=tmp_path,
+        extra={"DRIFTLOOP_GATEWAY_HOST": "0.0.0.0", "DRIFTLOOP_API_TOKENS": " , "},
+    )
+
+    assert result.returncode != 0
+    assert "refusing to listen on 0.0.0.0 without DRIFTLOOP_API_TOKENS" in result.stderr
+
+
 def test_unknown_service_is_a_usage_error(tmp_path: Path) -> None:
     result = driftloop("run", "nope", home=tmp_path)
 

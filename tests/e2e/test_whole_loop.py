@@ -31,13 +31,19 @@ from driftloop.cli.supervisor import free_port, pid_alive
 from driftloop.shared.events import TERMINAL_TYPES
 from driftloop.shared.telemetry import trace_id_of
 
-CYCLE = [
-    "RetrainRequested",
-    "ModelTrained",
-    "EvaluationPassed",
-    *["RolloutAdvanced"] * 5,  # shadow, canary 10 %, 50 %, 100 %, champion
-    "Deployed",
-]
+
+def cycle_events(champion_degraded: bool) -> list[str]:
+    """A released cycle: shadow, the canary's steps, champion. Over a champion the evaluation
+    showed degraded, the canary's degraded_steps (50 %, 100 %); otherwise its steps (10 %,
+    50 %, 100 %)."""
+    steps = 2 if champion_degraded else 3
+    return [
+        "RetrainRequested",
+        "ModelTrained",
+        "EvaluationPassed",
+        *["RolloutAdvanced"] * (steps + 2),
+        "Deployed",
+    ]
 
 
 class Cli:
@@ -129,7 +135,15 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert len(drift) == 1
     cycle_id = drift[0]["envelope"]["data"]["cycle_id"]
     cycle = of_cycle(events, cycle_id)
-    assert types(cycle) == CYCLE
+    verdict = next(e for e in cycle if e["envelope"]["type"] == "EvaluationPassed")
+    degraded = verdict["envelope"]["data"]["champion_degraded"]
+    assert types(cycle) == cycle_events(degraded)
+    weights = [
+        e["envelope"]["data"]["weight"]
+        for e in cycle
+        if e["envelope"]["type"] == "RolloutAdvanced" and e["envelope"]["data"]["stage"] == "canary"
+    ]
+    assert weights == ([50, 100] if degraded else [10, 50, 100])
     trace_ids = {trace_id_of(e["headers"].get("traceparent")) for e in cycle}
     assert len(trace_ids) == 1
     assert None not in trace_ids
@@ -150,7 +164,9 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     shown = cli("status", "churn", "--json")
 
     assert listed.returncode == 0
-    assert [e["type"] for e in lines if e["data"].get("cycle_id") == cycle_id] == CYCLE
+    assert [e["type"] for e in lines if e["data"].get("cycle_id") == cycle_id] == cycle_events(
+        degraded
+    )
     assert all(e["specversion"] == "1.0" and e["source"].startswith("/services/") for e in lines)
     assert json.loads(shown.stdout)["champion"] == {"version": "2"}
     assert json.loads(shown.stdout)["last_drift"]["drifted_features"]

@@ -4,8 +4,9 @@ A first champion is trained from a seeded file; traffic flows through the gatewa
 arriving one batch late through /feedback; part-way, the customers change (distribution drift)
 and so does what makes them churn (concept drift). The monitor notices, the trainer retrains on
 recent labels, the evaluator judges, the deployer releases the new version through shadow
-and canary steps (10, 50, 100 %) analysed on live labelled traffic, and the gateway serves it:
-the demo ends once it is champion.
+and canary steps (10, 50, 100 %; 50, 100 % when the evaluation showed the champion degraded)
+analysed on live labelled traffic, and the gateway serves it: the demo ends once it is
+champion.
 """
 
 from __future__ import annotations

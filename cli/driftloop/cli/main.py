@@ -33,6 +33,7 @@ from driftloop.cli.client import (
     wait_for_cycle,
 )
 from driftloop.shared.config import SERVICES, Settings, redact
+from driftloop.shared.estimators import EstimatorError, estimator_class
 from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
 from driftloop.shared.spec import SpecError, parse_spec
 
@@ -251,10 +252,11 @@ def apply(file: Annotated[Path, typer.Argument(help="model spec (YAML)")]) -> No
     """Validate a model spec and store it; the services pick it up at once."""
     try:
         spec = parse_spec(file.read_text())
+        estimator_class(spec.recipe.estimator)  # imports it: an estimator class, not a name
     except OSError as exc:
         fail(f"{file}: {exc.strerror}")
         return
-    except SpecError as exc:
+    except (SpecError, EstimatorError) as exc:
         fail(f"{file}: {exc}")
         return
     s = settings()

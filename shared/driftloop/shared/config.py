@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _no_token_is_unset(cls, value: str | None) -> str | None:
+        # " " or "," names no token (shared/auth.py reads the same list): unset, not set
+        tokens = [t.strip() for t in (value or "").split(",")]
+        return ",".join(t for t in tokens if t) or None
+
     # Derived locations -------------------------------------------------------------------
 
     @property

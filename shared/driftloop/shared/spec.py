@@ -15,8 +15,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
+
+from driftloop.shared.estimators import estimator_name_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,10 +63,18 @@ class _Part(BaseModel):
 class Recipe(_Part):
     estimator: str = Field(
         default="sklearn.ensemble.HistGradientBoostingClassifier",
-        pattern=r"^sklearn\.[A-Za-z_][\w.]*$",
-        description="dotted path of a scikit-learn estimator class",
+        description="dotted path of a scikit-learn estimator class of an allowed module "
+        "(driftloop.shared.estimators.ESTIMATOR_MODULES)",
     )
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _an_allowed_estimator_class(cls, value: str) -> str:
+        problem = estimator_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class DriftPolicy(_Part):
@@ -396,7 +407,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "(spec)"
-        lines.append(f"{where}: {err['msg']}")
+        message = err["msg"].removeprefix("Value error, ")  # a validator's own words
+        lines.append(f"{where}: {message}")
     return "; ".join(lines)
 
 

@@ -223,7 +223,8 @@ def test_bytes_after_the_last_tensor_are_refused() -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> TestClient:
-    return TestClient(create_app(Settings(home=tmp_path, max_body_bytes=1000)))
+    app = create_app(Settings(home=tmp_path, max_body_bytes=1000))
+    return TestClient(app, base_url="http://127.0.0.1")  # the gateway on loopback checks Host
 
 
 @pytest.mark.parametrize(

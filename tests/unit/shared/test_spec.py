@@ -165,6 +165,19 @@ def test_bare_number_duration_is_seconds() -> None:
             "deployer.canary.max_error_rate",
         ),
         ("{model: churn, target: churned, recipe: {estimator: os.system}}", "recipe.estimator"),
+        (
+            "{model: churn, target: churned, recipe: {estimator: sklearn.datasets.clear_data_home,"
+            " params: {data_home: /tmp}}}",
+            "recipe.estimator",
+        ),
+        (
+            "{model: churn, target: churned, recipe: {estimator: sklearn.linear_model.enet_path}}",
+            "recipe.estimator",
+        ),
+        (
+            "{model: churn, target: churned, recipe: {estimator: sklearn.ensemble}}",
+            "recipe.estimator",
+        ),
         ("{model: 'bad name!', target: churned}", "model"),
         ("{model: churn}", "target"),
     ],
@@ -181,6 +194,9 @@ def test_bare_number_duration_is_seconds() -> None:
         "unknown-approval-mode",
         "error-rate-above-one",
         "estimator-outside-sklearn",
+        "estimator-a-function-of-a-module-not-allowed",
+        "estimator-a-function-of-an-allowed-module",
+        "estimator-a-module",
         "model-name-with-spaces",
         "target-missing",
     ],

@@ -4,6 +4,7 @@ feature types, and a bad recipe is an error naming the field."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from driftloop.shared.modeling import prepare
 from driftloop.shared.spec import ModelSpec, Recipe, SpecError, TrainerSpec, parse_spec
-from driftloop.trainer.domain.training import RecipeError, fit, make_pipeline
+from driftloop.trainer.domain.training import RecipeError, fit, make_estimator, make_pipeline
 
 SPEC = ModelSpec(
     model="churn",
@@ -97,7 +98,10 @@ def test_regression_returns_rmse_mae_and_r2() -> None:
     ("recipe", "field"),
     [
         (Recipe(estimator="sklearn.linear_model.NoSuchModel"), "recipe.estimator"),
-        (Recipe(estimator="sklearn.no_such_module.Model"), "recipe.estimator"),
+        (  # past spec validation (a spec stored by an older version): refused here too
+            Recipe.model_construct(estimator="sklearn.no_such_module.Model", params={}),
+            "recipe.estimator",
+        ),
         (
             Recipe(estimator="sklearn.linear_model.LogisticRegression", params={"bogus": 1}),
             "recipe.params",
@@ -111,6 +115,29 @@ def test_a_bad_recipe_raises_recipe_error_naming_the_field(recipe: Recipe, field
 
     with pytest.raises(RecipeError, match=field):
         fit(frame, SPEC.features or [], spec)
+
+
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        "sklearn.datasets.clear_data_home",
+        "sklearn.linear_model.enet_path",
+        "sklearn.neighbors.KDTree",
+        "sklearn.ensemble.BaseEnsemble",
+        "builtins.print",
+    ],
+    ids=["function-deleting-a-folder", "function", "not-an-estimator", "abstract", "builtins"],
+)
+def test_make_estimator_calls_nothing_but_an_allowed_estimator_class(
+    tmp_path: Path, dotted: str
+) -> None:
+    data_home = tmp_path / "data_home"
+    (data_home / "kept").mkdir(parents=True)
+
+    with pytest.raises(RecipeError, match=r"recipe\.estimator"):
+        make_estimator(dotted, {"data_home": str(data_home)})
+
+    assert (data_home / "kept").is_dir()
 
 
 def test_pipeline_one_hot_encodes_strings_and_bools_and_passes_numbers_through() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import json
 import logging
 import math
@@ -38,7 +37,13 @@ from driftloop.gateway.domain.validation import (
     validate_instances,
     validate_labels,
 )
-from driftloop.gateway.limits import BodyLimit, documented, limited_route
+from driftloop.gateway.limits import (
+    BodyLimit,
+    HostCheck,
+    documented,
+    is_loopback,
+    limited_route,
+)
 from driftloop.gateway.oip import binary_to_json, register_oip
 from driftloop.shared.auth import TokenSet
 from driftloop.shared.bus import Bus, connect_bus
@@ -132,21 +137,14 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class InsecureBindError(RuntimeError):
     """Refusing to serve writes without tokens on a non-loopback address."""
 
 
 def check_access_mode(settings: Settings) -> None:
-    if not settings.api_tokens and not is_loopback(settings.gateway_host):
+    """Refuse a non-loopback address without a token: read as the token gate reads the list,
+    so a list of blanks or commas (no token) is refused too."""
+    if not TokenSet(settings.api_tokens).required and not is_loopback(settings.gateway_host):
         raise InsecureBindError(
             f"refusing to listen on {settings.gateway_host} without DRIFTLOOP_API_TOKENS: "
             "with no tokens the gateway serves writes on a loopback address only "
@@ -268,7 +266,8 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         title="driftloop gateway",
         version="0.1.0",
         lifespan=lifespan,
-        strict_content_type=False,  # no Content-Type is read as JSON; any other is a 415
+        # No Content-Type is left to LimitedRoute (415, but JSON for the OIP's own clients).
+        strict_content_type=False,
         # Our own server span per request (Traced) and Prometheus metrics instead of FastAPI's
         # native telemetry, which cost a quarter of the gateway's CPU under load (py-spy).
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -370,7 +369,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     @app.post(
         "/v1/models/{model}/predict",
         response_model=PredictResponse,
-        responses=documented(404, 413, 415, 422, 503),
+        responses=documented(404, 413, 415, 421, 422, 503),
     )
     async def predict(
         model: str, body: PredictRequest, x_routing_key: Annotated[str | None, Header()] = None
@@ -420,7 +419,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         dependencies=[Depends(require_token)],
         status_code=202,
         response_model=Accepted,
-        responses=documented(401, 403, 404, 413, 415, 422, 503),
+        responses=documented(401, 403, 404, 413, 415, 421, 422, 503),
     )
     async def feedback(
         model: str,
@@ -540,4 +539,6 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if is_loopback(settings.gateway_host):  # elsewhere its public names are not known here
+        app.add_middleware(HostCheck, bound=settings.gateway_host)
     return app

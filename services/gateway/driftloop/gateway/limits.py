@@ -1,9 +1,11 @@
-"""What a request may be: its size, its content type, and JSON numbers and strings a model can
-take. Every refusal is a JSON body naming the limit or the field."""
+"""What a request may be: its size, its content type, the name it is addressed to, and JSON
+numbers and strings a model can take. Every refusal is a JSON body naming the limit or the
+field."""
 
 from __future__ import annotations
 
 import email.message
+import ipaddress
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -50,7 +52,8 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "the token is not accepted",
         404: "unknown model",
         413: "the body is over DRIFTLOOP_MAX_BODY_BYTES",
-        415: "the body is not JSON",
+        415: "the body is not JSON (a write needs Content-Type: application/json)",
+        421: "on loopback: addressed (Host) to a name other than the gateway's",
         422: "input that does not match the model's signature or a limit, by field",
         503: "no champion yet, or the bus is unavailable",
     }
@@ -106,6 +109,56 @@ class BodyLimit:
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
 
+def is_loopback(host: str) -> bool:
+    """`host` (a name or an address, without port or brackets) is localhost or loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header: lower-case, without port, brackets or a trailing dot."""
+    value = header.strip().lower()
+    name = value[1:].partition("]")[0] if value.startswith("[") else value.partition(":")[0]
+    return name.removesuffix(".")
+
+
+class HostCheck:
+    """On a loopback address, refuses (421 Misdirected Request) a request addressed to any
+    name but localhost, a loopback address or the one the gateway is bound to. A web page
+    whose own name was rebound to 127.0.0.1 (DNS rebinding) is same-origin to the browser,
+    so no CORS rule stops it; its Host header still names the page's site."""
+
+    def __init__(self, app: ASGIApp, bound: str) -> None:
+        self.app = app
+        self.bound = bound
+        self.name = bound.strip("[]").lower().removesuffix(".")
+
+    def allowed(self, header: str) -> bool:
+        name = host_name(header)
+        return is_loopback(name) or name == self.name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # None at all (HTTP/1.0) is no browser's: every browser names the host it asks
+            hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+            wrong = [h for h in hosts if not self.allowed(h)]
+            if wrong:
+                refusal = error_response(
+                    scope["path"],
+                    421,
+                    f"Host {wrong[0][:100]!r} is not this gateway's name: listening on "
+                    f"{self.bound}, it answers only requests addressed to localhost, a loopback "
+                    "address or DRIFTLOOP_GATEWAY_HOST",
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
@@ -147,10 +200,21 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 BinaryDecoder = Callable[[bytes, str], bytes]
 
 
+def _from_a_browser(request: Request) -> bool:
+    """Browsers send Origin with every POST (and Sec-Fetch-Site on any request); the API's
+    own clients (httpx, tritonclient, curl) send neither."""
+    return "origin" in request.headers or "sec-fetch-site" in request.headers
+
+
 def limited_route(*, max_string_length: int, binary: BinaryDecoder) -> type[APIRoute]:
     """A route class that refuses bodies other than JSON (415, naming the content type),
     reads JSON strictly and turns Open Inference Protocol binary tensors into JSON with
-    `binary(body, header_length)` (which raises ValueError naming what is wrong)."""
+    `binary(body, header_length)` (which raises ValueError naming what is wrong).
+
+    A body needs `Content-Type: application/json`: without one a web page can send it to a
+    gateway on localhost with no CORS preflight (fetch with mode no-cors and a Blob body).
+    The Open Inference Protocol's endpoints alone read a body without one as JSON when the
+    request is not from a browser: the official tritonclient sends none with JSON tensors."""
 
     class LimitedRoute(APIRoute):
         def get_route_handler(self) -> Handler:
@@ -181,7 +245,10 @@ def limited_route(*, max_string_length: int, binary: BinaryDecoder) -> type[APIR
             return StrictJSONRequest(
                 scope, _replay(body, request.receive), max_string_length=max_string_length
             )
-        if content_type is not None and not _is_json(content_type):
+        if content_type is None:
+            if not request.url.path.startswith(OIP_PREFIX) or _from_a_browser(request):
+                raise HTTPException(415, "a Content-Type is required: send application/json")
+        elif not _is_json(content_type):
             raise HTTPException(
                 415, f"Content-Type {content_type!r} is not accepted: send application/json"
             )

@@ -53,6 +53,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": OipError, "description": "the model or version is not served"},
     413: {"model": OipError, "description": "the body is over DRIFTLOOP_MAX_BODY_BYTES"},
     415: {"model": OipError, "description": "the body is not JSON or binary tensors"},
+    421: {"model": OipError, "description": "on loopback: addressed to another name (Host)"},
     422: {"model": OipError, "description": "inputs that do not match the model"},
 }
 RunModel = Callable[

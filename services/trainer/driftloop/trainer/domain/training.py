@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import has_fit_parameter
 
+from driftloop.shared.estimators import EstimatorError, estimator_class
 from driftloop.shared.modeling import prepare, score
 from driftloop.shared.profile import is_numeric
 from driftloop.shared.spec import ModelSpec
@@ -44,11 +44,12 @@ class Fitted:
 
 
 def make_estimator(dotted: str, params: dict[str, Any]) -> BaseEstimator:
-    module_name, _, class_name = dotted.rpartition(".")
+    """An instance of the estimator class `dotted` with `params`. Checked again here, not
+    only when the spec was parsed: nothing but an allowed estimator class is ever called."""
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise RecipeError(f"recipe.estimator: cannot import {dotted}") from exc
+        cls = estimator_class(dotted)
+    except EstimatorError as exc:
+        raise RecipeError(str(exc)) from exc
     try:
         estimator: BaseEstimator = cls(**params)
     except TypeError as exc:
