@@ -296,12 +296,13 @@ class CanarySpec(_Part):
     )
     rows_per_step: int = Field(default=500, ge=1)
     degraded_steps: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(
-        default_factory=lambda: [50, 100],
+        default=None,
         description="the steps instead when the champion was shown degraded (the evaluation "
         "passed the challenger as not worse than a champion known to be losing); each step "
         "still needs rows_per_step rows within every bound, so the challenger answers as many "
-        "rows per step before it is judged, and the degraded champion serves fewer; null: "
-        "`steps` always",
+        "rows per step before it is judged, and the degraded champion serves fewer. Unset: "
+        "`steps` from 50 % on (their last one if all are lower): [10, 50, 100] -> [50, 100], "
+        "[] stays []; set it to `steps` to keep them",
     )
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_metric_drop: float = Field(default=0.02, ge=0)

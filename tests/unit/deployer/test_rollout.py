@@ -515,16 +515,24 @@ def test_a_release_over_a_champion_not_shown_degraded_runs_the_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("degraded_steps", "expected"),
-    [(None, [10, 50, 100, "promoted"]), ([], ["promoted"]), ([25, 100], [25, 100, "promoted"])],
-    ids=["off", "none-promote-after-shadow", "custom"],
+    ("steps", "degraded_steps", "expected"),
+    [
+        ([10, 50, 100], None, [50, 100, "promoted"]),
+        ([], None, ["promoted"]),
+        ([5, 10, 20], None, [20, "promoted"]),
+        ([25, 75], None, [75, "promoted"]),
+        ([10, 50, 100], [10, 50, 100], [10, 50, 100, "promoted"]),
+        ([10, 50, 100], [], ["promoted"]),
+        ([10, 50, 100], [25, 100], [25, 100, "promoted"]),
+    ],
+    ids=["default", "no-steps", "all-low", "from-50", "kept", "none", "custom"],
 )
-def test_the_degraded_steps_are_the_specs(
-    degraded_steps: list[int] | None, expected: list[int | str]
+def test_the_degraded_steps_are_the_specs_or_its_steps_from_50_percent_on(
+    steps: list[int], degraded_steps: list[int] | None, expected: list[int | str]
 ) -> None:
     model_spec = spec(
         canary={
-            "steps": [10, 50, 100],
+            "steps": steps,
             "rows_per_step": 200,
             "min_labels": 20,
             "degraded_steps": degraded_steps,

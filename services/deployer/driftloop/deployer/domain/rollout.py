@@ -260,15 +260,23 @@ def _after_shadow(
     return _canary_step(rollout, 0, spec, now=now, checks=checks, reason=reason, actor="deployer")
 
 
+# Unset `degraded_steps`: the steps from this weight on.
+DEGRADED_FROM_WEIGHT = 50
+
+
 def steps_of(rollout: Rollout, spec: ModelSpec) -> list[int]:
-    """The canary weights of a release: `degraded_steps` when it replaces a champion shown
-    degraded (the old champion is a known loss; each step still needs `rows_per_step` rows
-    within every bound, so the challenger answers as many rows before it is judged), `steps`
-    otherwise."""
+    """The canary weights of a release: `steps`, or when it replaces a champion shown
+    degraded `degraded_steps` (the old champion is a known loss; each step still needs
+    `rows_per_step` rows within every bound, so the challenger answers as many rows before it
+    is judged). Unset, those are `steps` from DEGRADED_FROM_WEIGHT on, or their last one when
+    all are lower: never a step the spec did not ask for."""
     canary = spec.deployer.canary
-    if rollout.degraded and canary.degraded_steps is not None:
+    if not rollout.degraded:
+        return canary.steps
+    if canary.degraded_steps is not None:
         return canary.degraded_steps
-    return canary.steps
+    high = [w for w in canary.steps if w >= DEGRADED_FROM_WEIGHT]
+    return high or canary.steps[-1:]
 
 
 def _canary_step(
