@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install demo test test-postgres lint typecheck asyncapi clean bench-gateway bench-ingest \
-	bench-load bench-adapt
+.PHONY: install demo test test-fast test-postgres lint typecheck asyncapi clean bench-gateway \
+	bench-ingest bench-load bench-adapt
 
 install: $(STAMP)
 
@@ -23,10 +23,19 @@ $(DEV_STAMP): $(STAMP)
 demo: install
 	$(BIN)/driftloop demo
 
+# The whole suite (docs/testing.md); ends with the ten slowest test phases. TEST_WORKERS=2 runs
+# it on two pytest-xdist workers (files sharing a module or package fixture stay together).
+# PYTEST_ARGS adds options (`-x`, `--junitxml=...`).
+TEST_WORKERS ?= 0
 test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services cli
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10 $(PYTEST_ARGS)
+
+# Lint and the unit tests (no nats-server, database or MLflow): well under a minute.
+test-fast: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests/unit
 
 test-postgres: $(DEV_STAMP)
 	DRIFTLOOP_TEST_POSTGRES_URL=$${DRIFTLOOP_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} $(BIN)/python -m pytest -m postgres

@@ -4,14 +4,14 @@ on a free port, a real database (SQLite, and PostgreSQL under its marker), a rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 
 from driftloop.cli.supervisor import start_nats
@@ -20,6 +20,34 @@ from driftloop.shared.config import Settings
 POSTGRES_URL = os.environ.get(
     "DRIFTLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item, so a fixture's teardown knows its test failed."""
+    report: pytest.TestReport = yield
+    item.stash.setdefault(helpers.PHASES, {})[report.when] = report
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`), the tests sharing an expensive module- or
+    package-scoped fixture stay on one worker: the fault tests (one `driftloop up` for the
+    package) and each file with a module-scoped one; every other test is scheduled alone."""
+    for item in items:
+        if "faults" in item.path.parts:
+            group = "faults"
+        elif item.path.name in SHARED_FIXTURE_FILES:
+            group = item.path.name
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+# Files whose tests share a module-scoped fixture that starts services (see above).
+SHARED_FIXTURE_FILES = {"test_api_fuzz.py", "test_permissions.py"}
 
 
 @pytest.fixture
@@ -64,21 +92,20 @@ def settings(tmp_path: Path, nats_url: str, db_url: str | None) -> Settings:
 
 @pytest.fixture
 async def running() -> AsyncIterator[Callable[[Awaitable[Any]], asyncio.Task[Any]]]:
-    """Start service coroutines as tasks; they are cancelled at the end of the test."""
+    """Start service coroutines as tasks; they are stopped at the end of the test.
+
+    A service task that ends with an exception of its own (not by being cancelled) fails its
+    test: `eventually` stops waiting at once and raises it, and the teardown fails the test
+    (helpers.stop_services)."""
     tasks: list[asyncio.Task[Any]] = []
+    helpers.SERVICE_TASKS.clear()
 
     def start(coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         tasks.append(task)
+        helpers.SERVICE_TASKS.append(task)
         return task
 
     yield start
-    # Cancel until done: a cancel that lands while a service is still connecting can be
-    # swallowed by asyncio.wait_for on Python 3.11, so one cancel() is not enough.
-    for task in tasks:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=1.0)
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    helpers.SERVICE_TASKS.clear()
+    await helpers.stop_services(tasks)

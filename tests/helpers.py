@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import nats
 import numpy as np
 import pandas as pd
+import pytest
 from nats.js.api import DeliverPolicy
 
 from driftloop.shared.events import EVENTS_STREAM, EvaluationPassed
@@ -78,6 +79,52 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> CompletedP
     )
 
 
+# Each phase's report of a test (setup, call), kept by tests/conftest.py's report hook.
+PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def failed(item: pytest.Item) -> bool:
+    """Whether the test itself (its call) failed: asked from a fixture's teardown."""
+    call = item.stash.get(PHASES, {}).get("call")
+    return call is not None and call.failed
+
+
+# The service tasks the `running` fixture started for the current test (one test at a time per
+# process): `eventually` fails at once when one of them crashed rather than wait out its timeout.
+SERVICE_TASKS: list[asyncio.Task[Any]] = []
+
+
+def crashed_service(tasks: list[asyncio.Task[Any]]) -> asyncio.Task[Any] | None:
+    """The first of `tasks` that ended with an exception of its own (not cancelled), if any."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return task
+    return None
+
+
+async def stop_services(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the service tasks until they are done; then fail when one had crashed before
+    (ended with an exception of its own) or raised while being stopped."""
+    crashed = crashed_service(tasks)
+    # Cancel until done: a cancel that lands while a service is still connecting can be
+    # swallowed by asyncio.wait_for on Python 3.11, so one cancel() is not enough.
+    for task in tasks:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=1.0)
+    stopping = [
+        f"{task.get_coro()!r}: {task.exception()!r}"  # retrieved: no "never retrieved" at exit
+        for task in tasks
+        if not task.cancelled() and task.exception() is not None and task is not crashed
+    ]
+    if crashed is not None:
+        raise AssertionError(
+            f"a service task crashed during the test: {crashed.get_coro()!r}"
+        ) from crashed.exception()
+    if stopping:
+        raise AssertionError(f"service tasks raised while being stopped: {stopping}")
+
+
 async def eventually(
     check: Callable[[], Awaitable[T | None] | T | None],
     *,
@@ -90,6 +137,11 @@ async def eventually(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
+        crashed = crashed_service(SERVICE_TASKS)
+        if crashed is not None:
+            raise AssertionError(
+                f"a service task crashed while waiting: {crashed.get_coro()!r}"
+            ) from crashed.exception()
         try:
             result = check()
             if inspect.isawaitable(result):

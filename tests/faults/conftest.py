@@ -4,17 +4,18 @@ storage, SQLite, MLflow, the five services as processes); see harness.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
-from faults.harness import FAULT_SPEC, Loop, PrivatePostgres, postgres_bindir
-from helpers import churn
+from faults.harness import FAULT_SPEC, SERVICES, Loop, PrivatePostgres, postgres_bindir
+from helpers import churn, failed
 
-from driftloop.cli.supervisor import free_port, pid_alive
+from driftloop.cli.supervisor import free_port, pid_alive, port_open
 
 
 @pytest.fixture(scope="package")
@@ -50,6 +51,25 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         assert down.returncode == 0, down.stderr
         left = [n for n, pid in pids.items() if n != "nats" and pid_alive(pid)]
         assert not left, f"down left processes: {left}"
+
+
+@pytest.fixture(autouse=True)
+async def loop_restored_after_a_failure(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """A fault test that fails part-way can leave the shared loop broken for the next one
+    (nats-server frozen or down, a service not restarted yet, redeliveries pending, the counts
+    off): put it back, so a failure stays its own test's. A passing test leaves it as it is."""
+    yield
+    if "loop" not in request.fixturenames or not failed(request.node):
+        return
+    loop: Loop = request.getfixturevalue("loop")
+    with contextlib.suppress(ProcessLookupError):
+        loop.thaw_nats()
+    if not port_open("127.0.0.1", loop.nats_port):
+        loop.start_nats()
+    for name in SERVICES:
+        await loop.restarted(name, killed=-1)  # the supervisor restarts what was killed
+    await loop.settled()
+    await loop.rebase()
 
 
 @pytest.fixture
