@@ -3,7 +3,7 @@ interval of any metric's difference, McNemar's exact test for accuracy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,18 @@ def resample_counts(rng: np.random.Generator, resamples: int, rows: int) -> Floa
     return counts
 
 
+def resample_blocks(rng: np.random.Generator, resamples: int, rows: int) -> Iterator[FloatArray]:
+    """`resamples` resamples of `rows` rows as blocks of `resample_counts(rng, block, rows)`,
+    block = min(resamples, BLOCK_CELLS // rows): memory bounded whatever the holdout's size,
+    and a fixed seed gives fixed figures."""
+    block = max(1, min(resamples, BLOCK_CELLS // max(rows, 1)))
+    done = 0
+    while done < resamples:
+        counts = resample_counts(rng, min(block, resamples - done), rows)
+        done += len(counts)
+        yield counts
+
+
 def paired_bootstrap(
     metric: str,
     y_true: npt.NDArray[Any],
@@ -65,18 +77,12 @@ def paired_bootstrap(
     `resamples` resamples of the holdout rows, both models scored on the same rows of each;
     and of d within each group (a slice: the resample's rows that fall in it).
 
-    Resamples are drawn in blocks of `resample_counts(rng, block, n)`, block = min(resamples,
-    BLOCK_CELLS // n), so a fixed seed gives fixed figures."""
-    n = len(y_true)
+    Resamples are drawn by `resample_blocks`."""
     sign = 1.0 if higher_is_better else -1.0
     groups = groups or {}
-    block = max(1, min(resamples, BLOCK_CELLS // max(n, 1)))
     overall: list[FloatArray] = []
     per_group: dict[str, list[FloatArray]] = {name: [] for name in groups}
-    done = 0
-    while done < resamples:
-        counts = resample_counts(rng, min(block, resamples - done), n)
-        done += len(counts)
+    for counts in resample_blocks(rng, resamples, len(y_true)):
         overall.append(_difference(metric, y_true, ours, theirs, classes, counts, sign))
         for name, mask in groups.items():
             sub = counts[:, mask]
@@ -101,14 +107,10 @@ def bootstrap_interval(
     rng: np.random.Generator,
 ) -> Interval:
     """Percentile interval of one model's `metric` over `resamples` resamples of the holdout:
-    `low` its (1 - confidence) quantile, `high` its `confidence` quantile."""
-    n = len(y_true)
-    block = max(1, min(resamples, BLOCK_CELLS // max(n, 1)))
+    `low` its (1 - confidence) quantile, `high` its `confidence` quantile (resamples drawn by
+    `resample_blocks`)."""
     figures: list[FloatArray] = []
-    done = 0
-    while done < resamples:
-        counts = resample_counts(rng, min(block, resamples - done), n)
-        done += len(counts)
+    for counts in resample_blocks(rng, resamples, len(y_true)):
         with np.errstate(divide="ignore", invalid="ignore"):
             figures.append(weighted_metric(metric, y_true, outputs, classes, counts))
     return _interval(np.concatenate(figures), confidence)
