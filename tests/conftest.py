@@ -83,7 +83,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Non
 @pytest.fixture
 def settings(tmp_path: Path, nats_url: str, db_url: str | None) -> Settings:
     return Settings(
-        home=tmp_path / "home",
+        home=helpers.seed_home(tmp_path / "home"),
         nats_url=nats_url,
         database_url=db_url,
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",

@@ -22,7 +22,7 @@ from typing import Any
 import nats
 import pytest
 from faults.harness import PrivatePostgres
-from helpers import consumer_settled, eventually
+from helpers import consumer_settled, eventually, seed_home
 
 from driftloop.shared.bus import DEADLETTER_STREAM, Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -40,7 +40,7 @@ Running = Callable[[Awaitable[Any]], Any]
 
 def service_settings(tmp_path: Path, nats_url: str, **update: Any) -> Settings:
     return Settings(
-        home=tmp_path / "home",
+        home=seed_home(tmp_path / "home"),
         nats_url=nats_url,
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}",
         **update,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 import uvicorn
-from helpers import eventually
+from helpers import eventually, seed_home
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from loop import bootstrap, wait_for
@@ -115,7 +115,7 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("fuzz")
     nats, nats_url = start_nats(tmp / "nats", tmp / "nats.log")
     config = Settings(
-        home=tmp / "home",
+        home=seed_home(tmp / "home"),
         nats_url=nats_url,
         mlflow_tracking_uri=f"sqlite:///{tmp / 'home' / 'mlflow.db'}",
         max_body_bytes=MAX_BODY,
