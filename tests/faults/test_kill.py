@@ -3,8 +3,6 @@ repeats no effect; the cycle completes after the supervisor restarts it."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from faults.harness import CYCLE, ENOUGH_LABELS, Loop, assert_exactly_once, model_versions
@@ -107,24 +105,31 @@ async def test_cycle_completes_once_with_services_killed_between_commit_and_publ
     trainer = await loop.delivered("trainer-RetrainRequested")
 
     cycle_id = await loop.retrain()
-    await kill_with_event_in_outbox(loop, "trainer", "RetrainRequested", "ModelTrained", trainer)
+    await kill_with_event_in_outbox(
+        loop, "trainer", "RetrainRequested", "ModelTrained", trainer, cycle_id=cycle_id
+    )
 
     assert await loop.ended(cycle_id) == CYCLE
     await assert_exactly_once(loop, cycle_id, versions)
 
 
 async def kill_with_event_in_outbox(
-    loop: Loop, service: str, consumed: str, produced: str, delivered: int
+    loop: Loop, service: str, consumed: str, produced: str, delivered: int, *, cycle_id: str
 ) -> None:
     """Once `service` received `consumed` (its consumer delivered more than `delivered`) and
-    read what it needs from the bus (the spec, at the handler's start), freeze the bus; wait
-    for the handler to commit `produced` to its outbox, which it cannot publish; kill it."""
+    read what it needs from the bus (the spec, at the handler's start: it then logs "training
+    started"), freeze the bus; wait for the handler to commit `produced` to its outbox, which
+    it cannot publish; kill it."""
 
     async def handling() -> bool:
         return await loop.delivered(f"{service}-{consumed}") > delivered
 
     await eventually(handling, timeout=60, interval=0.05)
-    await asyncio.sleep(1.0)  # the handler reads its spec first; training or judging follows
+    await eventually(
+        lambda: loop.logged(service, "training started", cycle_id=cycle_id),
+        timeout=60,
+        interval=0.05,
+    )
     loop.freeze_nats()
     try:
 

@@ -29,7 +29,9 @@ async def test_sigterm_delivers_the_records_of_every_answered_request(loop: Loop
     async with httpx.AsyncClient(base_url=loop.gateway, timeout=60) as http:
         await loop.traffic(http, 2)
         in_flight = [asyncio.create_task(loop.predict_once(http)) for _ in range(12)]
-        await asyncio.sleep(0.2)  # the requests leave before the signal
+        # the signal lands once one is answered: the others are on the wire, being answered,
+        # or not sent yet (refused at the transport)
+        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         monitor = loop.terminate("monitor")
         gateway = loop.terminate("gateway")
         answers = await asyncio.gather(*in_flight)

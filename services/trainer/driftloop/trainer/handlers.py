@@ -156,6 +156,10 @@ async def on_retrain_requested(
         async with uow.handling(event) as tx:
             _fail(tx, event, f"no spec applied for model {event.model!r} (driftloop apply FILE)")
         return
+    logger.info(  # the last bus read before the commit: what follows is MLflow, data, fitting
+        "training started",
+        extra={"model": event.model, "cycle_id": event.cycle_id, "trigger": event.trigger},
+    )
 
     done = await asyncio.to_thread(registry.existing, event.model, event.cycle_id)
     if done is not None:  # registered before a crash: announce it, do not train twice
