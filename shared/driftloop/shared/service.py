@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ def open_store(
         messaging=messaging,
         inbox_retention=timedelta(days=settings.inbox_retention_days),
     )
+
+
+@asynccontextmanager
+async def closing(uow: SqlUnitOfWork) -> AsyncIterator[SqlUnitOfWork]:
+    """The store, its pooled connections closed when the service stops (a PostgreSQL server
+    counts them against `max_connections` until then, however idle)."""
+    try:
+        yield uow
+    finally:
+        uow.engine.dispose()
 
 
 class SpecSource:

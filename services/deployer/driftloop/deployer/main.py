@@ -42,9 +42,10 @@ def registered(client: MlflowClient) -> Any:
 
 
 async def serve(settings: Settings, *, look_every: float = LOOK_EVERY) -> None:
-    uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     client = await asyncio.to_thread(configure_mlflow, settings)  # may create its tables
-    async with connect_bus(settings, service=SERVICE) as bus:
+    # no await between opening the store and `closing` it: a cancel cannot leak its pool
+    uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
+    async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
         deployer = Deployer(
             uow=uow,
             specs=service.SpecSource(bus),

@@ -31,12 +31,13 @@ def utcnow() -> datetime:
 
 
 async def serve(settings: Settings) -> None:
-    uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     registry = TrainerRegistry(await asyncio.to_thread(configure_mlflow, settings), settings)
     workers = TrainingWorkers(threads=settings.training_threads)
     waits = WaitBoard()
     warming = asyncio.create_task(workers.warm())  # the workers' imports, off the start-up path
-    async with connect_bus(settings, service=SERVICE) as bus:
+    # no await between opening the store and `closing` it: a cancel cannot leak its pool
+    uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
+    async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
         specs = service.SpecSource(bus)
         bus.subscribe_records(
             PREDICTIONS_STREAM,
