@@ -1,5 +1,6 @@
 """The bus against a real nats-server and a real database: unreadable messages are terminated,
-repeats are handled once, the outbox relay publishes once, RetryLaterError redelivers."""
+repeats are handled once, a message gets one transaction, the outbox relay publishes once,
+RetryLaterError redelivers."""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ import sqlalchemy as sa
 from helpers import consumer_settled, eventually, read_all_events
 from nats.js.api import ConsumerInfo
 
-from driftloop.shared.bus import Bus, RetryLaterError, connect_bus
+from driftloop.shared.bus import (
+    DEAD_LETTER_ERROR,
+    DEADLETTER_STREAM,
+    Bus,
+    RetryLaterError,
+    connect_bus,
+)
 from driftloop.shared.config import Settings
 from driftloop.shared.db import (
     Messaging,
     SqlUnitOfWork,
+    TransactionScopeError,
     current_message_id,
+    delivering,
     make_engine,
     messaging_tables,
     prune_inbox,
@@ -122,8 +131,8 @@ async def test_the_same_event_delivered_twice_is_handled_once(
     calls: list[str | None] = []
 
     async def handler(received: ModelTrained) -> None:
-        calls.append(current_message_id.get())
-        async with store.uow.handling(received) as tx:
+        calls.append(current_message_id())
+        async with store.uow.handling() as tx:
             tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
 
     async with connect_bus(settings, service="t") as bus:
@@ -142,6 +151,62 @@ async def test_the_same_event_delivered_twice_is_handled_once(
     assert inbox == [env.id]
 
 
+async def test_one_message_gets_one_transaction_and_a_second_is_refused_before_it_writes(
+    store: Store,
+) -> None:
+    with delivering("m-1") as delivery:
+        async with store.uow.handling() as tx:
+            tx.conn.execute(store.handled.insert().values(run_id="first"))
+        with pytest.raises(TransactionScopeError, match="second transaction for message m-1"):
+            async with store.uow.handling() as tx:
+                tx.conn.execute(store.handled.insert().values(run_id="second"))
+        with pytest.raises(TransactionScopeError, match="without the message's inbox row"):
+            async with store.uow.transaction() as tx:
+                tx.conn.execute(store.handled.insert().values(run_id="aside"))
+    with pytest.raises(TransactionScopeError, match="outside a handler"):
+        async with store.uow.handling() as tx:
+            tx.conn.execute(store.handled.insert().values(run_id="no message"))
+    async with store.uow.transaction() as tx:  # a timer's or a command's
+        tx.conn.execute(store.handled.insert().values(run_id="timer"))
+
+    assert delivery.opened
+    assert store.handled_runs() == ["first", "timer"]
+    with store.engine.connect() as conn:
+        inbox = list(conn.execute(sa.select(store.messaging.inbox.c.message_id)).scalars())
+    assert inbox == ["m-1"]
+
+
+async def test_a_handler_opening_two_transactions_for_its_message_is_dead_lettered_at_once(
+    settings: Settings, store: Store
+) -> None:
+    """The deployer's supersede once did this: the second transaction failed on the inbox row
+    the first had committed, as a duplicate, and the message was acked with the second's
+    writes lost. Now it is refused as a programming error and the message dead-lettered."""
+    refused: list[type[BaseException]] = []
+
+    async def two_transactions(received: ModelTrained) -> None:
+        async with store.uow.handling() as tx:
+            tx.conn.execute(store.handled.insert().values(run_id="first"))
+        try:
+            async with store.uow.handling() as tx:
+                tx.conn.execute(store.handled.insert().values(run_id="second"))
+        except Exception as exc:
+            refused.append(type(exc))
+            raise
+
+    async with connect_bus(settings, service="t") as bus:
+        await bus.publish(trained("3"))
+        bus.subscribe(ModelTrained, two_transactions)
+        info = await drained(bus, acked=1)
+        letter = await bus.js.get_msg(DEADLETTER_STREAM, 1)
+
+    assert refused == [TransactionScopeError]
+    assert store.handled_runs() == ["first"]
+    assert info.num_redelivered == 0
+    assert letter.headers is not None
+    assert letter.headers[DEAD_LETTER_ERROR].startswith("TransactionScopeError: a second")
+
+
 async def test_an_emitted_event_is_relayed_once_with_its_id_as_nats_msg_id(
     settings: Settings, store: Store
 ) -> None:
@@ -150,12 +215,9 @@ async def test_an_emitted_event_is_relayed_once_with_its_id_as_nats_msg_id(
 
     async with connect_bus(settings, service="t") as bus:
         bus.start_relay(store.uow)
-        token = current_message_id.set("cause-1")
-        try:
+        with delivering("cause-1"):
             async with store.uow.handling() as tx:
                 event_id = tx.emit(event)
-        finally:
-            current_message_id.reset(token)
 
         async def relayed() -> list[dict[str, Any]]:
             with store.engine.connect() as conn:
@@ -211,10 +273,10 @@ async def test_retry_later_redelivers_until_the_handler_succeeds(
     calls: list[str | None] = []
 
     async def handler(received: ModelTrained) -> None:
-        calls.append(current_message_id.get())
+        calls.append(current_message_id())
         if len(calls) == 1:
             raise RetryLaterError("not yet", delay=0.1)
-        async with store.uow.handling(received) as tx:
+        async with store.uow.handling() as tx:
             tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
 
     async with connect_bus(settings, service="t") as bus:
@@ -275,8 +337,8 @@ async def test_a_handler_past_the_drain_bound_is_cancelled_and_redelivered(
     stuck = asyncio.Event()
 
     async def writes_then_hangs(received: ModelTrained) -> None:
-        attempts.append(current_message_id.get())
-        async with store.uow.handling(received) as tx:
+        attempts.append(current_message_id())
+        async with store.uow.handling() as tx:
             tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
             if len(attempts) == 1:
                 stuck.set()
@@ -311,7 +373,7 @@ async def test_the_inbox_retention_forgets_old_messages_and_still_recognises_a_r
     raw = env.model_dump_json().encode()
 
     async def handler(received: ModelTrained) -> None:
-        async with store.uow.handling(received) as tx:
+        async with store.uow.handling() as tx:
             tx.conn.execute(store.handled.insert().values(run_id=received.run_id))
 
     async with connect_bus(settings, service="t") as bus:

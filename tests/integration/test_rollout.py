@@ -376,6 +376,49 @@ async def test_the_deployer_killed_mid_rollout_resumes_where_it_was(
     assert types(events).count("Deployed") == 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: see the person test
+async def test_a_newer_release_supersedes_a_canary_in_one_step_and_walks_to_champion(
+    settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Version 3 passes its evaluation while version 2 is in its canary: version 2 is rolled
+    back (superseded) and version 3 started in the same transaction, so its rollout row exists
+    and its canary walks on. Once the start's transaction failed as a repeat of the rollback's:
+    version 3's routes were out but its rollout lost, and nothing ever moved it."""
+    for serve in (trainer, evaluator, deployer, monitor):
+        running(serve(settings))
+    steps = staged_spec(
+        "deployer:\n  shadow: {rows: 0}\n"
+        f"  canary: {{steps: [50, 100], rows_per_step: {ROWS_PER_STEP}, min_labels: 20,"
+        " label_wait: 5s, max_metric_drop: 0.05, max_latency_ratio: 1000}\n"
+    )
+    first = await release_second_version(settings, bus, tmp_path, steps)
+    await wait_for(settings, first, "RolloutAdvanced")  # version 2 in the canary at 50 %
+    churn(np.random.default_rng(10), 900, drifted=True).to_csv(tmp_path / "v3.csv", index=False)
+
+    second = await start_bootstrap(settings, bus, "churn", tmp_path / "v3.csv")
+
+    await wait_for(settings, second, "RolloutAdvanced")
+    ended = of_cycle(await read_all_events(settings.resolved_nats_url(), "churn"), first)
+    assert types(ended)[-1] == "RolledBack"
+    assert ended[-1]["envelope"]["data"]["reason"].startswith("superseded by version 3")
+    rollout = (await bus.request(DEPLOYER_STATUS, {"model": "churn"}))["rollout"]
+    routes = await current_routes(bus)
+    assert (rollout["cycle_id"], rollout["version"], rollout["state"]) == (second, "3", "canary")
+    assert routes.champion is not None
+    assert routes.champion.version == "1"
+    assert routes.canary is not None
+    assert (routes.canary.version, routes.canary.weight) == ("3", rollout["weight"])
+    assert routes.rollout is not None
+    assert routes.rollout["cycle_id"] == second
+    _answers, events = await drive(settings, gateway, second, drifted=True)
+    assert types(events)[-1] == "Deployed"
+    assert stages(events) == [("canary", 50), ("canary", 100), ("champion", 100)]
+    final = await current_routes(bus)
+    assert final.champion is not None
+    assert (final.champion.version, final.canary) == ("3", None)
+    await serving(gateway, "3")
+
+
 async def test_a_release_over_a_degraded_champion_walks_the_degraded_steps_across_a_restart(
     settings: Settings, bus: Bus, running: Any, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:

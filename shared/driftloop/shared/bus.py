@@ -7,7 +7,8 @@ warning without a traceback, and the rest of the fetched batch is handed back wi
 rather than each message waiting out the same lock in turn: with the default 20 deliveries a
 store may be away about 14 minutes (backoff 1, 2, 4 ... 60 s) before its messages are
 dead-lettered. A message that cannot be parsed, or whose handler still fails on its last
-allowed delivery, is dead-lettered: its payload is published unchanged to
+allowed delivery (or at once: opened a second transaction for it, `TransactionScopeError`),
+is dead-lettered: its payload is published unchanged to
 `driftloop.deadletter.<model>.<durable>` (stream DRIFTLOOP_DEADLETTER, kept) with the
 `DEAD_LETTER_*` headers saying where it came from and why, then terminated (no redelivery
 storm). `driftloop events` shows dead letters among the events.
@@ -50,7 +51,8 @@ from driftloop.shared.db import (
     DuplicateMessageError,
     Messaging,
     SqlUnitOfWork,
-    current_message_id,
+    TransactionScopeError,
+    delivering,
     keep_inbox,
     mark_published,
     pending_outbox,
@@ -366,20 +368,23 @@ class Bus:
             or headers.get("Nats-Msg-Id")
             or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
         )
-        token = current_message_id.set(message_id)
         name = f"consume {getattr(payload, 'event_type', lambda: msg.subject)()}"
         heartbeat = asyncio.create_task(_keep_alive(msg, ack_wait))
         try:
-            with _tracer.start_as_current_span(
-                name,
-                context=extract_context(headers),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.consumer": durable,
-                    "messaging.message_id": message_id,
-                    **_cycle_attr(payload),
-                },
-            ) as span:
+            # the handler's one transaction is keyed on this message (`handling()`)
+            with (
+                delivering(message_id),
+                _tracer.start_as_current_span(
+                    name,
+                    context=extract_context(headers),
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "messaging.consumer": durable,
+                        "messaging.message_id": message_id,
+                        **_cycle_attr(payload),
+                    },
+                ) as span,
+            ):
                 try:
                     error = await _run(handler, payload, message_id)
                 except asyncio.CancelledError:  # stopped past the drain bound: not acked,
@@ -393,7 +398,6 @@ class Bus:
                 return await self._settle(msg, durable, message_id, error, max_deliver)
         finally:
             heartbeat.cancel()
-            current_message_id.reset(token)
 
     async def _settle(
         self, msg: Msg, durable: str, message_id: str, error: Exception | None, max_deliver: int
@@ -403,7 +407,8 @@ class Bus:
         store_down = error is not None and transient_database_error(error)
         if error is None:
             await msg.ack()
-        elif attempt >= max_deliver:
+        elif attempt >= max_deliver or isinstance(error, TransactionScopeError):
+            # a handler that opened two transactions: its redelivery would be acked as a repeat
             await self._dead_letter(msg, durable, error)
         elif isinstance(error, RetryLaterError):
             logger.info("retry later", extra={"message_id": message_id, "reason": str(error)})

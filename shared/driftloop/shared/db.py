@@ -46,10 +46,39 @@ INBOX_RETENTION = timedelta(days=7)
 INBOX_PRUNE_INTERVAL = 3600.0  # seconds between two passes
 INBOX_PRUNE_BATCH = 500  # rows per transaction: the write lock is held for milliseconds
 
-# The id of the message being handled, set by the bus around each handler call.
-current_message_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "current_message_id", default=None
+
+@dataclass
+class Delivery:
+    """The message the bus is handing to a handler: its id (the inbox key) and whether the
+    handler has opened the message's one transaction yet."""
+
+    message_id: str
+    opened: bool = False
+
+
+# The delivery in hand, set by the bus around each handler call (`delivering`). A handler's
+# copies of the context (`asyncio.to_thread`, tasks) share the same `Delivery`.
+_delivery: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar(
+    "driftloop_delivery", default=None
 )
+
+
+@contextlib.contextmanager
+def delivering(message_id: str) -> Iterator[Delivery]:
+    """Around one handler call (the bus's): the message whose one transaction `handling()`
+    opens."""
+    delivery = Delivery(message_id)
+    token = _delivery.set(delivery)
+    try:
+        yield delivery
+    finally:
+        _delivery.reset(token)
+
+
+def current_message_id() -> str | None:
+    """The id of the message being handled; None outside a handler."""
+    delivery = _delivery.get()
+    return delivery.message_id if delivery is not None else None
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -71,6 +100,14 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 
 class DuplicateMessageError(Exception):
     """This message was already handled (its inbox row exists); ack it and do nothing."""
+
+
+class TransactionScopeError(RuntimeError):
+    """A programming error, raised before anything is written: a handler opens exactly one
+    transaction for the message in hand, `handling()` (two would commit the inbox row with the
+    first one's writes, and the second would then fail as a duplicate: its writes lost and the
+    message acked), and code outside a handler (timers, commands) opens `transaction()`. The
+    bus dead-letters the message at once: no redelivery can mend it."""
 
 
 def make_engine(url: str, *, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
@@ -260,7 +297,7 @@ class SqlUnitOfWork:
         self.committed = asyncio.Event()  # wakes the outbox relay
 
     def already_handled(self, message_id: str | None = None) -> bool:
-        message_id = message_id or current_message_id.get()
+        message_id = message_id or current_message_id()
         if message_id is None:
             return False
         with self.engine.connect() as conn:
@@ -272,28 +309,47 @@ class SqlUnitOfWork:
         return row is not None
 
     @asynccontextmanager
-    async def handling(self, _event: Event | None = None) -> AsyncIterator[Tx]:
-        """A transaction for handling the current message; a repeat raises DuplicateMessageError."""
-        message_id = current_message_id.get()
+    async def handling(self) -> AsyncIterator[Tx]:
+        """The one transaction of the message in hand: the handler's writes, the message's
+        inbox row and the events it emits commit together; a repeat raises
+        DuplicateMessageError (the bus acks it). Once per delivery: a second call, or a call
+        outside a handler, raises TransactionScopeError before opening anything."""
+        delivery = _delivery.get()
+        if delivery is None:
+            raise TransactionScopeError(
+                "handling() outside a handler: no message is in hand (use transaction())"
+            )
+        if delivery.opened:
+            raise TransactionScopeError(
+                f"a second transaction for message {delivery.message_id}: a handler's writes "
+                "and events for one message go in one handling() block"
+            )
+        delivery.opened = True
         with self.engine.connect() as conn, conn.begin():
             tx = Tx(conn, self.service, self.messaging, self.now)
             yield tx
-            if message_id is not None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            self.messaging.inbox.insert().values(
-                                message_id=message_id, handled_at=self.now()
-                            )
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        self.messaging.inbox.insert().values(
+                            message_id=delivery.message_id, handled_at=self.now()
                         )
-                except IntegrityError as exc:
-                    raise DuplicateMessageError(message_id) from exc
+                    )
+            except IntegrityError as exc:
+                raise DuplicateMessageError(delivery.message_id) from exc
         if tx.emitted:
             self.committed.set()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """A transaction outside message handling (timers, RPC); may emit too."""
+        """A transaction outside message handling (timers, RPC); may emit too. A handler's
+        one transaction is `handling()`: here it raises TransactionScopeError."""
+        delivery = _delivery.get()
+        if delivery is not None:
+            raise TransactionScopeError(
+                f"transaction() while handling message {delivery.message_id}: its writes would "
+                "commit without the message's inbox row (use handling(), once)"
+            )
         with self.engine.connect() as conn, conn.begin():
             tx = Tx(conn, self.service, self.messaging, self.now)
             yield tx

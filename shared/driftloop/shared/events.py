@@ -340,6 +340,14 @@ class PredictionBatch(Record):
     latency_ms: float | None  # None: not timed on its own (a shadow's jobs answered together)
     at: datetime
     error: str | None = None
+    # A record over the bus's max_payload is published in pieces of consecutive rows (the
+    # gateway's domain/records.py): the same batch_id and fields, each row in one piece.
+    part: int | None = Field(
+        default=None, ge=0, description="this piece's index (0-based); null: the whole record"
+    )
+    parts: int | None = Field(
+        default=None, ge=1, description="how many pieces the record was published in"
+    )
 
 
 class Label(BaseModel):

@@ -38,16 +38,31 @@ def configure_mlflow(settings: Settings) -> MlflowClient:
         return MlflowClient(settings.tracking_uri(), settings.tracking_uri())
 
 
+# Tracking URIs of an MLflow server: its own artifact store (S3, MinIO, a volume) is where every
+# container can read what another wrote.
+REMOTE_SCHEMES = frozenset({"http", "https", "databricks"})
+
+
+def artifact_location(tracking_uri: str, artifact_root: str, model: str) -> str | None:
+    """Where a new experiment of `model` keeps its artifacts: None (the server's default
+    artifact store) when `tracking_uri` is an MLflow server; a folder under `artifact_root`
+    (HOME/mlartifacts) for a store this process opens itself (a SQLite file, a database, a
+    folder), which has no artifact store of its own but the working directory."""
+    if tracking_uri.split(":", 1)[0].lower() in REMOTE_SCHEMES:  # "databricks" has no colon
+        return None
+    return f"{artifact_root}/{model}"
+
+
 def experiment_id(client: MlflowClient, settings: Settings, model: str) -> str:
-    """The model's experiment, created with its artifacts under HOME when new."""
+    """The model's experiment, created when new: its artifacts under HOME with a local store,
+    in the server's artifact store with a remote one (`artifact_location`)."""
     name = f"{EXPERIMENT_PREFIX}/{model}"
     found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
+    location = artifact_location(settings.tracking_uri(), settings.artifact_root(), model)
     try:
-        return str(
-            client.create_experiment(name, artifact_location=f"{settings.artifact_root()}/{model}")
-        )
+        return str(client.create_experiment(name, artifact_location=location))
     except MlflowException:
         found = client.get_experiment_by_name(name)  # another process created it first
         if found is None:
@@ -73,6 +88,18 @@ def version_by_alias(client: MlflowClient, model: str, alias: str) -> VersionRef
 def version_ref(client: MlflowClient, model: str, version: str) -> VersionRef:
     mv = client.get_model_version(model, version)
     return VersionRef(model, str(mv.version), str(mv.run_id))
+
+
+def release_alias(client: MlflowClient, model: str, alias: str, version: str) -> bool:
+    """Delete `model`'s `alias` if it still points at `version`; True when it did. An alias
+    another version has taken since (a newer challenger) is left alone. MLflow has no
+    compare-and-delete: a version given the alias between the read and the delete loses it."""
+    current = version_by_alias(client, model, alias)
+    if current is None or current.version != str(version):
+        return False
+    client.delete_registered_model_alias(model, alias)
+    logger.info("alias released", extra={"model": model, "alias": alias, "version": version})
+    return True
 
 
 ARTIFACT_DIGEST = "driftloop.artifact_sha256"  # model version tag set at registration

@@ -342,6 +342,22 @@ class DeployerSpec(_Part):
         default=timedelta(hours=24),
         description="how long a manual approval is awaited before the rollout is rolled back",
     )
+    progress_deadline: Duration | None = Field(
+        default=timedelta(hours=1),
+        gt=timedelta(0),
+        description="longest a shadow or canary stage may go without progress (passing to its "
+        "next step, or failing) from the moment it began or was resumed; past it, "
+        "`progress_deadline_action`. A stage that reached its rows is also given its "
+        "canary.label_wait. A step is counted in rows, so keep it above the slowest healthy "
+        "step: rows_per_step / (weight x rows per second) + label_wait (the default 1h: the "
+        "default 10 % step at 1.4 rows/s). null: off",
+    )
+    progress_deadline_action: Literal["rollback", "pause"] = Field(
+        default="rollback",
+        description="past progress_deadline: roll back (RolledBack, check progress_deadline), "
+        "or pause (RolloutAdvanced paused: the routes stay until a person resumes, promotes "
+        "or rolls back; the clock restarts on resume)",
+    )
 
 
 class ModelSpec(_Part):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -67,6 +68,7 @@ class FlakyBus:
     rest, and counts how many publishes were in flight at once."""
 
     def __init__(self) -> None:
+        self.nc = SimpleNamespace(max_payload=1024 * 1024)  # the server's announced limit
         self.published: list[str] = []
         self.refused: list[str] = []
         self.in_flight = 0

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,10 +22,11 @@ from typing import Any
 from driftloop.deployer.adapters import store
 from driftloop.deployer.adapters.observer import MonitorStats
 from driftloop.deployer.adapters.routes import RouteWriter
+from driftloop.deployer.domain import progress
 from driftloop.deployer.domain import rollout as machine
 from driftloop.deployer.domain.rollout import Rollout, RolloutError, Transition
 from driftloop.shared.auth import TokenSet
-from driftloop.shared.db import SqlUnitOfWork
+from driftloop.shared.db import SqlUnitOfWork, Tx
 from driftloop.shared.events import EvaluationPassed
 from driftloop.shared.routes import Served
 from driftloop.shared.service import SpecSource
@@ -32,6 +34,46 @@ from driftloop.shared.telemetry import extract_context, inject_headers, tracer
 
 logger = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+
+Move = tuple[Transition, int | None]  # a transition and the revision it expects (None: new)
+
+
+@contextmanager
+def _traced(transition: Transition) -> Iterator[Rollout]:
+    """Inside its cycle's trace (a cycle is one trace, whichever timer, message or command
+    moves it): the rollout to store, carrying its trace."""
+    rollout = transition.rollout
+    if not transition.audit:
+        yield rollout
+        return
+    parent = extract_context(rollout.trace) if rollout.trace else None
+    with _tracer.start_as_current_span(
+        f"rollout {transition.audit[-1].to_stage}",
+        context=parent,
+        attributes={
+            "driftloop.model": rollout.model,
+            "driftloop.cycle_id": rollout.cycle_id,
+            "driftloop.version": rollout.version,
+        },
+    ):
+        if not rollout.trace:  # a cycle started by a command: this span is its root
+            rollout = replace(rollout, trace=inject_headers())
+        yield rollout
+
+
+def _log_moved(transition: Transition) -> None:
+    rollout = transition.rollout
+    if transition.audit:
+        logger.info(
+            "rollout moved",
+            extra={
+                "model": rollout.model,
+                "cycle_id": rollout.cycle_id,
+                "version": rollout.version,
+                "to": [e.to_stage for e in transition.audit],
+                "reason": rollout.reason,
+            },
+        )
 
 
 class Deployer:
@@ -58,48 +100,31 @@ class Deployer:
         self.lock = asyncio.Lock()  # one transition at a time in this process
 
     async def apply(self, transition: Transition, *, expected: int | None) -> None:
-        """Carry out a transition inside its cycle's trace (a cycle is one trace, whichever
-        timer, message or command moves it)."""
-        rollout = transition.rollout
-        if not transition.audit:
-            await self._apply(transition, expected=expected)
-            return
-        parent = extract_context(rollout.trace) if rollout.trace else None
-        with _tracer.start_as_current_span(
-            f"rollout {transition.audit[-1].to_stage}",
-            context=parent,
-            attributes={
-                "driftloop.model": rollout.model,
-                "driftloop.cycle_id": rollout.cycle_id,
-                "driftloop.version": rollout.version,
-            },
-        ):
-            if not rollout.trace:  # a cycle started by a command: this span is its root
-                transition = replace(transition, rollout=replace(rollout, trace=inject_headers()))
-            await self._apply(transition, expected=expected)
+        """Carry out a transition of a timer or a command, in its own transaction."""
+        await self._apply([(transition, expected)], self.uow.transaction)
 
-    async def _apply(self, transition: Transition, *, expected: int | None) -> None:
-        rollout = transition.rollout
-        if transition.moves_routes:
-            current = await self.routes.current(rollout.model)
-            await self.routes.apply(machine.routes_for(rollout, current))
-        async with self.uow.handling() as tx:
-            store.save(tx.conn, rollout, expected_revision=expected)
-            for entry in transition.audit:
-                store.audit(tx.conn, rollout, entry, at=rollout.updated_at)
-            for event in transition.events:
-                tx.emit(event)
-        if transition.audit:
-            logger.info(
-                "rollout moved",
-                extra={
-                    "model": rollout.model,
-                    "cycle_id": rollout.cycle_id,
-                    "version": rollout.version,
-                    "to": [e.to_stage for e in transition.audit],
-                    "reason": rollout.reason,
-                },
-            )
+    async def _apply(
+        self, moves: list[Move], opening: Callable[[], AbstractAsyncContextManager[Tx]]
+    ) -> None:
+        """Carry out transitions of one model together: the routes the last one that moves them
+        asks for, then every new state, its audit rows and its events in one transaction
+        (`opening`: a message's `handling()`, else `transaction()`)."""
+        moving = [t.rollout for t, _ in moves if t.moves_routes]
+        if moving:
+            current = await self.routes.current(moving[-1].model)
+            await self.routes.apply(machine.routes_for(moving[-1], current))
+        for ended in (r for r in moving if r.stage in machine.TERMINAL):
+            await self.routes.release_challenger(ended.model, ended.version)
+        async with opening() as tx:
+            for transition, expected in moves:
+                with _traced(transition) as rollout:
+                    store.save(tx.conn, rollout, expected_revision=expected)
+                    for entry in transition.audit:
+                        store.audit(tx.conn, rollout, entry, at=rollout.updated_at)
+                    for event in transition.events:
+                        tx.emit(event)
+        for transition, _ in moves:
+            _log_moved(transition)
 
     # The bus ------------------------------------------------------------------------------
 
@@ -117,19 +142,25 @@ class Deployer:
                     return  # started already (a redelivery after the commit)
                 active = store.running(conn, event.model)
                 previous = store.last_champion(conn, event.model, before_cycle=event.cycle_id)
-            for old in active:
-                reason = f"superseded by version {event.version} (cycle {event.cycle_id})"
-                now = self.now()
-                await self.apply(
-                    machine.roll_back(old, now=now, actor="deployer", reason=reason),
-                    expected=old.revision,
+            # the old rollouts end and the new one starts in the message's one transaction
+            moves: list[Move] = [
+                (
+                    machine.roll_back(
+                        old,
+                        now=self.now(),
+                        actor="deployer",
+                        reason=f"superseded by version {event.version} (cycle {event.cycle_id})",
+                    ),
+                    old.revision,
                 )
+                for old in active
+            ]
             if previous is None:
                 current = await self.routes.current(event.model)
                 if current and current.champion and current.champion.version != event.version:
                     previous = current.champion
             started = machine.start(event, previous, spec, now=self.now(), trace=inject_headers())
-            await self.apply(started, expected=None)
+            await self._apply([*moves, (started, None)], self.uow.handling)
 
     # The timer ------------------------------------------------------------------------------
 
@@ -152,13 +183,21 @@ class Deployer:
         spec = await self.specs.get(rollout.model)
         if spec is None or rollout.paused:
             return
-        seen = await self.stats.observe(rollout)
+        unanswered = None
+        try:
+            seen = await self.stats.observe(rollout)
+        except Exception as exc:  # the monitor away, slow or failing: a look without figures
+            seen, unanswered = None, str(exc) or type(exc).__name__
+            logger.warning(
+                "the monitor did not answer",
+                extra={"model": rollout.model, "cycle_id": rollout.cycle_id, "error": unanswered},
+            )
         async with self.lock:
             with self.uow.engine.connect() as conn:
                 fresh = store.rollout_of(conn, rollout.cycle_id)
             if fresh is None or fresh.revision != rollout.revision:
                 return  # moved while we asked the monitor: look again next time
-            transition = machine.analyse(fresh, seen, spec, now=self.now())
+            transition = progress.look(fresh, seen, spec, now=self.now(), unanswered=unanswered)
             if transition is not None:
                 await self.apply(transition, expected=fresh.revision)
 

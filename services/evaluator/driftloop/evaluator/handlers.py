@@ -11,7 +11,11 @@ import numpy as np
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from driftloop.evaluator.adapters.registry import load_evidence, record_verdict
+from driftloop.evaluator.adapters.registry import (
+    load_evidence,
+    record_verdict,
+    release_challenger,
+)
 from driftloop.evaluator.adapters.store import verdicts
 from driftloop.evaluator.domain.verdict import judge
 from driftloop.shared.db import SqlUnitOfWork
@@ -70,7 +74,9 @@ async def on_model_trained(
     )
     report = out.model_dump(mode="json") | {"evaluation": verdict.report}
     await asyncio.to_thread(record_verdict, client, event.run_id, verdict, report)
-    async with uow.handling(event) as tx:
+    if not verdict.passed:  # the cycle ends here (idempotent: before the commit, as above)
+        await asyncio.to_thread(release_challenger, client, event.model, event.version)
+    async with uow.handling() as tx:
         tx.conn.execute(
             sa.insert(verdicts).values(
                 cycle_id=event.cycle_id,

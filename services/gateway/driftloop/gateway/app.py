@@ -34,6 +34,7 @@ from driftloop.gateway.adapters.shadow import ShadowWorker
 from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.domain.validation import (
     choose_route,
+    validate_ids,
     validate_instances,
     validate_labels,
 )
@@ -62,6 +63,7 @@ from driftloop.shared.registry import configure_mlflow
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 MONITOR_STATUS = "driftloop.rpc.monitor.status"
+IDS = ("body", "ids")
 
 
 class PredictRequest(BaseModel):
@@ -69,7 +71,9 @@ class PredictRequest(BaseModel):
     instances: list[dict[str, Any]] = Field(
         min_length=1, description="one object per row: feature -> value (DRIFTLOOP_MAX_INSTANCES)"
     )
-    ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = None
+    ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, description="one distinct prediction id per instance (default: generated)"
+    )
     key: str | None = Field(default=None, max_length=256, description="routing key (sticky)")
 
 
@@ -200,6 +204,13 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     dropped = Counter(
         "driftloop_records_dropped", "prediction records dropped", ["model"], registry=registry
     )
+    dead_lettered = Counter(
+        "driftloop_records_dead_lettered",
+        "prediction records that can never be published (one row over the server's "
+        "max_payload, or refused for good): kept in the spool's dead_letters table",
+        ["model"],
+        registry=registry,
+    )
     shadow_dropped = Counter(
         "driftloop_shadow_dropped",
         "requests not mirrored to the shadow, or not answered by it (it fell behind, its "
@@ -230,6 +241,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 capacity=own.record_spool_capacity,
                 dropped=dropped,
                 spool=spools / f"gateway-{settings.gateway_port}.sqlite",
+                dead_letters=dead_lettered,
             )
             mirror = ShadowWorker(  # publishes its records itself, from its own spool
                 tracking_uri=settings.tracking_uri(),
@@ -383,17 +395,9 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             rng=rng,
         )
         chosen: LoadedModel = serving.canary if route == "canary" else serving.champion
-        if body.ids is not None and len(body.ids) != len(body.instances):
-            raise HTTPException(
-                422,
-                [
-                    {
-                        "loc": ["body", "ids"],
-                        "type": "value_error",
-                        "msg": "ids must have one entry per instance",
-                    }
-                ],
-            )
+        problems = [] if body.ids is None else validate_ids(body.ids, len(body.instances), IDS)
+        if problems:
+            raise HTTPException(422, [p.as_dict() for p in problems])
         given = body.ids or [ordered_id() for _ in body.instances]
         try:
             ids, predictions, probabilities = run_model(model, chosen, route, body.instances, given)

@@ -3,7 +3,9 @@
 Inputs are columns: one tensor per feature, shape [N] or [N, 1], as JSON `data` or in
 Triton's binary tensor extension (what `tritonclient` sends by default); the answer has a
 `predict` tensor [N] and, for a classifier, `predict_proba` [N, classes], always as JSON.
-Errors are the protocol's `{"error": "..."}`.
+Errors are the protocol's `{"error": "..."}`. Prediction ids (what labels are joined on): one
+per row in the request's `parameters.ids`, as /v1's `ids`, else generated; either way they
+come back in the answer's `parameters.ids`, and the request's `id` is echoed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
+from driftloop.gateway.domain.validation import validate_ids
 from driftloop.gateway.limits import OIP_PREFIX, OipError
 
 DATATYPES = {
@@ -56,6 +59,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     421: {"model": OipError, "description": "on loopback: addressed to another name (Host)"},
     422: {"model": OipError, "description": "inputs that do not match the model"},
 }
+IDS = "ids"  # the request parameter of the rows' prediction ids (as /v1's `ids`)
+IDS_LOC = ("body", "parameters", IDS)
 RunModel = Callable[
     [str, LoadedModel, Literal["champion", "canary"], list[dict[str, Any]], list[str] | None],
     tuple[list[str], list[Any], list[list[float]] | None],
@@ -72,8 +77,13 @@ class InferInput(BaseModel):
 
 class InferRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: str | None = None
+    id: str | None = Field(default=None, description="the request's id, echoed in the answer")
     inputs: list[InferInput] = Field(min_length=1)
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="`ids`: one distinct prediction id per row (default: generated), the ids "
+        "labels are sent with to /v1/models/{model}/feedback; other parameters are ignored",
+    )
 
 
 class Tensor(BaseModel):
@@ -87,6 +97,7 @@ class InferResponse(BaseModel):
     model_name: str
     model_version: str
     id: str | None
+    parameters: dict[str, Any] = Field(description="`ids`: the rows' prediction ids")
     outputs: list[Tensor]
 
 
@@ -338,9 +349,12 @@ def register_oip(
 
     async def infer(model: str, version: str | None, body: InferRequest) -> InferResponse:
         chosen, route = loaded(model, version)
-        _ids, predictions, probabilities = run_model(
-            model, chosen, route, _rows(body, max_rows), None
-        )
+        rows = _rows(body, max_rows)
+        given = (body.parameters or {}).get(IDS)
+        problems = [] if given is None else validate_ids(given, len(rows), IDS_LOC)
+        if problems:
+            raise HTTPException(422, [p.as_dict() for p in problems])
+        ids, predictions, probabilities = run_model(model, chosen, route, rows, given)
         outputs = [
             Tensor(
                 name="predict",
@@ -359,7 +373,11 @@ def register_oip(
                 )
             )
         return InferResponse(
-            model_name=model, model_version=chosen.version, id=body.id, outputs=outputs
+            model_name=model,
+            model_version=chosen.version,
+            id=body.id,
+            parameters={IDS: ids},
+            outputs=outputs,
         )
 
     @app.post("/v2/models/{model}/infer", tags=tags, responses=ERRORS)

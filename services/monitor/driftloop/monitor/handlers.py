@@ -414,7 +414,11 @@ def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
     found = load_stats(tx.conn, batch.model, batch.version, batch.route)
     stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
     stats = add_request(
-        stats, rows=len(batch.ids), latency_ms=batch.latency_ms, failed=batch.error is not None
+        stats,
+        rows=len(batch.ids),
+        latency_ms=batch.latency_ms,
+        failed=batch.error is not None,
+        part=batch.part,
     )
     if batch.route == "shadow" and batch.error is None:
         answers = champion_answers(tx.conn, batch.model, batch.ids)
@@ -722,7 +726,7 @@ async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -
     """A cycle started (by us, the CLI or a bootstrap): remember it so none runs beside it,
     and count new labels for the volume trigger from here. One we started is remembered
     already (with the decision): its end may even have come first."""
-    async with uow.handling(event) as tx:
+    async with uow.handling() as tx:
         if decided(tx.conn, event.model, event.cycle_id):
             return
         save(tx.conn, event.model, open_cycle_id=event.cycle_id, labels_since_retrain=0)
@@ -815,7 +819,7 @@ async def on_deployed(
         return
     raw = await asyncio.to_thread(read_json_artifact, client, event.run_id, PROFILE_ARTIFACT)
     profile = ReferenceProfile.model_validate(raw)
-    async with uow.handling(event) as tx:
+    async with uow.handling() as tx:
         state = load(tx.conn, event.model) or {}
         values: dict[str, Any] = {
             "reference_version": event.version,
@@ -848,7 +852,7 @@ async def on_evaluation_passed(
     profile = None
     if not _superseded(event.version, state.get("reference_version")):
         profile = await asyncio.to_thread(_logged_profile, client, event.run_id)
-    async with uow.handling(event) as tx:
+    async with uow.handling() as tx:
         if profile is None:
             return
         clear_window_samples(tx.conn, event.model, version=event.version)
@@ -928,7 +932,7 @@ async def on_cycle_ended(
     cycle_id = getattr(event, "cycle_id", None)
     spec = await specs.get(event.model) if specs is not None else None
     policy = spec.monitor if spec is not None else MonitorSpec()
-    async with uow.handling(event) as tx:
+    async with uow.handling() as tx:
         state = load(tx.conn, event.model)
         if state is None:
             return

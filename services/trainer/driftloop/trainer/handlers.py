@@ -153,7 +153,7 @@ async def on_retrain_requested(
         return
     spec = await specs.get(event.model)
     if spec is None:
-        async with uow.handling(event) as tx:
+        async with uow.handling() as tx:
             _fail(tx, event, f"no spec applied for model {event.model!r} (driftloop apply FILE)")
         return
     logger.info(  # the last bus read before the commit: what follows is MLflow, data, fitting
@@ -165,7 +165,7 @@ async def on_retrain_requested(
     if done is not None:  # registered before a crash: announce it, do not train twice
         version, run_id = done
         run = await asyncio.to_thread(registry.client.get_run, run_id)
-        async with uow.handling(event) as tx:
+        async with uow.handling() as tx:
             tx.emit(
                 ModelTrained(
                     model=event.model,
@@ -186,13 +186,13 @@ async def on_retrain_requested(
     older: pd.DataFrame | None = None
     if event.trigger == "bootstrap":
         if not event.data_uri:
-            async with uow.handling(event) as tx:
+            async with uow.handling() as tx:
                 _fail(tx, event, "bootstrap request without data_uri")
             return
         try:
             recent = await asyncio.to_thread(registry.bootstrap_data, event.data_uri)
         except Exception as exc:
-            async with uow.handling(event) as tx:
+            async with uow.handling() as tx:
                 _fail(tx, event, f"cannot read the training file: {exc}")
             return
         reference = None
@@ -213,7 +213,7 @@ async def on_retrain_requested(
         if waits is not None:
             waits.done(event.cycle_id)
         if wait.outcome == "fail":
-            async with uow.handling(event) as tx:
+            async with uow.handling() as tx:
                 _fail(tx, event, wait.failure(), **wait.report(), min_rows=spec.trainer.min_rows)
             return
         recent, older, labelled_until = await asyncio.to_thread(
@@ -238,7 +238,7 @@ async def on_retrain_requested(
         ts = stored_form(assembled)
     except ValueError as exc:  # a column parquet cannot hold: the set could not be versioned
         check = CheckResult(name="storable", figure=0, threshold=1, passed=False, detail=str(exc))
-        async with uow.handling(event) as tx:
+        async with uow.handling() as tx:
             _reject(tx, event, [check])
         return
     # the gate judges the training rows against what was served over their period, not the old
@@ -250,7 +250,7 @@ async def on_retrain_requested(
         )
     checks = await asyncio.to_thread(validate, ts, spec, reference=reference, served=served)
     if any(not c.passed for c in checks):
-        async with uow.handling(event) as tx:
+        async with uow.handling() as tx:
             _reject(tx, event, checks)
         return
 
@@ -266,7 +266,7 @@ async def on_retrain_requested(
         )
     except WorkerError as exc:
         reason = exc.message if exc.kind == RecipeError.__name__ else exc.reason
-        async with uow.handling(event) as tx:
+        async with uow.handling() as tx:
             _fail(
                 tx,
                 event,
@@ -307,7 +307,7 @@ async def on_retrain_requested(
             "metrics": fitted.metrics,
         },
     )
-    async with uow.handling(event) as tx:
+    async with uow.handling() as tx:
         tx.conn.execute(
             sa.insert(runs).values(
                 cycle_id=event.cycle_id,

@@ -1,4 +1,5 @@
-"""Where a release takes effect: the MLflow `champion` alias and the KV routing table."""
+"""Where a release takes effect: the MLflow `champion` alias and the KV routing table; and
+where it ends, the `challenger` alias let go of."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from driftloop.shared.bus import Bus
 from driftloop.shared.events import ROUTES_BUCKET
-from driftloop.shared.registry import CHAMPION
+from driftloop.shared.registry import CHALLENGER, CHAMPION, release_alias
 from driftloop.shared.routes import Routes
 
 
@@ -38,3 +39,10 @@ class RouteWriter:
             )
         kv = await self.bus.kv(ROUTES_BUCKET)
         await kv.put(routes.model, routes.to_json())
+
+    async def release_challenger(self, model: str, version: str) -> None:
+        """The version's rollout is over (promoted or rolled back): it is no longer the
+        challenger. The alias is deleted only while it still points at `version`: a newer
+        cycle's challenger keeps it. Idempotent, so it goes before the state commits, as the
+        routes do."""
+        await asyncio.to_thread(release_alias, self.client, model, CHALLENGER, version)

@@ -7,8 +7,10 @@ a transition (the new state, the events to emit, the audit entries to write).
 A stage is analysed from the monitor's live figures of the challenger against the
 champion's: it passes once the challenger answered the stage's rows (`shadow.rows`, or
 `canary.rows_per_step` at each weight) within every bound, and fails, rolling back at once,
-as soon as a bound is broken beyond recovery. The routes the gateways must follow are a pure
-function of the rollout (`routes_for`), so the adapter can always re-apply them after a crash.
+as soon as a bound is broken beyond recovery; one that does neither ends at the progress
+deadline (`progress.py`, whose `look` wraps `analyse`). The routes the gateways must follow
+are a pure function of the rollout (`routes_for`), so the adapter can always re-apply them
+after a crash.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class Rollout:
     stage: Stage
     started_at: datetime
     stage_started_at: datetime
-    updated_at: datetime
+    updated_at: datetime  # the last move (a stage entered, paused, resumed): progress.py
     step: int = 0  # index into the canary's steps (`steps_of`) while in canary
     weight: int = 0
     paused: bool = False
@@ -495,20 +497,36 @@ def _must_await_approval(rollout: Rollout) -> None:
         )
 
 
-def pause(rollout: Rollout, *, now: datetime, actor: str, paused: bool) -> Transition:
+def pause(
+    rollout: Rollout,
+    *,
+    now: datetime,
+    actor: str,
+    paused: bool,
+    reason: str = "",
+    checks: list[CheckResult] | None = None,
+) -> Transition:
     """Freeze (or thaw) the analysis: the routes stay as they are, nothing advances or rolls
-    back by itself; a person may still approve, promote or roll back."""
+    back by itself; a person may still approve, promote or roll back. Either restarts the
+    progress deadline's clock (`updated_at`). A `reason` (the deployer's own pause) is kept
+    on the rollout for `status`."""
     if rollout.paused == paused:
         raise RolloutError(
             f"the rollout of {rollout.model} version {rollout.version} is already "
             + ("paused" if paused else "running")
         )
     verb = "paused" if paused else "resumed"
-    moved = replace(rollout, paused=paused, updated_at=now, revision=rollout.revision + 1)
-    reason = f"{verb} by {actor}"
+    moved = replace(
+        rollout,
+        paused=paused,
+        updated_at=now,
+        revision=rollout.revision + 1,
+        reason=reason or rollout.reason,
+    )
+    reason = reason or f"{verb} by {actor}"
     return Transition(
         moved,
-        [_advanced(moved, reason=reason, by=actor)],
+        [_advanced(moved, reason=reason, checks=checks, by=actor)],
         [AuditEntry(_from(rollout), f"{_from(moved)} ({verb})", actor, reason)],
     )
 

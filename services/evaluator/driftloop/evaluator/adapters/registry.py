@@ -17,9 +17,11 @@ from driftloop.evaluator.domain.resampling import Outputs
 from driftloop.evaluator.domain.verdict import Evidence, Verdict, p95_ms
 from driftloop.shared.modeling import prepare
 from driftloop.shared.registry import (
+    CHALLENGER,
     CHAMPION,
     load_model,
     read_parquet_artifact,
+    release_alias,
     version_by_alias,
 )
 from driftloop.shared.spec import ModelSpec
@@ -135,6 +137,12 @@ def record_verdict(
     for name, value in verdict_metrics(verdict.report).items():
         client.log_metric(run_id, name, value)
     client.log_text(run_id, json.dumps(report, indent=2, default=str), REPORT_PATH)
+
+
+def release_challenger(client: MlflowClient, model: str, version: str) -> None:
+    """A failed version's cycle ends with its verdict: it is no longer the challenger. Deleted
+    only while the alias still points at it (a newer cycle's challenger keeps it)."""
+    release_alias(client, model, CHALLENGER, version)
 
 
 def verdict_metrics(report: dict[str, Any]) -> dict[str, float]:

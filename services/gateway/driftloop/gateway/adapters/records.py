@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -11,10 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+from nats.js.errors import BadRequestError
 from prometheus_client import Counter
 
-from driftloop.shared.bus import Bus
-from driftloop.shared.events import PredictionBatch, prediction_subject
+from driftloop.gateway.domain.records import (
+    HEADER_ROOM,
+    Piece,
+    UnsplittableError,
+    split_record,
+)
+from driftloop.shared.bus import (
+    DEAD_LETTER_DELIVERIES,
+    DEAD_LETTER_DURABLE,
+    DEAD_LETTER_ERROR,
+    DEAD_LETTER_SEQUENCE,
+    DEAD_LETTER_STREAM,
+    DEAD_LETTER_SUBJECT,
+    DEADLETTER_PREFIX,
+    Bus,
+)
+from driftloop.shared.events import PREDICTIONS_STREAM, PredictionBatch, prediction_subject
 from driftloop.shared.telemetry import LogThrottle
 
 logger = logging.getLogger(__name__)
@@ -34,6 +52,11 @@ class RecordSpool:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
             "subject TEXT NOT NULL, msg_id TEXT NOT NULL, payload BLOB NOT NULL)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "subject TEXT NOT NULL, msg_id TEXT NOT NULL, payload BLOB NOT NULL, "
+            "error TEXT NOT NULL, at REAL NOT NULL)"
         )
         self.size = int(self.db.execute("SELECT count(*) FROM records").fetchone()[0])
 
@@ -63,10 +86,34 @@ class RecordSpool:
             self.db.executemany("DELETE FROM records WHERE seq = ?", [(seq,) for seq in seqs])
         self.size -= len(seqs)
 
+    def bury(self, subject: str, msg_id: str, payload: bytes, error: str) -> None:
+        """Keep a record that can never be published (the newest DEAD_LETTERS_KEPT of them),
+        for an operator: `SELECT * FROM dead_letters` in the spool file."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO dead_letters (subject, msg_id, payload, error, at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (subject, msg_id, payload, error, time.time()),
+            )
+            self.db.execute(
+                "DELETE FROM dead_letters WHERE seq <= (SELECT max(seq) FROM dead_letters) - ?",
+                (DEAD_LETTERS_KEPT,),
+            )
+
+    def dead_letters(self) -> list[tuple[str, str, bytes, str]]:
+        """The records kept by `bury`, oldest first: subject, message id, payload, error."""
+        return list(
+            self.db.execute("SELECT subject, msg_id, payload, error FROM dead_letters ORDER BY seq")
+        )
+
     def close(self) -> None:
         self.db.close()
 
 
+DEAD_LETTERS_KEPT = 100
+# Publishing errors no retry can mend: the record is dead-lettered, not tried forever.
+PERMANENT = (nats.errors.MaxPayloadError, BadRequestError)
 IN_FLIGHT = 100  # records published at once, each awaiting its JetStream ack
 
 
@@ -78,7 +125,12 @@ class RecordPublisher:
     The spool's oldest records are published `IN_FLIGHT` at a time, their acks awaited
     together: one record per ack round trip kept JetStream at 17-60 records/s under load while
     the gateway answered 300-600 requests/s, and the spool filled (then 503s). Records within
-    such a group may reach the stream in any order; none depends on another's place."""
+    such a group may reach the stream in any order; none depends on another's place.
+
+    A record over the server's `max_payload` is published in pieces that fit
+    (domain/records.py); one that can never be published (a single row over it, a payload that
+    is no record, an error no retry mends) is dead-lettered: kept in the spool's `dead_letters`
+    table, announced on the dead-letter stream and counted, and the queue goes on."""
 
     def __init__(
         self,
@@ -87,8 +139,11 @@ class RecordPublisher:
         capacity: int = 10_000,
         dropped: Counter | None = None,
         spool: Path | None = None,
+        dead_letters: Counter | None = None,
     ) -> None:
         self.bus = bus
+        self.dead_letters = dead_letters
+        self.dead_lettered = 0  # records dead-lettered since start
         self.queue: asyncio.Queue[PredictionBatch] = asyncio.Queue(maxsize=capacity)
         self.dropped = dropped
         self.spool = RecordSpool(spool, capacity=capacity) if spool is not None else None
@@ -167,10 +222,7 @@ class RecordPublisher:
         tried again (all of them, after a pause) until none is left."""
         while rows:
             results = await asyncio.gather(
-                *(
-                    self.bus.publish_raw(subject, payload, msg_id=msg_id)
-                    for _, subject, msg_id, payload in rows
-                ),
+                *(self._deliver(subject, msg_id, payload) for _, subject, msg_id, payload in rows),
                 return_exceptions=True,
             )
             spool.remove([row[0] for row, r in zip(rows, results, strict=True) if r is None])
@@ -190,13 +242,89 @@ class RecordPublisher:
     async def _publish(self, subject: str, msg_id: str, payload: bytes) -> None:
         while True:
             try:
-                await self.bus.publish_raw(subject, payload, msg_id=msg_id)
+                await self._deliver(subject, msg_id, payload)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("publishing a prediction record failed; retrying")
                 await asyncio.sleep(0.5)
+
+    async def _deliver(self, subject: str, msg_id: str, payload: bytes) -> None:
+        """Publish one record, in pieces when it is over the server's max_payload; dead-letter
+        what can never be published (a row over it on its own, a piece refused for good) once
+        the rest is published. Raises when a retry may succeed: the record is tried again as a
+        whole, its pieces already stored de-duplicated by their Nats-Msg-Id."""
+        limit = self.bus.nc.max_payload - HEADER_ROOM
+        try:
+            pieces = split_record(msg_id, payload, limit)
+        except UnsplittableError as exc:
+            await self._dead_letter(subject, msg_id, payload, exc)
+            return
+        sent = [p for p in pieces if p.fits]
+        results = await asyncio.gather(
+            *(self.bus.publish_raw(subject, p.payload, msg_id=p.msg_id) for p in sent),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+        retry = [r for r in results if r is not None and not isinstance(r, PERMANENT)]
+        if retry:
+            raise retry[0]
+        dead: list[tuple[Piece, BaseException]] = [
+            (p, r) for p, r in zip(sent, results, strict=True) if r is not None
+        ]
+        dead += [
+            (p, UnsplittableError(f"one row of {len(p.payload)} bytes is over {limit}"))
+            for p in pieces
+            if not p.fits
+        ]
+        for piece, error in dead:
+            await self._dead_letter(subject, piece.msg_id, piece.payload, error)
+
+    async def _dead_letter(
+        self, subject: str, msg_id: str, payload: bytes, error: BaseException
+    ) -> None:
+        """Keep the record in the spool, count it, and announce it on the dead-letter stream
+        (`driftloop events` shows it): the record itself when it fits, else a summary."""
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:1000]
+        reason = reason.encode("ascii", "backslashreplace").decode()  # a header value
+        tokens = subject.split(".")
+        model = tokens[2] if len(tokens) > 2 else "_"
+        self.dead_lettered += 1
+        if self.dead_letters is not None:
+            self.dead_letters.labels(model).inc()
+        if self.spool is not None:
+            self.spool.bury(subject, msg_id, payload, reason)
+        logger.error(
+            "prediction record dead-lettered",
+            extra={"subject": subject, "msg_id": msg_id, "bytes": len(payload), "error": reason},
+        )
+        notice = payload
+        if len(payload) > self.bus.nc.max_payload - HEADER_ROOM:
+            kept = "the gateway's spool, table dead_letters" if self.spool else "nowhere"
+            notice = json.dumps(
+                {"msg_id": msg_id, "subject": subject, "bytes": len(payload), "kept_in": kept}
+            ).encode()
+        headers = {
+            "Nats-Msg-Id": f"{msg_id}:dlq",
+            DEAD_LETTER_SUBJECT: subject,
+            DEAD_LETTER_STREAM: PREDICTIONS_STREAM,
+            DEAD_LETTER_SEQUENCE: "0",  # it never reached the stream
+            DEAD_LETTER_DURABLE: f"{self.bus.service}-records",
+            DEAD_LETTER_DELIVERIES: "0",
+            DEAD_LETTER_ERROR: reason,
+        }
+        try:
+            await self.bus.js.publish(
+                f"{DEADLETTER_PREFIX}.{model}.{self.bus.service}-records", notice, headers=headers
+            )
+        except Exception as exc:  # kept and counted all the same; the queue goes on
+            logger.warning(
+                "announcing a dead-lettered record failed",
+                extra={"msg_id": msg_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
 
     @property
     def pending(self) -> int:

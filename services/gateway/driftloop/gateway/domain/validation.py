@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -226,6 +227,47 @@ def validate_labels(labels: list[Any]) -> list[FieldError]:
         for i, label in enumerate(labels)
         if label is None or isinstance(label, dict | list)
     ][:MAX_ERRORS]
+
+
+MAX_ID_LENGTH = 256  # characters of a prediction id (as a label's `id`)
+
+
+def validate_ids(ids: Any, rows: int, loc: tuple[str | int, ...]) -> list[FieldError]:
+    """Prediction ids given with a request, at `loc`: a list of one string (1 to
+    MAX_ID_LENGTH characters) per row, no two alike (a label joins one prediction)."""
+    if not isinstance(ids, list):
+        return [
+            FieldError(loc, f"expected a list of strings, got {type(ids).__name__}", "list_type")
+        ]
+    errors = [
+        FieldError(
+            (*loc, i),
+            f"expected a string of 1 to {MAX_ID_LENGTH} characters, got "
+            + (f"{len(v)} characters" if isinstance(v, str) else type(v).__name__),
+            "string_type",
+        )
+        for i, v in enumerate(ids)
+        if not isinstance(v, str) or not 0 < len(v) <= MAX_ID_LENGTH
+    ][:MAX_ERRORS]
+    if errors:
+        return errors
+    if len(ids) != rows:
+        return [
+            FieldError(
+                loc, f"ids must have one entry per instance ({len(ids)} for {rows})", "value_error"
+            )
+        ]
+    counts = Counter(ids)
+    repeated = next((v for v in ids if counts[v] > 1), None)
+    if repeated is not None:
+        return [
+            FieldError(
+                loc,
+                f"ids must be distinct: {repeated!r} is given {counts[repeated]} times",
+                "value_error",
+            )
+        ]
+    return []
 
 
 def choose_route(

@@ -26,16 +26,23 @@ class VersionStats(BaseModel):
 
 
 def add_request(
-    stats: VersionStats, *, rows: int, latency_ms: float | None, failed: bool
+    stats: VersionStats,
+    *,
+    rows: int,
+    latency_ms: float | None,
+    failed: bool,
+    part: int | None = None,
 ) -> VersionStats:
     """Count a request; its latency joins the histogram when it was timed (a shadow times
-    the first of the jobs it answers together, not the others)."""
+    the first of the jobs it answers together, not the others). A record published in pieces
+    (`part` set) is one request: counted, with its latency, by its first piece; rows by each."""
+    first = not part
     counts = list(stats.latency) or [0] * (len(LATENCY_EDGES_MS) + 1)
-    if latency_ms is not None:
+    if latency_ms is not None and first:
         counts[int(np.searchsorted(LATENCY_EDGES_MS, latency_ms, side="left"))] += 1
     return stats.model_copy(
         update={
-            "requests": stats.requests + 1,
+            "requests": stats.requests + (1 if first else 0),
             "rows": stats.rows + rows,
             "errors": stats.errors + (rows if failed else 0),
             "latency": counts,

@@ -24,6 +24,7 @@ from driftloop.shared.events import RetrainRequested
 from driftloop.shared.modeling import prepare
 from driftloop.shared.profile import build_profile
 from driftloop.shared.registry import (
+    ARTIFACT_DIGEST,
     CHALLENGER,
     CHAMPION,
     VersionRef,
@@ -63,6 +64,7 @@ def pip_requirements(estimator: str) -> list[str]:
 
 logger = logging.getLogger(__name__)
 
+CYCLE = "driftloop.cycle_id"  # run tag, and model version tag set at registration
 LABELLED_UNTIL = "driftloop.labelled_until"
 DATASET_VERSION = "driftloop.dataset_version"
 DATASET_ARTIFACT = "data/dataset.parquet"
@@ -121,11 +123,20 @@ class TrainerRegistry:
             return read_table(Path(local))
 
     def existing(self, model: str, cycle_id: str) -> tuple[str, str] | None:
-        """(version, run_id) when this cycle already registered a version (a redelivery)."""
-        for mv in self.client.search_model_versions(f"name = '{model}'"):
-            if (mv.tags or {}).get("driftloop.cycle_id") == cycle_id:
-                return str(mv.version), str(mv.run_id)
-        return None
+        """(version, run_id) when this cycle already registered a version (a redelivery),
+        finished as `log` finishes one: a crash, or a failed call, may have come between the
+        registration and the artifact hash or the alias. No event of the cycle went out yet
+        (it goes with the request's inbox row), so nothing moved the alias on meanwhile."""
+        found = version_of_cycle(self.client, model, cycle_id)
+        if found is not None:
+            self._finish(model, found[0])
+        return found
+
+    def _finish(self, model: str, version: str) -> None:
+        """The hash its loaders check (unless recorded already), then the challenger alias."""
+        if ARTIFACT_DIGEST not in (self.client.get_model_version(model, version).tags or {}):
+            record_artifact_digest(self.client, model, version)
+        self.client.set_registered_model_alias(model, CHALLENGER, version)
 
     def log(
         self,
@@ -188,28 +199,51 @@ class TrainerRegistry:
                 (root / "reference_profile.json").write_text(profile.model_dump_json())
                 (root / "spec.json").write_text(spec.model_dump_json())
                 mlflow.log_artifacts(str(root), artifact_path="data")
-            info = mlflow.sklearn.log_model(
+            mlflow.sklearn.log_model(
                 fitted.pipeline,
                 name="model",
                 signature=signature,
-                registered_model_name=spec.model,
                 serialization_format="cloudpickle",
                 input_example=None,
                 pip_requirements=pip_requirements(spec.recipe.estimator),
             )
-            version = str(info.registered_model_version)
-            # The hash first: a version that carries its cycle (and so may be re-announced
-            # after a crash) always carries the hash its loaders check.
-            record_artifact_digest(self.client, spec.model, version)
-            self.client.set_model_version_tag(
-                spec.model, version, "driftloop.cycle_id", event.cycle_id
+            version, run_id = register_once(
+                self.client, spec.model, run.info.run_id, event.cycle_id
             )
-            self.client.set_registered_model_alias(spec.model, CHALLENGER, version)
-            return version, run.info.run_id
+            # No event names the version until `_finish` is done (on a retry, `existing`
+            # finishes it): a version is announced only with the hash its loaders check.
+            self._finish(spec.model, version)
+            return version, run_id
 
     def materialise(self, model: str, version: str) -> pd.DataFrame:
         """The exact training set of a registered version, checked against its content hash."""
         return materialise(self.client, model, version)
+
+
+def version_of_cycle(client: MlflowClient, model: str, cycle_id: str) -> tuple[str, str] | None:
+    """(version, run_id) of the version of `model` registered for `cycle_id`, if any."""
+    query = f"name = '{model}'"
+    if "'" not in cycle_id:  # a filter string cannot quote one: then the name's versions
+        query += f" AND tags.`{CYCLE}` = '{cycle_id}'"
+    found = [
+        mv for mv in client.search_model_versions(query) if (mv.tags or {}).get(CYCLE) == cycle_id
+    ]
+    if not found:
+        return None
+    first = min(found, key=lambda mv: int(mv.version))
+    return str(first.version), str(first.run_id)
+
+
+def register_once(client: MlflowClient, model: str, run_id: str, cycle_id: str) -> tuple[str, str]:
+    """Register the run's model (logged as `model`) as a version of `model` for `cycle_id`,
+    unless the cycle has one already; returns (version, run_id). The cycle is a tag of the
+    registering call itself: whatever fails after it (its answer lost, a later call), the
+    version carries its cycle, so a retry finds it rather than registering a second one."""
+    found = version_of_cycle(client, model, cycle_id)
+    if found is not None:  # an earlier or concurrent attempt of this cycle got there first
+        return found
+    mv = mlflow.register_model(f"runs:/{run_id}/model", model, tags={CYCLE: cycle_id})
+    return str(mv.version), run_id
 
 
 def lineage_tags(
@@ -217,7 +251,7 @@ def lineage_tags(
 ) -> dict[str, str]:
     """Run tags: the cycle, the data's version and window, the parent and the code."""
     tags = {
-        "driftloop.cycle_id": event.cycle_id,
+        CYCLE: event.cycle_id,
         "driftloop.trigger": event.trigger,
         "driftloop.reason": event.reason[:500],
         DATASET_VERSION: ts.version,
