@@ -1,21 +1,30 @@
-"""NATS users and subject permissions on the embedded server: a connection needs a user, and
-each service publishes only its own events (a trainer cannot announce a deployment)."""
+"""NATS users and subject permissions on the embedded server: a connection needs a user; each
+service publishes only its own events (a trainer cannot announce a deployment), subscribes only
+to its replies and the requests it answers (nobody but the deployer reads a control request and
+its token, nobody but the monitor answers its status), calls the JetStream API only for its own
+consumers and buckets, and nobody changes, purges or deletes a stream or a message; the whole
+loop runs all the same."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpx
 import nats
 import nats.errors
+import numpy as np
 import pytest
-from helpers import cli_env, run_cli
+from helpers import SPEC, churn, cli_env, eventually, read_all_events, run_cli, types
 
 from driftloop.cli.supervisor import free_port
-from driftloop.shared.permissions import ACCOUNTS
+from driftloop.shared.events import DEPLOYER_CONTROL, DEPLOYER_STATUS, EVENTS_STREAM
+from driftloop.shared.permissions import ACCOUNTS, MONITOR_STATUS, MONITOR_VERSION, TRAINER_STATUS
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +32,8 @@ pytestmark = pytest.mark.e2e
 class Embedded:
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = cli_env(home, free_port(), DRIFTLOOP_NATS_AUTH="1")
+        self.port = free_port()
+        self.env = cli_env(home, self.port, DRIFTLOOP_NATS_AUTH="1")
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(self.env, *args)
@@ -102,6 +112,7 @@ async def publish_as(embedded: Embedded, account: str, subject: str) -> str | No
         ("evaluator", "$KV.driftloop_routes.churn"),
         ("monitor", "$KV.driftloop_specs.churn"),
         ("deployer", "driftloop.predictions.churn"),
+        ("trainer", "driftloop.deadletter.churn.deployer-EvaluationPassed"),
     ],
 )
 async def test_a_service_cannot_publish_what_another_owns(
@@ -119,10 +130,186 @@ async def test_a_service_cannot_publish_what_another_owns(
         ("deployer", "$KV.driftloop_routes.permission-probe"),
         ("cli", "$KV.driftloop_specs.permission-probe"),
         ("gateway", "driftloop.feedback.permission-probe"),
-        ("trainer", "driftloop.deadletter.permission-probe.trainer"),
+        ("trainer", "driftloop.deadletter.permission-probe.trainer-RetrainRequested"),
+        ("gateway", "driftloop.deadletter.permission-probe.gateway-records"),
     ],
 )
 async def test_each_service_publishes_what_it_owns(
     embedded: Embedded, account: str, subject: str
 ) -> None:
     assert await publish_as(embedded, account, subject) is None
+
+
+class Probe:
+    """A connection as one account that collects the server's refusals."""
+
+    def __init__(self, embedded: Embedded, account: str) -> None:
+        self.embedded = embedded
+        self.account = account
+        self.errors: list[str] = []
+        self.nc: nats.NATS | None = None
+
+    async def __aenter__(self) -> Probe:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc).lower())
+
+        self.nc = await nats.connect(
+            self.embedded.url(self.account),
+            name="permission-probe",  # not a service's (see the_services_met_no_refusal)
+            error_cb=on_error,
+            max_reconnect_attempts=0,
+        )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.nc is not None
+        await self.nc.close()
+
+    async def refused(self, what: str, subject: str) -> bool:
+        """Whether the server refused `what` ("publish" or "subscription") on `subject`."""
+        assert self.nc is not None
+        expected = f'permissions violation for {what} to "{subject.lower()}"'
+
+        async def said() -> bool:
+            assert self.nc is not None
+            await self.nc.flush()
+            return any(expected in e for e in self.errors)
+
+        try:
+            return await eventually(said, timeout=3, interval=0.1)
+        except AssertionError:
+            return False
+
+
+@pytest.mark.parametrize(
+    ("account", "subject"),
+    [
+        ("monitor", DEPLOYER_CONTROL),  # a control request carries the person's token
+        ("gateway", DEPLOYER_CONTROL),
+        ("cli", DEPLOYER_CONTROL),
+        ("trainer", "driftloop.rpc.deployer.*"),
+        ("evaluator", "driftloop.rpc.>"),
+        ("gateway", ">"),
+        ("trainer", MONITOR_STATUS),  # the deployer's analysis trusts the monitor's answers
+        ("deployer", MONITOR_VERSION),
+        ("gateway", MONITOR_STATUS),
+        ("monitor", TRAINER_STATUS),
+        ("monitor", DEPLOYER_STATUS),
+        ("deployer", "driftloop.rpc.ping.monitor"),
+        ("trainer", "driftloop.events.>"),  # events are read through its own consumers
+    ],
+)
+async def test_only_the_responder_may_subscribe_to_a_request_subject(
+    embedded: Embedded, account: str, subject: str
+) -> None:
+    async with Probe(embedded, account) as probe:
+        assert probe.nc is not None
+        await probe.nc.subscribe(subject)
+
+        assert await probe.refused("subscription", subject)
+
+
+ONE_DAY_NS = 86_400 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("account", "subject", "body"),
+    [
+        # shorten the audit log's retention
+        (
+            "monitor",
+            f"$JS.API.STREAM.UPDATE.{EVENTS_STREAM}",
+            {"name": EVENTS_STREAM, "subjects": ["driftloop.events.>"], "max_age": ONE_DAY_NS},
+        ),
+        ("deployer", f"$JS.API.STREAM.UPDATE.{EVENTS_STREAM}", {"name": EVENTS_STREAM}),
+        ("gateway", "$JS.API.STREAM.UPDATE.KV_driftloop_routes", {"name": "KV_driftloop_routes"}),
+        ("monitor", f"$JS.API.STREAM.MSG.DELETE.{EVENTS_STREAM}", {"seq": 1}),
+        ("cli", f"$JS.API.STREAM.MSG.DELETE.{EVENTS_STREAM}", {"seq": 1}),
+        ("trainer", f"$JS.API.STREAM.PURGE.{EVENTS_STREAM}", {}),
+        ("cli", f"$JS.API.STREAM.PURGE.{EVENTS_STREAM}", {}),
+        ("evaluator", f"$JS.API.STREAM.DELETE.{EVENTS_STREAM}", {}),
+        # another service's consumer: take (and ack away) the deployer's verdicts
+        (
+            "trainer",
+            f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.deployer-EvaluationPassed",
+            {"batch": 1},
+        ),
+        ("gateway", f"$JS.API.CONSUMER.DELETE.{EVENTS_STREAM}.monitor-Deployed", {}),
+        ("evaluator", f"$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.deployer-EvaluationPassed", {}),
+    ],
+)
+async def test_no_service_changes_a_stream_or_uses_another_services_consumer(
+    embedded: Embedded, account: str, subject: str, body: dict[str, object]
+) -> None:
+    async with Probe(embedded, account) as probe:
+        assert probe.nc is not None
+        answer = None
+        with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+            answer = await probe.nc.request(subject, json.dumps(body).encode(), timeout=2)
+
+        assert answer is None
+        assert await probe.refused("publish", subject)
+    nc = await nats.connect(embedded.url("cli"))
+    try:
+        info = await nc.jetstream().stream_info(EVENTS_STREAM)
+    finally:
+        await nc.close()
+    assert not info.config.max_age  # the audit log is kept
+
+
+async def test_the_whole_loop_runs_with_each_service_held_to_its_subjects(
+    embedded: Embedded, tmp_path: Path
+) -> None:
+    """Apply, train (the bootstrap cycle through every service to Deployed), traffic and
+    labels through the gateway, the model's status (the gateway asks the monitor and reads the
+    last verdict), a person's command to the deployer, status and events through the CLI: all
+    work, and the server refused no service anything."""
+    (tmp_path / "churn.yaml").write_text(SPEC)
+    churn(np.random.default_rng(3), 900).to_csv(tmp_path / "churn.csv", index=False)
+
+    applied = embedded("apply", str(tmp_path / "churn.yaml"))
+    trained = embedded("train", "churn", "--data", str(tmp_path / "churn.csv"))
+    assert applied.returncode == 0, applied.stderr
+    assert trained.returncode == 0, trained.stderr + trained.stdout
+    assert "deployed churn version 1" in trained.stdout
+
+    frame = churn(np.random.default_rng(4), 40)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{embedded.port}", timeout=30) as http:
+
+        async def served() -> dict[str, Any] | None:
+            resp = await http.post(
+                "/v1/models/churn/predict",
+                json={"instances": frame.drop(columns="churned").to_dict(orient="records")},
+            )
+            return resp.json() if resp.status_code == 200 else None  # routes not seen yet
+
+        body = await eventually(served, timeout=30)
+        labels = [
+            {"id": k, "label": int(y)} for k, y in zip(body["ids"], frame["churned"], strict=True)
+        ]
+        fed = await http.post("/v1/models/churn/feedback", json={"labels": labels})
+        assert fed.status_code == 202, fed.text
+
+        async def monitored() -> dict[str, Any] | None:
+            doc = (await http.get("/v1/models/churn")).json()
+            seen = (doc.get("monitor") or {}).get("rows_seen") or 0
+            return doc if seen >= len(frame) and doc.get("last_verdict") else None
+
+        model = await eventually(monitored, timeout=60)
+    assert model["last_verdict"]["verdict"] == "passed"
+
+    commanded = embedded("pause", "churn", "--reason", "permission probe")
+    assert "does not answer" not in commanded.stderr  # answered, whatever the answer
+    status = json.loads(embedded("status", "--json").stdout)
+    assert status["models"][0]["champion"] == {"version": "1"}
+    history = embedded("events", "churn")
+    assert history.returncode == 0, history.stderr
+    assert "Deployed" in history.stdout
+    events = await read_all_events(embedded.url("cli"), "churn")
+    assert types(events)[-1] == "Deployed"
+    refusals = [
+        line
+        for line in (embedded.home / "logs" / "nats.log").read_text().splitlines()
+        if "Violation" in line and ":driftloop-" in line  # a service's or the CLI's connection
+    ]
+    assert refusals == []

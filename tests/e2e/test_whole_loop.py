@@ -188,12 +188,12 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
         result = cli("trace", cycle_id)
         return (
             result.stdout
-            if result.returncode == 0 and "consume Deployed" in result.stdout
+            if result.returncode == 0 and "process driftloop.events.churn.Deployed" in result.stdout
             else None
         )
 
     tree = await eventually(traced, timeout=30)
-    assert "consume ModelTrained" in tree
+    assert "process driftloop.events.churn.ModelTrained" in tree
     assert "driftloop-trainer" in tree
 
     # A person rolls the release back from the command line: version 1 serves again.

@@ -140,12 +140,37 @@ class Loop:
             time.sleep(0.05)
 
     def start_nats(self) -> None:
-        """Start nats-server again on the same port and store (the supervisor only starts it
-        once; this one is stopped by the fixture)."""
+        """Start nats-server again on the same port and store, with the users and permissions
+        `driftloop up` wrote (HOME/run/nats.conf, when it has them): the supervisor only
+        starts it once; this one is stopped by the fixture."""
+        conf = self.home / "run" / "nats.conf"
         proc, _ = start_nats(
-            self.home / "nats", self.home / "logs" / "nats-restarted.log", port=self.nats_port
+            self.home / "nats",
+            self.home / "logs" / "nats-restarted.log",
+            port=self.nats_port,
+            conf=conf if conf.exists() else None,
         )
         self.restarted_nats.append(proc)
+
+    async def anonymous_refusal(self) -> str | None:
+        """Why the server refuses a connection without a user (None: it accepts it)."""
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        try:
+            nc = await nats.connect(
+                f"nats://127.0.0.1:{self.nats_port}",
+                error_cb=on_error,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                connect_timeout=2,
+            )
+        except Exception as exc:
+            return " ".join([*errors, str(exc)])
+        await nc.close()
+        return None
 
     def nats_pid(self) -> int:
         if self.restarted_nats:

@@ -1,7 +1,8 @@
 """Issue 8, item 2: nats-server restarted mid-traffic and mid-cycle. The gateway keeps
 answering from its loaded champion, prediction records made during the outage arrive after it,
 a label is either stored by JetStream (202) or refused (503), every service reconnects and
-resumes its durable consumers, and the cycle completes."""
+resumes its durable consumers, and the cycle completes. The server comes back with the users
+and permissions `driftloop up` configured (a connection without a user is still refused)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ async def test_a_nats_restart_mid_cycle_and_mid_traffic_loses_nothing(loop: Loop
         during = [await loop.predict_once(http) for _ in range(8)]
         labelled = await loop.traffic(http, 1)  # its feedback: 202 after the restart, or 503
         loop.start_nats()
+        refusal = await loop.anonymous_refusal()
         after = await loop.traffic(http, 3)
 
+    assert refusal is not None, "nats-server came back without its users: auth is off"
+    assert "authorization violation" in refusal.lower()
     assert set(during + labelled + after) == {200}
     for name in ("monitor", "trainer", "evaluator", "deployer"):
         await loop.restarted(name, killed=-1)  # answers on the bus again

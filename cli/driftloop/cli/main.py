@@ -624,6 +624,12 @@ def status(
                 f"  last verdict: version {verdict['version']} {verdict['verdict']}{figures}"
                 f" ({verdict['reason']})"
             )
+        lost = {k: n for k, n in (mon.get("records_discarded") or {}).items() if n}
+        if lost:  # since the monitor started (docs/reliability.md, "Records discarded")
+            out.print(
+                "  [red]records discarded unread:[/red] "
+                + ", ".join(f"{durable} {n}" for durable, n in sorted(lost.items()))
+            )
         decision = mon.get("last_decision")
         if decision:
             out.print(

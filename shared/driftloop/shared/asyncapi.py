@@ -53,6 +53,12 @@ _HEADERS: dict[str, Any] = {
                 "type": "string",
                 "description": "the CloudEvents `id`: JetStream de-duplicates on it",
             },
+            "Content-Type": {
+                "type": "string",
+                "const": "application/cloudevents+json",
+                "description": "structured mode of the CloudEvents NATS binding (every event "
+                "published by this version; the audit log's older ones may lack it)",
+            },
             "traceparent": {
                 "type": "string",
                 "pattern": _W3C_TRACEPARENT,
@@ -60,7 +66,7 @@ _HEADERS: dict[str, Any] = {
             },
             "tracestate": {"type": "string", "description": "W3C trace context, vendor part"},
         },
-        "required": ["Nats-Msg-Id"],
+        "required": ["Nats-Msg-Id"],  # the audit log's older events carry no Content-Type
     },
     "RecordHeaders": {
         "type": "object",
@@ -106,6 +112,7 @@ _HEADERS: dict[str, Any] = {
             },
             "traceparent": {"type": "string", "pattern": _W3C_TRACEPARENT},
             "tracestate": {"type": "string"},
+            "Content-Type": {"type": "string", "description": "the original message's, if any"},
         },
         "required": [
             "Nats-Msg-Id",

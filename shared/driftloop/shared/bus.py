@@ -21,9 +21,10 @@ import json
 import logging
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import nats
@@ -43,6 +44,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import Engine
 
@@ -58,6 +60,7 @@ from driftloop.shared.db import (
     pending_outbox,
     transient_database_error,
 )
+from driftloop.shared.discards import SequenceGaps
 from driftloop.shared.events import (
     EVENTS_STREAM,
     FEEDBACK_STREAM,
@@ -70,7 +73,7 @@ from driftloop.shared.events import (
     parse_envelope,
     subject_for,
 )
-from driftloop.shared.telemetry import extract_context, inject_headers
+from driftloop.shared.telemetry import extract_context, inject_headers, process_span, send_span
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -95,6 +98,10 @@ DEAD_LETTER_DURABLE = "Driftloop-Durable"  # the consumer that gave up
 DEAD_LETTER_DELIVERIES = "Driftloop-Deliveries"
 DEAD_LETTER_ERROR = "Driftloop-Error"  # "<ExceptionType>: <message>", one line, truncated
 MAX_ERROR_CHARS = 1000
+# An event is a structured CloudEvent: the CloudEvents NATS binding reads a message without this
+# header as binary mode (the payload as `data`, the attributes in headers).
+CONTENT_TYPE = "Content-Type"
+CLOUDEVENTS_JSON = "application/cloudevents+json"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 STREAMS = (
@@ -112,7 +119,7 @@ STREAMS = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=7 * DAY,
-        max_bytes=2 * 1024**3,
+        max_bytes=2 * 1024**3,  # DRIFTLOOP_PREDICTIONS_MAX_BYTES (stream_configs)
         discard=DiscardPolicy.OLD,
         duplicate_window=120.0,
         description="prediction records, bounded by age and bytes",
@@ -123,6 +130,8 @@ STREAMS = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=90 * DAY,
+        max_bytes=-1,  # DRIFTLOOP_FEEDBACK_MAX_BYTES (stream_configs)
+        discard=DiscardPolicy.OLD,
         duplicate_window=120.0,
         description="delayed labels, joined to predictions by id",
     ),
@@ -135,6 +144,20 @@ STREAMS = (
         description="messages a consumer gave up on, with the error; kept",
     ),
 )
+
+
+# How often a consumer that was handed records past a jump in stream sequences asks the stream
+# whether the records in between were discarded (shared/discards.py).
+GAP_CHECK_SECONDS = 1.0
+
+
+def stream_configs(settings: Settings) -> tuple[StreamConfig, ...]:
+    """STREAMS with the bounds the settings give the record streams."""
+    bounds = {
+        PREDICTIONS_STREAM: settings.predictions_max_bytes,
+        FEEDBACK_STREAM: settings.feedback_max_bytes,
+    }
+    return tuple(replace(c, max_bytes=bounds[c.name]) if c.name in bounds else c for c in STREAMS)
 
 
 class RetryLaterError(Exception):
@@ -155,17 +178,30 @@ class Bus:
     nc: NatsClient
     js: JetStreamContext
     service: str
+    streams: tuple[StreamConfig, ...] = STREAMS
+    metrics_port: int | None = None  # serve `metrics` there once records are consumed
+    metrics_host: str = "127.0.0.1"
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._buckets: dict[str, KeyValue] = {}
+        self._exporter: Any = None
+        self._discarded_total = Counter(
+            "driftloop_records_discarded",
+            "records a bounded stream discarded before this durable consumer received them "
+            "(counted in stream sequences: shared/discards.py)",
+            ["stream", "consumer"],
+            registry=self.metrics,
+        )
+        self.discarded: dict[str, int] = {}  # durable -> records lost since this bus started
 
     # Topology ----------------------------------------------------------------------------
 
     async def ensure_topology(self) -> None:
         """Create (or update) the streams and the KV buckets; idempotent."""
-        for config in STREAMS:
+        for config in self.streams:
             try:
                 await self.js.add_stream(config)
             except BadRequestError:
@@ -198,32 +234,23 @@ class Bus:
     async def publish(self, event: Event, *, event_id: str | None = None) -> str:
         """Publish an event now (control clients; services emit through their outbox)."""
         env = envelope(event, service=self.service, event_id=event_id)
+        subject = subject_for(event)
+        name, attributes = send_span(subject, env.id)
         with _tracer.start_as_current_span(
-            f"publish {env.type}",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.destination": subject_for(event), **_cycle_attr(event)},
+            name, kind=SpanKind.PRODUCER, attributes=attributes | _cycle_attr(event)
         ):
-            headers = inject_headers({"Nats-Msg-Id": env.id})
-            await self.js.publish(
-                subject_for(event), env.model_dump_json().encode(), headers=headers
-            )
+            headers = inject_headers({"Nats-Msg-Id": env.id, CONTENT_TYPE: CLOUDEVENTS_JSON})
+            await self.js.publish(subject, env.model_dump_json().encode(), headers=headers)
         return env.id
 
     async def publish_record(self, subject: str, record: BaseModel, *, msg_id: str) -> None:
         """Publish a prediction or feedback record; waits for JetStream's ack."""
-        await self.publish_raw(
-            subject, record.model_dump_json().encode(), msg_id=msg_id, kind=type(record).__name__
-        )
+        await self.publish_raw(subject, record.model_dump_json().encode(), msg_id=msg_id)
 
-    async def publish_raw(
-        self, subject: str, payload: bytes, *, msg_id: str, kind: str = "PredictionBatch"
-    ) -> None:
+    async def publish_raw(self, subject: str, payload: bytes, *, msg_id: str) -> None:
         """Publish a serialised record; waits for JetStream's ack."""
-        with _tracer.start_as_current_span(
-            f"publish {kind}",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.destination": subject, "messaging.message_id": msg_id},
-        ):
+        name, attributes = send_span(subject, msg_id)
+        with _tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes):
             headers = inject_headers({"Nats-Msg-Id": msg_id})
             await self.js.publish(subject, payload, headers=headers)
 
@@ -260,15 +287,24 @@ class Bus:
         max_deliver: int = 20,
         ack_wait: float = ACK_WAIT,
     ) -> None:
+        """Durable pull consumer `<service>-<durable>` over a record stream; records the
+        stream discarded before this consumer received them are counted (`discarded`, the
+        `driftloop_records_discarded_total` counter) and logged."""
+
         def parse(raw: bytes) -> tuple[str | None, R]:
             try:
                 return None, record_type.model_validate_json(raw)
             except ValidationError as exc:
                 raise UnknownEventError(f"bad {record_type.__name__}: {exc}") from exc
 
-        self._start(
-            stream, subject, f"{self.service}-{durable}", parse, handler, max_deliver, ack_wait
-        )
+        name = f"{self.service}-{durable}"
+        self.discarded.setdefault(name, 0)
+        self._discarded_total.labels(stream=stream, consumer=name)  # the series exists at 0
+        if self.metrics_port is not None and self._exporter is None:
+            self._exporter = start_http_server(
+                self.metrics_port, addr=self.metrics_host, registry=self.metrics
+            )
+        self._start(stream, subject, name, parse, handler, max_deliver, ack_wait, discards=True)
 
     def _start(
         self,
@@ -279,10 +315,14 @@ class Bus:
         handler: Callable[[Any], Awaitable[None]],
         max_deliver: int,
         ack_wait: float,
+        *,
+        discards: bool = False,
     ) -> None:
         self._tasks.append(
             asyncio.create_task(
-                self._consume(stream, subject, durable, parse, handler, max_deliver, ack_wait),
+                self._consume(
+                    stream, subject, durable, parse, handler, max_deliver, ack_wait, discards
+                ),
                 name=durable,
             )
         )
@@ -296,6 +336,7 @@ class Bus:
         handler: Callable[[Any], Awaitable[None]],
         max_deliver: int,
         ack_wait: float,
+        discards: bool = False,
     ) -> None:
         config = ConsumerConfig(
             durable_name=durable,
@@ -310,7 +351,10 @@ class Bus:
         )
         sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
         logger.info("consuming", extra={"durable": durable, "subject": subject})
+        gaps = await self._sequence_gaps(stream, durable) if discards else None
         while not self._stopping.is_set():
+            if gaps is not None:
+                await self._count_discards(stream, durable, gaps)
             try:
                 msgs = await sub.fetch(50, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -321,6 +365,10 @@ class Bus:
                 logger.exception("fetch failed", extra={"durable": durable})
                 await asyncio.sleep(1.0)
                 continue
+            if gaps is not None:
+                for msg in msgs:
+                    gaps.handed(msg.metadata.sequence.stream)
+                await self._count_discards(stream, durable, gaps)
             store_down = False
             waiting = list(msgs)  # fetched, not started: kept alive while they wait their turn
             queued = asyncio.create_task(_keep_alive_queued(waiting, ack_wait))
@@ -342,6 +390,42 @@ class Bus:
                     )
             finally:
                 queued.cancel()
+
+    async def _sequence_gaps(self, stream: str, durable: str) -> SequenceGaps | None:
+        """Where the consumer stands in the stream: the last sequence it was handed (before
+        this process started too), or, never handed any, the one before the stream's first.
+        None (nothing counted) when JetStream does not say."""
+        try:
+            info = await self.js.consumer_info(stream, durable)
+            if info.delivered is not None and info.delivered.consumer_seq:
+                return SequenceGaps(last=info.delivered.stream_seq or 0)
+            first = (await self.js.stream_info(stream)).state.first_seq
+        except Exception as exc:
+            logger.warning(
+                "cannot count discarded records", extra={"durable": durable, "error": str(exc)}
+            )
+            return None
+        return SequenceGaps(last=max(0, first - 1))
+
+    async def _count_discards(self, stream: str, durable: str, gaps: SequenceGaps) -> None:
+        """Judge the consumer's jumps against the stream's first sequence (one stream info a
+        GAP_CHECK_SECONDS at most, only after a jump); count and log what was lost."""
+        now = time.monotonic()
+        if not gaps.pending or now - gaps.checked_at < GAP_CHECK_SECONDS:
+            return
+        gaps.checked_at = now
+        try:
+            first = (await self.js.stream_info(stream)).state.first_seq
+        except Exception:  # kept for the next check
+            return
+        lost = gaps.lost(first)
+        if lost:
+            self.discarded[durable] = self.discarded.get(durable, 0) + lost
+            self._discarded_total.labels(stream=stream, consumer=durable).inc(lost)
+            logger.warning(
+                "records discarded before they were received",
+                extra={"stream": stream, "durable": durable, "lost": lost, "first_seq": first},
+            )
 
     async def _deliver(
         self,
@@ -368,7 +452,7 @@ class Bus:
             or headers.get("Nats-Msg-Id")
             or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
         )
-        name = f"consume {getattr(payload, 'event_type', lambda: msg.subject)()}"
+        name, attributes = process_span(msg.subject, message_id, durable)
         heartbeat = asyncio.create_task(_keep_alive(msg, ack_wait))
         try:
             # the handler's one transaction is keyed on this message (`handling()`)
@@ -378,11 +462,7 @@ class Bus:
                     name,
                     context=extract_context(headers),
                     kind=SpanKind.CONSUMER,
-                    attributes={
-                        "messaging.consumer": durable,
-                        "messaging.message_id": message_id,
-                        **_cycle_attr(payload),
-                    },
+                    attributes=attributes | _cycle_attr(payload),
                 ) as span,
             ):
                 try:
@@ -449,7 +529,9 @@ class Bus:
             DEAD_LETTER_DELIVERIES: str(meta.num_delivered),
             DEAD_LETTER_ERROR: reason,
         }
-        headers |= {k: v for k, v in (msg.headers or {}).items() if k in _TRACE_HEADERS}
+        # the trace goes on; a CloudEvent stays one (the payload is unchanged)
+        kept = (*_TRACE_HEADERS, CONTENT_TYPE)
+        headers |= {k: v for k, v in (msg.headers or {}).items() if k in kept}
         # a handler's traceback helps; a parse error's does not
         crashed = error if isinstance(error, Exception) else None
         logger.error(
@@ -530,6 +612,11 @@ class Bus:
         they are redelivered at once; a handler still running at the bound is cancelled, its
         transaction rolls back and its message, never acked, is redelivered."""
         self._stopping.set()
+        if self._exporter is not None:
+            server, _thread = self._exporter
+            server.shutdown()
+            server.server_close()
+            self._exporter = None
         if self._tasks:
             _done, late = await asyncio.wait(self._tasks, timeout=drain)
             if late:
@@ -637,19 +724,18 @@ async def relay_outbox(
             rows = pending_outbox(engine, messaging)
             for row in rows:
                 stored = json.loads(row.headers)
-                event_type = row.subject.rsplit(".", 1)[-1]
-                # The publish span is a child of the handler that emitted the event, so the
+                name, attributes = send_span(row.subject, row.event_id)
+                # The send span is a child of the handler that emitted the event, so the
                 # cycle's trace runs through the outbox; the header carries this span onwards.
                 with _tracer.start_as_current_span(
-                    f"publish {event_type}",
+                    name,
                     context=extract_context(stored),
                     kind=SpanKind.PRODUCER,
-                    attributes={
-                        "messaging.destination": row.subject,
-                        "messaging.message_id": row.event_id,
-                    },
+                    attributes=attributes,
                 ):
-                    headers = inject_headers({"Nats-Msg-Id": row.event_id})
+                    headers = inject_headers(
+                        {"Nats-Msg-Id": row.event_id, CONTENT_TYPE: CLOUDEVENTS_JSON}
+                    )
                     await bus.js.publish(row.subject, row.payload.encode(), headers=headers)
                 mark_published(engine, messaging, [row.seq])
         except Exception as exc:
@@ -685,7 +771,14 @@ async def connect_bus(
         reconnect_time_wait=1,
         error_cb=on_error,
     )
-    bus = Bus(nc, nc.jetstream(), service)
+    bus = Bus(
+        nc,
+        nc.jetstream(),
+        service,
+        streams=stream_configs(settings),
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
+    )
     try:
         if ensure:
             await bus.ensure_topology()

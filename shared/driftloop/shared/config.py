@@ -8,6 +8,8 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("gateway", "monitor", "trainer", "evaluator", "deployer")
+TRACE_EXPORTERS = ("otlp", "console", "file", "none")  # file: HOME/traces/<service>.jsonl
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 
 
 class Settings(BaseSettings):
@@ -46,6 +48,39 @@ class Settings(BaseSettings):
     inbox_retention_days: float = Field(
         default=7.0, description="days a handled message's inbox row is kept"
     )
+    # The record streams' bounds (docs/reliability.md, "Records discarded"): at its limit a
+    # stream drops its oldest records, read or not; consumers count what they never received.
+    predictions_max_bytes: int = Field(
+        default=2 * 1024**3, ge=-1, description="bytes the predictions stream keeps; -1 unbounded"
+    )
+    feedback_max_bytes: int = Field(
+        default=-1, ge=-1, description="bytes the feedback stream keeps; -1 unbounded"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a consumer service's Prometheus port (the gateway serves /metrics on its own "
+        "port); unset: none",
+    )
+    metrics_host: str = "127.0.0.1"
+    # OpenTelemetry's standard variables (telemetry.py); OTEL_SERVICE_NAME and the exporter's
+    # own (endpoint, headers, timeout) are read by the SDK itself.
+    otel_traces_exporter: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_TRACES_EXPORTER")
+    )
+    otel_exporter_otlp_protocol: str = Field(
+        default="http/protobuf",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    )
 
     @field_validator("home")
     @classmethod
@@ -68,10 +103,39 @@ class Settings(BaseSettings):
             raise ValueError("DRIFTLOOP_INBOX_RETENTION_DAYS must be at least 1 (day)")
         return value
 
-    @field_validator("nats_url", "database_url", "mlflow_tracking_uri", "api_tokens")
+    @field_validator(
+        "nats_url",
+        "database_url",
+        "mlflow_tracking_uri",
+        "api_tokens",
+        "otel_traces_exporter",
+        "otel_exporter_otlp_endpoint",
+    )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("otel_traces_exporter")
+    @classmethod
+    def _known_exporters(cls, value: str | None) -> str | None:
+        names = [n.strip().lower() for n in (value or "").split(",") if n.strip()]
+        unknown = [n for n in names if n not in TRACE_EXPORTERS]
+        if unknown:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER: unknown exporter {unknown[0]!r} "
+                f"(one or more of {', '.join(TRACE_EXPORTERS)})"
+            )
+        return ",".join(names) or None
+
+    @field_validator("otel_exporter_otlp_protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value.strip().lower() not in OTLP_PROTOCOLS:
+            raise ValueError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL: {value!r} is not supported "
+                f"(one of {', '.join(OTLP_PROTOCOLS)})"
+            )
+        return value.strip().lower()
 
     @field_validator("api_tokens")
     @classmethod
@@ -79,6 +143,13 @@ class Settings(BaseSettings):
         # " " or "," names no token (shared/auth.py reads the same list): unset, not set
         tokens = [t.strip() for t in (value or "").split(",")]
         return ",".join(t for t in tokens if t) or None
+
+    @property
+    def trace_exporters(self) -> tuple[str, ...] | None:
+        """OTEL_TRACES_EXPORTER as a list (`none`: empty); None when unset."""
+        if self.otel_traces_exporter is None:
+            return None
+        return tuple(n for n in self.otel_traces_exporter.split(",") if n != "none")
 
     # Derived locations -------------------------------------------------------------------
 

@@ -1,10 +1,21 @@
-"""Logging and tracing: JSON logs with trace ids, spans to OTLP or to a file under HOME."""
+"""Logging and tracing: JSON logs with trace ids, spans to OTLP or to a file under HOME.
+
+Spans follow OpenTelemetry's semantic conventions (messaging and HTTP, as of semconv 1.27+): a
+publish is a PRODUCER span `send <subject>`, a handled message a CONSUMER span
+`process <subject>`, both with `messaging.system=nats`, `messaging.destination.name`,
+`messaging.message.id` and `messaging.operation.type`/`.name`; the gateway's SERVER spans
+carry `http.request.method`, `http.route`, `url.path`, `http.response.status_code`,
+`server.address`/`.port`. The standard variables choose the exporter: `OTEL_TRACES_EXPORTER`
+(`otlp`, `console`, `none`; unset: OTLP when an OTLP endpoint is set, else a span file under
+HOME), `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` (`http/protobuf`; `grpc` with
+opentelemetry-exporter-otlp-proto-grpc installed), `OTEL_SERVICE_NAME` and
+`OTEL_RESOURCE_ATTRIBUTES` (over the default `service.name=driftloop-<service>`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -13,9 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from driftloop.shared.config import Settings
 
@@ -112,25 +128,88 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def configure_tracing(settings: Settings, *, service: str) -> TracerProvider:
-    """OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else a span file under HOME."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"driftloop-{service}"}))
-    exporter: SpanExporter
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+def tracer_provider(settings: Settings, *, service: str) -> TracerProvider:
+    """A provider exporting where the OTEL_* settings say (module docstring); not installed."""
+    # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES over ours (Resource.create alone would not)
+    resource = Resource.create({"service.name": f"driftloop-{service}"}).merge(
+        OTELResourceDetector().detect()
+    )
+    provider = TracerProvider(resource=resource)
+    for exporter in _exporters(settings, service):
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+    return provider
 
-        exporter = OTLPSpanExporter()
-    else:
-        exporter = JsonLinesSpanExporter(settings.trace_dir / f"{service}.jsonl")
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+
+def configure_tracing(settings: Settings, *, service: str) -> TracerProvider:
+    """Install the process's tracer provider (`tracer_provider`); with no exporter (`none`)
+    spans are still made, so trace context still travels in the headers and the logs."""
+    provider = tracer_provider(settings, service=service)
     trace.set_tracer_provider(provider)
     return provider
 
 
+def _exporters(settings: Settings, service: str) -> list[SpanExporter]:
+    names = settings.trace_exporters
+    if names is None:  # ours: OTLP when an endpoint is set, else the span file
+        names = ("otlp",) if settings.otel_exporter_otlp_endpoint else ("file",)
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name == "otlp":
+            exporters.append(_otlp_exporter(settings.otel_exporter_otlp_protocol))
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "file":
+            exporters.append(JsonLinesSpanExporter(settings.trace_dir / f"{service}.jsonl"))
+    return exporters
+
+
+def _otlp_exporter(protocol: str) -> SpanExporter:
+    """The exporter reads its endpoint, headers and timeout from the OTEL_* variables."""
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc "
+                "installed; or use http/protobuf (the collector's port 4318)"
+            ) from exc
+        exporter: SpanExporter = GrpcSpanExporter()
+        return exporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+# Messaging spans (semantic conventions: messaging, NATS) ----------------------------------
+
+
+def send_span(subject: str, message_id: str) -> tuple[str, dict[str, str]]:
+    """Name and attributes of the PRODUCER span of one publish."""
+    return f"send {subject}", _messaging(subject, message_id, "send")
+
+
+def process_span(subject: str, message_id: str, durable: str) -> tuple[str, dict[str, str]]:
+    """Name and attributes of the CONSUMER span of one handled message; the durable consumer
+    (shared by a service's replicas) is the consumer group."""
+    attributes = _messaging(subject, message_id, "process")
+    attributes["messaging.consumer.group.name"] = durable
+    return f"process {subject}", attributes
+
+
+def _messaging(subject: str, message_id: str, operation: str) -> dict[str, str]:
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.message.id": message_id,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+    }
 
 
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:

@@ -92,7 +92,7 @@ def test_event_headers_document_dedup_id_and_trace_context(document: dict[str, A
 
     names = set(headers["properties"])
 
-    assert names == {"Nats-Msg-Id", "traceparent", "tracestate"}
+    assert names == {"Nats-Msg-Id", "Content-Type", "traceparent", "tracestate"}
     assert headers["required"] == ["Nats-Msg-Id"]
 
 

@@ -1,11 +1,26 @@
-"""The NATS users: each service may publish its own events and nothing another owns."""
+"""The NATS users: each service may publish its own events and nothing another owns, subscribe
+only to replies and the requests it answers, and change no stream."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop.shared.events import EVENT_TYPES
-from driftloop.shared.permissions import ACCOUNTS, EMITS, allowed, render_conf
+from driftloop.cli import client
+from driftloop.deployer.adapters import observer
+from driftloop.gateway import app
+from driftloop.monitor import main as monitor
+from driftloop.shared import bus, permissions
+from driftloop.shared.events import DEPLOYER_CONTROL, EVENT_TYPES
+from driftloop.shared.permissions import (
+    ACCOUNTS,
+    EMITS,
+    RESPONDS,
+    allowed,
+    denied,
+    render_conf,
+    subscribable,
+)
+from driftloop.trainer.adapters import progress
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,3 +52,35 @@ def test_passwords_are_quoted_into_the_embedded_configuration() -> None:
     conf = render_conf({a: f'pw-{a}"x' for a in ACCOUNTS})
 
     assert 'password: "pw-gateway\\"x"' in conf
+
+
+def test_the_request_subjects_are_the_services_own() -> None:
+    assert permissions.MONITOR_STATUS == monitor.STATUS_SUBJECT == app.MONITOR_STATUS
+    assert permissions.MONITOR_VERSION == monitor.VERSION_SUBJECT == observer.VERSION_SUBJECT
+    assert permissions.TRAINER_STATUS == progress.STATUS_SUBJECT == client.TRAINER_STATUS
+    assert permissions.DEADLETTER_STREAM == bus.DEADLETTER_STREAM
+    assert {s.name for s in bus.STREAMS} == set(permissions.STREAMS)
+
+
+def test_only_the_responder_subscribes_to_a_request_subject() -> None:
+    for owner, subjects in RESPONDS.items():
+        for subject in subjects:
+            assert [a for a in ACCOUNTS if subject in subscribable(a)] == [owner]
+    assert [a for a in ACCOUNTS if DEPLOYER_CONTROL in subscribable(a)] == ["deployer"]
+    for account in ACCOUNTS:  # replies, and its own request subjects: no other wildcard
+        assert subscribable(account)[0] == "_INBOX.>"
+        assert all(s.startswith("driftloop.rpc.") for s in subscribable(account)[1:])
+        assert not [s for s in subscribable(account)[1:] if "*" in s or ">" in s]
+
+
+def test_no_service_may_change_delete_or_purge_a_stream() -> None:
+    for account in ACCOUNTS:
+        assert {
+            "$JS.API.STREAM.DELETE.>",
+            "$JS.API.STREAM.PURGE.>",
+            "$JS.API.STREAM.MSG.DELETE.>",
+        } <= set(denied(account))
+        if account != "cli":  # the administrator may upgrade the topology
+            assert "$JS.API.STREAM.UPDATE.>" in denied(account)
+            assert not [s for s in allowed(account) if s.startswith("$JS.API.>")]
+            assert ">" not in allowed(account)

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -167,19 +168,52 @@ class Traced:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
         with _tracer.start_as_current_span(
-            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+            method, kind=SpanKind.SERVER, attributes=_http_attributes(scope)
         ) as span:
 
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    span.set_attribute("http.status_code", message["status"])
+                    status = int(message["status"])
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:  # a server span's error: 5xx only (semconv)
+                        span.set_status(Status(StatusCode.ERROR))
+                        span.set_attribute("error.type", str(status))
                 await send(message)
 
             await self.app(scope, receive, sending)
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", None)
             if route is not None:  # the template, not the path: one name per endpoint
-                span.update_name(f"{scope['method']} {getattr(route, 'path', scope['path'])}")
+                span.set_attribute("http.route", route)
+                span.update_name(f"{method} {route}")
+
+
+def _http_attributes(scope: Scope) -> dict[str, str | int]:
+    """The request's HTTP server span attributes (OpenTelemetry semantic conventions)."""
+    attributes: dict[str, str | int] = {
+        "http.request.method": scope["method"],
+        "url.path": scope["path"],
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+    try:  # the name the client asked for, as the conventions prefer; else the socket's
+        asked = urlsplit(f"//{host}")
+        name, port = asked.hostname, asked.port
+    except ValueError:  # a Host header that is no host[:port]
+        name, port = None, None
+    server = scope.get("server")
+    if name:
+        attributes["server.address"] = name
+        if port:
+            attributes["server.port"] = port
+    elif server:
+        attributes["server.address"], attributes["server.port"] = server[0], int(server[1])
+    client = scope.get("client")
+    if client:
+        attributes["client.address"] = client[0]
+    return attributes
 
 
 def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None = None) -> FastAPI:

@@ -82,7 +82,9 @@ async def serve(settings: Settings) -> None:
 
         async def answer_status(data: bytes) -> dict[str, Any]:
             model = str(json.loads(data or b"{}").get("model", ""))
-            return await handlers.status(model, uow=uow, specs=specs)
+            answer = await handlers.status(model, uow=uow, specs=specs)
+            # per consumer, every model's: records its streams dropped before it read them
+            return answer | {"records_discarded": dict(bus.discarded)}
 
         async def answer_version(data: bytes) -> dict[str, Any]:
             asked = json.loads(data or b"{}")
