@@ -32,6 +32,7 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (integration/test_suite.py)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadgroup`), the tests sharing an expensive module- or
     package-scoped fixture stay on one worker: the fault tests (one `driftloop up` for the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import nats
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import Result
 from nats.js.api import DeliverPolicy
 
 from driftloop.shared.events import EVENTS_STREAM, EvaluationPassed
@@ -298,3 +300,66 @@ def evaluation_passed(
         checks=[],
         reason=reason,
     )
+
+
+# `driftloop` commands run in this process ---------------------------------------------------
+
+LEAKY_PREFIXES = ("DRIFTLOOP_", "MLFLOW_", "OTEL_")
+
+
+def invoke_cli(home: Path, *args: str, **extra: str) -> Result:
+    """`driftloop ARGS` run in this process by Typer's CliRunner, as a process would run it
+    without paying for a new interpreter and its imports (1.5-3 s of CPU a call): with
+    DRIFTLOOP_HOME `home` and `extra` added to the environment, and none of the caller's
+    DRIFTLOOP_, MLFLOW_ or OTEL_ settings leak in; the CLI's consoles write as to a pipe (80
+    columns, no colours) whatever terminal runs the tests (rich fixes a console's width, from
+    COLUMNS, and colours, from whether stdout is a terminal, when it is made: at import);
+    result.stdout and result.stderr come apart. An exception the command does not turn into an
+    exit code fails the test (a process would exit 1).
+
+    What a command may change for the whole process is put back afterwards: the environment
+    (CliRunner puts back only the variables it was given; mlflow.set_tracking_uri exports
+    MLFLOW_TRACKING_URI), the root logger's handlers and level, MLflow's tracking and registry
+    URIs. Commands that configure logging or tracing for good, or serve (`run SERVICE`, `up`),
+    need a process of their own: run_cli."""
+    from typer.testing import CliRunner
+
+    from driftloop.cli.main import app, err, out
+
+    pinned = ("_width", "_height", "_color_system")  # rich has no public way to unset them
+    consoles = [(console, [getattr(console, a) for a in pinned]) for console in (out, err)]
+    environ = dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    uris = _mlflow_uris()
+    try:
+        for key in [k for k in os.environ if k.startswith(LEAKY_PREFIXES)]:
+            del os.environ[key]
+        for console, _ in consoles:
+            console.size, console._color_system = (80, 25), None
+        env = {"DRIFTLOOP_HOME": str(home), "COLUMNS": "80", **extra}
+        return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    finally:
+        if _mlflow_uris() != uris:  # before the environment: setting them sets MLFLOW_ vars
+            import mlflow
+
+            mlflow.set_tracking_uri(uris[0])  # type: ignore[arg-type]
+            mlflow.set_registry_uri(uris[1])  # type: ignore[arg-type]
+        for key in os.environ.keys() - environ.keys():
+            del os.environ[key]
+        os.environ.update(environ)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for console, kept in consoles:
+            for attribute, value in zip(pinned, kept, strict=True):
+                setattr(console, attribute, value)
+
+
+def _mlflow_uris() -> tuple[str | None, str | None]:
+    """MLflow's process-wide tracking and registry URIs as set (None: not set), if imported."""
+    if "mlflow" not in sys.modules:
+        return None, None
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    return tracking._tracking_uri, registry._registry_uri

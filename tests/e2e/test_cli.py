@@ -1,4 +1,8 @@
-"""The CLI refuses bad input with a clear error and the documented exit codes."""
+"""The CLI refuses bad input with a clear error and the documented exit codes.
+
+The commands run in this process (helpers.invoke_cli): what is under test is what a command
+does, not the interpreter starting. A few run as a real `python -m driftloop.cli` process:
+one proves the entry point itself; `run gateway` and `up` need a process of their own."""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import LEAKY_PREFIXES, invoke_cli
 
 
 def driftloop(
     *args: str, home: Path, timeout: float = 60, extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
+    """`driftloop ARGS` as a process of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_PREFIXES)}
     env["DRIFTLOOP_HOME"] = str(home)
     env |= extra or {}
     return subprocess.run(
@@ -26,6 +32,18 @@ def driftloop(
         timeout=timeout,
         check=False,
     )
+
+
+def test_the_entry_point_refuses_a_wrong_spec_naming_the_field(tmp_path: Path) -> None:
+    """`python -m driftloop.cli` itself: its exit code and its stderr, as a script sees them."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("model: churn\ntarget: y\nmonitor: {window: lots}\n")
+
+    result = driftloop("apply", str(path), home=tmp_path)
+
+    assert result.returncode == 1
+    assert "monitor.window" in result.stderr
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize(
@@ -53,9 +71,9 @@ def test_apply_refuses_a_wrong_spec_naming_the_field(tmp_path: Path, spec: str, 
     path = tmp_path / "spec.yaml"
     path.write_text(spec)
 
-    result = driftloop("apply", str(path), home=tmp_path)
+    result = invoke_cli(tmp_path, "apply", str(path))
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert named in result.stderr
 
 
@@ -82,15 +100,18 @@ def test_apply_refuses_a_recipe_that_is_not_an_allowed_estimator_class(
         f"recipe: {{estimator: {estimator}, params: {{data_home: '{data_home}'}}}}\n"
     )
 
-    result = driftloop("apply", str(path), home=tmp_path)
+    result = invoke_cli(tmp_path, "apply", str(path))
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "recipe.estimator" in result.stderr
     assert "driftloop up" not in result.stderr  # refused before reaching for the bus
     assert (data_home / "kept").is_dir()
 
 
 def test_run_gateway_refuses_a_public_address_with_a_token_list_of_blanks(tmp_path: Path) -> None:
+    # A process of its own: `run` hands the process to the service (logging and tracing set
+    # for good, BLAS threads limited), the refusal reaches stderr as the uncaught error, and
+    # a gateway that did not refuse would serve on 0.0.0.0 until the timeout kills it.
     result = driftloop(
         "run",
         "gateway",
@@ -103,31 +124,31 @@ def test_run_gateway_refuses_a_public_address_with_a_token_list_of_blanks(tmp_pa
 
 
 def test_unknown_service_is_a_usage_error(tmp_path: Path) -> None:
-    result = driftloop("run", "nope", home=tmp_path)
+    result = invoke_cli(tmp_path, "run", "nope")
 
-    assert result.returncode == 2
+    assert result.exit_code == 2
     assert "unknown service" in result.stderr
 
 
 def test_commands_that_need_the_bus_say_how_to_start_it(tmp_path: Path) -> None:
-    result = driftloop("retrain", "churn", home=tmp_path)
+    result = invoke_cli(tmp_path, "retrain", "churn")
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "driftloop up" in result.stderr
 
 
 def test_train_refuses_a_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / ("long-" * 20) / "nope.csv"  # past any terminal width
-    result = driftloop("train", "churn", "--data", str(missing), home=tmp_path)
+    result = invoke_cli(tmp_path, "train", "churn", "--data", str(missing))
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert f"{missing}: no such file" in result.stderr  # whole, on one line
 
 
 def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> None:
-    result = driftloop("status", "--json", home=tmp_path)
+    result = invoke_cli(tmp_path, "status", "--json")
 
-    assert result.returncode == 0
+    assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert doc["services"] == dict.fromkeys(
         ["gateway", "monitor", "trainer", "evaluator", "deployer"], "down"
@@ -137,6 +158,8 @@ def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> Non
 
 
 def test_up_refuses_a_gateway_port_in_use(tmp_path: Path) -> None:
+    # A process of its own: `up --detach` starts the supervisor as a child process (which
+    # finds the port taken) and waits for it; in this process it would start it all the same.
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -1,4 +1,7 @@
-"""`driftloop drift REFERENCE CURRENT`: the monitor's drift report offline, through the CLI."""
+"""`driftloop drift REFERENCE CURRENT`: the monitor's drift report offline, through the CLI.
+
+The command runs in this process (helpers.invoke_cli), but for one test that proves the entry
+point itself (`python -m driftloop.cli drift --json`): a report is what is under test here."""
 
 from __future__ import annotations
 
@@ -11,24 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import Result
+from helpers import LEAKY_PREFIXES, invoke_cli
 
 FEATURES = ["tenure", "monthly_charges", "plan", "region"]
 
 
-def driftloop(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-    env["DRIFTLOOP_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "driftloop.cli", "drift", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def driftloop(*args: str, home: Path) -> Result:
+    """`driftloop drift ARGS`, run in this process."""
+    return invoke_cli(home, "drift", *args)
 
 
-def said(result: subprocess.CompletedProcess[str]) -> str:
+def said(result: Result | subprocess.CompletedProcess[str]) -> str:
     """stderr with rich's line wrapping undone."""
     return " ".join(result.stderr.split())
 
@@ -64,10 +61,33 @@ def csv_pair(tmp_path: Path, frames: tuple[pd.DataFrame, pd.DataFrame]) -> tuple
     return reference, current
 
 
+def test_the_entry_point_prints_the_json_report(
+    tmp_path: Path, csv_pair: tuple[Path, Path]
+) -> None:
+    """`python -m driftloop.cli drift --json` itself: exit 0 and nothing but the JSON on
+    stdout, as a script piping it sees them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEAKY_PREFIXES)}
+    command = [sys.executable, "-m", "driftloop.cli", "drift", *map(str, csv_pair)]
+    result = subprocess.run(
+        [*command, "--target", "churned", "--json"],
+        env=env | {"DRIFTLOOP_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rows"] == {"reference": 3000, "current": 2000}
+    assert list(doc["features"]) == FEATURES
+    assert {"tenure", "plan"} <= set(doc["drifted_features"])
+
+
 def test_json_report_of_two_csv_files(tmp_path: Path, csv_pair: tuple[Path, Path]) -> None:
     result = driftloop(*map(str, csv_pair), "--target", "churned", "--json", home=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["rows"] == {"reference": 3000, "current": 2000}
     assert list(doc["features"]) == FEATURES
@@ -90,7 +110,7 @@ def test_parquet_files_give_the_same_report_as_csv(
     )
     from_csv = driftloop(*map(str, csv_pair), "--target", "churned", "--json", home=tmp_path)
 
-    assert from_parquet.returncode == 0, from_parquet.stderr
+    assert from_parquet.exit_code == 0, from_parquet.stderr
     parquet_doc, csv_doc = json.loads(from_parquet.stdout), json.loads(from_csv.stdout)
     assert parquet_doc["drifted_features"] == csv_doc["drifted_features"]
     for name in FEATURES:
@@ -104,7 +124,7 @@ def test_table_names_every_feature_and_the_verdict(
 ) -> None:
     result = driftloop(*map(str, csv_pair), "--target", "churned", home=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     for name in FEATURES:
         assert name in result.stdout
     assert "churned" not in result.stdout.split("\n", 1)[1]
@@ -120,7 +140,7 @@ def test_html_page_is_self_contained_with_a_histogram_per_feature(
         *map(str, csv_pair), "--target", "churned", "--html", str(page), home=tmp_path
     )
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>")
     for name in FEATURES:
@@ -139,7 +159,7 @@ def test_spec_picks_the_features_and_the_target(
 
     result = driftloop(*map(str, csv_pair), "--spec", str(spec), "--json", home=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert list(json.loads(result.stdout)["features"]) == ["plan", "tenure"]
 
 
@@ -151,14 +171,14 @@ def test_spec_without_features_compares_every_shared_column_but_its_target(
 
     result = driftloop(*map(str, csv_pair), "--spec", str(spec), "--json", home=tmp_path)
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert list(json.loads(result.stdout)["features"]) == FEATURES
 
 
 def test_a_missing_file_fails_with_its_name(tmp_path: Path, csv_pair: tuple[Path, Path]) -> None:
     result = driftloop(str(csv_pair[0]), str(tmp_path / "nope.csv"), "--json", home=tmp_path)
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "nope.csv: no such file" in said(result)
     assert result.stdout == ""
 
@@ -179,7 +199,7 @@ def test_a_bad_spec_or_column_fails_naming_it(
 
     result = driftloop(*map(str, csv_pair), "--spec", str(path), home=tmp_path)
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert named in said(result)
 
 
@@ -190,5 +210,5 @@ def test_files_that_share_no_column_fail(tmp_path: Path) -> None:
 
     result = driftloop(str(reference), str(current), home=tmp_path)
 
-    assert result.returncode == 1
+    assert result.exit_code == 1
     assert "share no column" in said(result)
