@@ -73,6 +73,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(600)  # a bound on a hang: `up`, a whole cycle and `down` on a busy machine
 async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "churn.yaml").write_text(staged_spec())
     churn(np.random.default_rng(3), 1200).to_csv(tmp_path / "churn.csv", index=False)

@@ -223,20 +223,21 @@ class Loop:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
             return list(conn.execute(sql, args).fetchall())
 
-    def logged(self, service: str, message: str, **fields: str) -> bool:
-        """Whether the service's log (JSON lines under home/logs) has a `message` line with
-        these field values."""
+    def logged(self, service: str, message: str, **fields: str) -> int:
+        """How many lines of the service's log (JSON lines under home/logs, every run of it)
+        say `message` with these field values."""
         path = self.home / "logs" / f"{service}.log"
         if not path.exists():
-            return False
+            return 0
+        found = 0
         for line in path.read_text(errors="replace").splitlines():
             try:
                 doc = json.loads(line)
             except ValueError:
                 continue  # a line a library printed, or one being written
             if doc.get("message") == message and all(doc.get(k) == v for k, v in fields.items()):
-                return True
-        return False
+                found += 1
+        return found
 
     def unpublished(self, service: str, event_type: str) -> int:
         return int(

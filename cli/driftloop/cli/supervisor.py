@@ -121,6 +121,14 @@ def pid_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def write_pid(path: Path, pid: int) -> None:
+    """Replace the pid file in one step: a reader (`status`, `down`, a test) never sees it
+    empty or half written, as it could between write_text's truncate and its write."""
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(str(pid))
+    os.replace(partial, path)
+
+
 def read_pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
@@ -180,7 +188,7 @@ class Supervisor:
                 f"the gateway's address {host}:{port} is already in use; stop what listens "
                 "there or choose another port with DRIFTLOOP_GATEWAY_PORT"
             )
-        self.pidfile.write_text(str(os.getpid()))
+        write_pid(self.pidfile, os.getpid())
         if self.settings.nats_url:
             url = self.settings.nats_url
             (run / "nats.url").unlink(missing_ok=True)
@@ -194,7 +202,7 @@ class Supervisor:
             )
             # The CLI (and anything on this machine acting for the person) connects as `cli`.
             private_file(run / "nats.url", with_user(url, "cli", self.passwords))
-            (run / "nats.pid").write_text(str(self.nats.pid))
+            write_pid(run / "nats.pid", self.nats.pid)
         gateway = f"http://{self.settings.gateway_host}:{self.settings.gateway_port}"
         (run / "gateway.url").write_text(gateway)
         return url
@@ -221,9 +229,7 @@ class Supervisor:
             )
             child.start()
             self.children[name] = child
-            (self.settings.run_dir / f"{name}.pid").write_text(
-                str(child.proc.pid if child.proc else 0)
-            )
+            write_pid(self.settings.run_dir / f"{name}.pid", child.proc.pid if child.proc else 0)
 
     def watch(self) -> None:
         """Restart crashed services until asked to stop."""
@@ -248,7 +254,7 @@ class Supervisor:
                 )
                 child.start()
                 if child.proc is not None:
-                    (self.settings.run_dir / f"{child.name}.pid").write_text(str(child.proc.pid))
+                    write_pid(self.settings.run_dir / f"{child.name}.pid", child.proc.pid)
             time.sleep(0.5)
         self.shutdown()
 
