@@ -5,6 +5,7 @@ the KV buckets as the deployer routes it (shared by the gateway's record and OIP
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from fastapi import FastAPI
 from helpers import churn, eventually
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from driftloop.cli.supervisor import free_port
 from driftloop.gateway.app import create_app
@@ -37,11 +40,18 @@ ROW = {"tenure": 3.0, "monthly_charges": 70.0, "plan": "basic", "autopay": True}
 SPEC = "model: churn\ntarget: churned\nfeatures: [tenure, monthly_charges, plan, autopay]\n"
 
 
-def register(settings: Settings) -> Served:
-    """Version 1 of `churn`, logged and registered as the trainer does it."""
+def register(
+    settings: Settings, estimator: Any = None, hook: Callable[[Any], Any] | None = None
+) -> Served:
+    """A version of `churn` as the trainer registers one (signature, artifact digest): a
+    LogisticRegression unless `estimator` is given, its predict first passing the rows through
+    `hook` when one is (a slow or failing shadow)."""
     frame = churn(np.random.default_rng(3), 400)
     client = configure_mlflow(settings)
-    model: Any = make_pipeline(frame, FEATURES, LogisticRegression(max_iter=500))
+    chosen = LogisticRegression(max_iter=500) if estimator is None else estimator
+    model: Any = make_pipeline(frame, FEATURES, chosen)
+    if hook is not None:
+        model = Pipeline([("hook", FunctionTransformer(hook)), ("model", model)])
     x = prepare(frame, FEATURES)
     model.fit(x, frame["churned"])
     with mlflow.start_run(experiment_id=experiment_id(client, settings, "churn")) as run:

@@ -4,23 +4,19 @@ backoff, and the cycle completes once MLflow is back: one version, one Deployed.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
 from loop import start_bootstrap, wait_for
+from mlflow_server import MlflowServer
 
-from driftloop.cli.supervisor import free_port, port_open
+from driftloop.cli.supervisor import port_open
 from driftloop.deployer.main import serve as deployer
 from driftloop.evaluator.main import serve as evaluator
 from driftloop.shared.bus import Bus
@@ -33,53 +29,6 @@ from driftloop.trainer.main import serve as trainer
 
 pytestmark = pytest.mark.faults
 SERVICES = {"trainer": trainer, "evaluator": evaluator, "deployer": deployer}
-
-
-class MlflowServer:
-    """`mlflow server` on a free port, its store under `root`; stop() kills it, start() brings
-    it back on the same port and store."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'mlflow.db'}",
-                "--default-artifact-root",
-                str(self.root / "artifacts"),
-                "--workers",
-                "1",
-            ],
-            stdout=(self.root / "mlflow.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its web workers are its children: stop them all
-        )
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture

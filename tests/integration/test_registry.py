@@ -6,23 +6,18 @@ artifacts with a real `mlflow server`."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
 from loop import start_bootstrap, wait_for
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow_server import MlflowServer
 
-from driftloop.cli.supervisor import free_port
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import SPECS_BUCKET
@@ -102,54 +97,13 @@ async def test_a_failure_after_registration_leaves_one_version_for_the_cycle(
     assert await asyncio.to_thread(load_model, "churn", version) is not None  # hash recorded
 
 
-class MlflowServer:
-    """`mlflow server` on a free port with its own default artifact root (the MinIO bucket of
-    docker-compose stands for it), stopped at the end."""
-
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.artifacts = root / "server-artifacts"
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                f"sqlite:///{root / 'server.db'}",
-                "--artifacts-destination",
-                str(self.artifacts),
-                "--workers",
-                "1",
-            ],
-            stdout=(root / "mlflow.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.uri}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowServer]:
     monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no huey workers
     root = tmp_path / "mlflow"
     root.mkdir()
-    server = MlflowServer(root)
+    server = MlflowServer(root, serve_artifacts=True)
+    server.start()
     yield server
     server.stop()
 

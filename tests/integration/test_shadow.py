@@ -18,16 +18,13 @@ from urllib.parse import urlparse
 
 import httpx
 import mlflow
-import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from helpers import churn, eventually
-from mlflow.models import infer_signature
+from helpers import eventually
+from serving import register
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
 
 from driftloop.cli.supervisor import free_port, start_nats
 from driftloop.gateway.app import create_app
@@ -35,11 +32,9 @@ from driftloop.gateway.config import GatewaySettings
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import ROUTES_BUCKET, SPECS_BUCKET, PredictionBatch
-from driftloop.shared.modeling import prepare
-from driftloop.shared.registry import configure_mlflow, experiment_id, record_artifact_digest
+from driftloop.shared.registry import configure_mlflow
 from driftloop.shared.routes import Routes, Served
 from driftloop.shared.spec import parse_spec
-from driftloop.trainer.domain.training import make_pipeline
 
 FEATURES = ["tenure", "monthly_charges", "plan", "autopay"]
 ROW = {"tenure": 3.0, "monthly_charges": 70.0, "plan": "basic", "autopay": True}
@@ -57,31 +52,6 @@ def _raising_on_negative_tenure() -> Callable[[Any], Any]:
         return x
 
     return hook
-
-
-def register(
-    settings: Settings, estimator: Any, hook: Callable[[Any], Any] | None = None
-) -> Served:
-    """A version of `churn` as the trainer registers one (signature, artifact digest), its
-    predict first passing the rows through `hook` (a slow or failing shadow)."""
-    frame = churn(np.random.default_rng(3), 400)
-    client = configure_mlflow(settings)
-    model: Any = make_pipeline(frame, FEATURES, estimator)
-    if hook is not None:
-        model = Pipeline([("hook", FunctionTransformer(hook)), ("model", model)])
-    x = prepare(frame, FEATURES)
-    model.fit(x, frame["churned"])
-    with mlflow.start_run(experiment_id=experiment_id(client, settings, "churn")) as run:
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(frame[FEATURES].head(20), model.predict(x.head(20))),
-            registered_model_name="churn",
-            serialization_format="cloudpickle",
-        )
-    version = str(info.registered_model_version)
-    record_artifact_digest(client, "churn", version)
-    return Served(version=version, run_id=str(run.info.run_id))
 
 
 def stored_model_file(settings: Settings, version: str) -> Path:
