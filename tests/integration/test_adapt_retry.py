@@ -103,6 +103,9 @@ async def test_a_model_whose_attempts_keep_failing_emits_adaptation_stalled_once
     )
     stalled = await drift_episode(bus, lambda e: e["stalled"])
     third_ids = await predict(bus, 100, T0 + timedelta(seconds=3), rng, scale=drifted)  # window 4
+    # window 4 closed before its labels come: else, on a busy machine, the labels can be
+    # counted first and the retry fire at window 4 (after window 3's DriftDetected), not 5
+    await drift_episode(bus, lambda e: e["windows"] == 4)
     await label(bus, third_ids)  # 100 labels: the doubled count the third attempt needs
     await drift_episode(bus, lambda e: e["labels_since_last_attempt"] >= 100)
     await predict(bus, 100, T0 + timedelta(seconds=4), rng, scale=drifted)  # window 5
