@@ -17,6 +17,14 @@ import pytest
 from driftloop.cli.supervisor import start_nats
 from driftloop.shared.config import Settings
 
+# The shadow's worker process runs under SCHED_IDLE by default: on a machine that is never idle
+# (pytest-xdist's workers keep both cores busy) it got no CPU at all, so a rollout's shadow
+# stage never reached its rows and tests timed out. The tests here prove the loop's decisions,
+# not the worker's priority (tests/unit/gateway/test_shadow_worker.py proves that, and the
+# shadow rounds of `make bench-gateway` what it buys): every gateway they start, in this
+# process or as a subprocess, runs its shadow at normal priority unless a test says otherwise.
+os.environ.setdefault("DRIFTLOOP_SHADOW_PRIORITY", "normal")
+
 POSTGRES_URL = os.environ.get(
     "DRIFTLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -21,6 +21,7 @@ from helpers import SPEC, churn, eventually, of_cycle, read_all_events, types
 from driftloop.cli.main import _upload
 from driftloop.cli.supervisor import free_port
 from driftloop.gateway.app import create_app
+from driftloop.gateway.config import GatewaySettings
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import SPECS_BUCKET, TERMINAL_TYPES, RetrainRequested
@@ -37,7 +38,7 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
 async def gateway(settings: Settings, running: Any) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
     cfg = uvicorn.Config(
-        create_app(settings.model_copy(update={"gateway_port": port})),
+        create_app(GatewaySettings(**settings.model_dump() | {"gateway_port": port})),
         host="127.0.0.1",
         port=port,
         log_config=None,

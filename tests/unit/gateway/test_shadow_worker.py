@@ -7,7 +7,9 @@ event loop writes without ever blocking."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from driftloop.gateway.adapters.shadow import FrameReader, FrameWriter, _answer
+from driftloop.gateway.adapters.shadow import FrameReader, FrameWriter, _answer, lower_priority
 from driftloop.shared.events import PredictionBatch
 
 
@@ -192,3 +194,27 @@ async def test_a_writer_whose_reader_is_gone_drops_what_it_is_given(
 
     assert writer.broken
     assert not writer.buffer
+
+
+def _scheduled_as(priority: str) -> tuple[int, int]:
+    lower_priority(priority)  # type: ignore[arg-type]
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize(
+    ("priority", "policy", "niceness"),
+    [("idle", "SCHED_IDLE", 0), ("low", "SCHED_OTHER", 10), ("normal", "SCHED_OTHER", 0)],
+)
+def test_the_worker_takes_the_cpu_priority_it_is_given(
+    priority: str, policy: str, niceness: int
+) -> None:
+    """`DRIFTLOOP_SHADOW_PRIORITY`: idle by default (CPU nobody else wants), nice 10, or as the
+    gateway; applied in a process of its own, as in the worker."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        scheduler, nice = pool.submit(_scheduled_as, priority).result(timeout=60)
+    assert scheduler == getattr(os, policy)
+    assert nice == base + niceness

@@ -284,6 +284,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
                 spool_capacity=own.record_spool_capacity,
                 capacity=own.shadow_capacity,
                 dropped=shadow_dropped,
+                priority=own.shadow_priority,
             )
             table.on_shadow = mirror.set_shadow
             this.state.shadow = mirror  # for tests and operators: its worker's pid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from driftloop.shared.config import Settings
@@ -12,6 +14,14 @@ class GatewaySettings(Settings):
         default=256,
         ge=1,
         description="mirror jobs in flight to the shadow's worker process; more are dropped",
+    )
+    shadow_priority: Literal["idle", "low", "normal"] = Field(
+        default="idle",
+        description=(
+            "CPU priority of the shadow's worker process: idle (Linux SCHED_IDLE: only CPU "
+            "nobody else wants; on a saturated machine the shadow answers nothing and its "
+            "stage waits), low (nice 10: a small share even then) or normal"
+        ),
     )
     record_spool_capacity: int = Field(
         default=100_000,

@@ -13,9 +13,11 @@ job joins the others of that loop turn in one message on a non-blocking pipe (no
 thread to wake, no record to spool and publish), and the worker's acknowledgements free the
 jobs' places. Jobs beyond `capacity` in flight, jobs of a version the worker refused, jobs
 whose record its spool could not take, and the jobs of a worker that dies are dropped and
-counted. The worker runs only on CPU time nobody else wants (Linux's SCHED_IDLE; elsewhere nice
-10): on a busy machine the shadow falls behind, answers what has queued up meanwhile in one
-predict call, and past `capacity` is dropped, rather than take the champion's CPU.
+counted. By default the worker runs only on CPU time nobody else wants (Linux's SCHED_IDLE;
+elsewhere nice 10): on a busy machine the shadow falls behind, answers what has queued up
+meanwhile in one predict call, and past `capacity` is dropped, rather than take the champion's
+CPU; on a machine that is never idle it answers nothing, so `DRIFTLOOP_SHADOW_PRIORITY` can
+give it a small share (`low`, nice 10) or an equal one (`normal`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import Counter
 
@@ -52,7 +54,8 @@ PRELOAD = ("driftloop.gateway.adapters.shadow", "sklearn.ensemble", "sklearn.com
 """Imported once by the forkserver: a restarted worker starts without paying them again."""
 BATCH = 64  # jobs answered before the worker's publisher gets a turn, at most
 FRAME = struct.Struct("<I")  # each message list on the jobs pipe: its pickle's length, then it
-NICENESS = 10  # where SCHED_IDLE is not to be had: below the gateway's priority all the same
+NICENESS = 10  # "low", and "idle" where SCHED_IDLE is not to be had
+Priority = Literal["idle", "low", "normal"]
 PARENT_CHECK_S = 1.0  # how often an idle worker checks that its gateway is still alive
 
 
@@ -155,6 +158,7 @@ class WorkerConfig:
     nats_url: str
     spool: Path
     spool_capacity: int
+    priority: Priority = "idle"
 
 
 def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -166,22 +170,28 @@ def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the gateway stops us
-    _lower_priority()
+    lower_priority(config.priority)
     threadpool_limits(limits=1)  # as the gateway: no BLAS threads spinning on small batches
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.tracking_uri)
     asyncio.run(_serve(jobs, results, config))
 
 
-def _lower_priority() -> None:
-    """A shadow is best effort: the worker runs when a core would otherwise idle. With nice 10
-    alone it still took a share of a busy 2-core machine, and the champion's p50 rose ~30 %
-    (docs/benchmarks.md)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        with suppress(OSError):
-            os.nice(NICENESS)
+def lower_priority(priority: Priority) -> None:
+    """A shadow is best effort: by default (`idle`) the worker runs when a core would otherwise
+    idle. With nice 10 alone it still took a share of a busy 2-core machine, and the
+    champion's p50 rose ~30 % (docs/benchmarks.md); but a machine that is never idle then
+    gives it no CPU at all, which `low` (nice 10) and `normal` trade back."""
+    if priority == "normal":
+        return
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):  # not Linux
+            pass
+    with suppress(OSError):
+        os.nice(NICENESS)
 
 
 async def _serve(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -368,8 +378,9 @@ class ShadowWorker:
         capacity: int = 256,
         dropped: Counter | None = None,
         restart_delay: float = 1.0,
+        priority: Priority = "idle",
     ) -> None:
-        self.config = WorkerConfig(tracking_uri, nats_url, spool, spool_capacity)
+        self.config = WorkerConfig(tracking_uri, nats_url, spool, spool_capacity, priority)
         self.capacity = capacity
         self.dropped = dropped
         self.restart_delay = restart_delay
