@@ -4,8 +4,10 @@ on a free port, a real database (SQLite, and PostgreSQL under its marker), a rea
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
@@ -53,6 +55,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         else:
             continue
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+    """With DRIFTLOOP_TEST_CPU_REPORT=DIR, each test's wall time and CPU time (this process's,
+    and that of the child processes it reaped: nats-servers, `driftloop up`, MLflow servers)
+    are appended to DIR/<worker>.jsonl; `python tests/cpu_report.py DIR` sums them per file.
+    The suite is CPU-bound on two cores (docs/testing.md), so CPU is what a change must cut."""
+    where = os.environ.get("DRIFTLOOP_TEST_CPU_REPORT")
+    if not where:
+        return (yield)
+    before, started = helpers.cpu_seconds(), time.monotonic()
+    try:
+        return (yield)
+    finally:
+        path = Path(where) / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {
+            "test": item.nodeid,
+            "wall_s": round(time.monotonic() - started, 3),
+            "cpu_s": round(helpers.cpu_seconds() - before, 3),
+        }
+        with path.open("a") as out:
+            out.write(json.dumps(row) + "\n")
 
 
 # Files whose tests share a module-scoped fixture that starts services (see above).

@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -363,3 +364,12 @@ def _mlflow_uris() -> tuple[str | None, str | None]:
     from mlflow.tracking._tracking_service import utils as tracking
 
     return tracking._tracking_uri, registry._registry_uri
+
+
+def cpu_seconds() -> float:
+    """User and system CPU of this process and of the children it has reaped."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

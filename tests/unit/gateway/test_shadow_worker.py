@@ -210,10 +210,10 @@ def test_the_worker_takes_the_cpu_priority_it_is_given(
     priority: str, policy: str, niceness: int
 ) -> None:
     """`DRIFTLOOP_SHADOW_PRIORITY`: idle by default (CPU nobody else wants), nice 10, or as the
-    gateway; applied in a process of its own, as in the worker."""
+    gateway; applied in a process of its own (forked: cheap), as in the worker."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     with concurrent.futures.ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn")
+        1, mp_context=multiprocessing.get_context("fork")
     ) as pool:
         scheduler, nice = pool.submit(_scheduled_as, priority).result(timeout=60)
     assert scheduler == getattr(os, policy)
