@@ -19,7 +19,6 @@ from sqlalchemy.engine import Connection
 from driftloop.monitor.adapters.store import (
     Profiles,
     append_window_samples,
-    champion_answers,
     clear_window_samples,
     decided,
     decisions,
@@ -47,6 +46,7 @@ from driftloop.monitor.adapters.store import (
     version_windows_of,
     window_samples_of,
 )
+from driftloop.monitor.comparisons import compare_shadow, drop_unpaired, pair_held
 from driftloop.monitor.domain.drift import (
     DriftReport,
     Window,
@@ -69,9 +69,7 @@ from driftloop.monitor.domain.episode import (
 )
 from driftloop.monitor.domain.live import (
     VersionStats,
-    add_comparison,
     add_request,
-    disagreement,
     summary,
 )
 from driftloop.monitor.domain.performance import live_metric, onset_of_drop
@@ -421,18 +419,9 @@ def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
         part=batch.part,
     )
     if batch.route == "shadow" and batch.error is None:
-        answers = champion_answers(tx.conn, batch.model, batch.ids)
-        pairs = [
-            (p, answers[i])
-            for i, p in zip(batch.ids, batch.predictions, strict=False)
-            if i in answers
-        ]
-        stats = add_comparison(
-            stats,
-            compared=len(pairs),
-            disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
-        )
+        stats = compare_shadow(tx, batch, stats)
     save_stats(tx.conn, batch.model, batch.version, batch.route, stats.model_dump(mode="json"), at)
+    pair_held(tx, batch, at=at)
 
 
 async def version_status(
@@ -1082,6 +1071,10 @@ async def prune_samples(
             if done < batch:
                 break
             await asyncio.sleep(0)  # let the consumers in between batches
+    async with uow.transaction() as tx:
+        unpaired = drop_unpaired(tx, now=now)
+    if unpaired:
+        logger.info("shadow answers never paired with the champion's", extra={"rows": unpaired})
     if deleted:
         logger.debug("samples pruned", extra={"rows": deleted})
     return deleted

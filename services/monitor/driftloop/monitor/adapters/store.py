@@ -122,6 +122,18 @@ version_window_samples = sa.Table(
     sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
     sqlite_with_rowid=False,
 )
+# A shadow's answers that came before the champion's to the same requests (migration 0011):
+# compared once the champion's record comes, dropped after SHADOW_PAIR_WAIT.
+shadow_answers = sa.Table(
+    "monitor_shadow_answers",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(256), primary_key=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("prediction", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+)
+sa.Index("ix_monitor_shadow_answers_at", shadow_answers.c.at)
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
@@ -420,6 +432,46 @@ def champion_answers(conn: Connection, model: str, ids: list[str]) -> dict[str, 
         )
     )
     return {r.id: r.prediction for r in rows}
+
+
+def hold_shadow_answers(
+    conn: Connection, model: str, version: str, answers: list[tuple[str, Any]], at: datetime
+) -> None:
+    """Keep a shadow's answers whose champion answers have not come yet (a repeat of an id
+    replaces its answer)."""
+    if not answers:
+        return
+    ids = [i for i, _ in answers]
+    conn.execute(
+        shadow_answers.delete().where(shadow_answers.c.model == model, shadow_answers.c.id.in_(ids))
+    )
+    conn.execute(
+        shadow_answers.insert(),
+        [
+            {"model": model, "id": i, "version": version, "prediction": p, "at": at}
+            for i, p in answers
+        ],
+    )
+
+
+def take_shadow_answers(conn: Connection, model: str, ids: list[str]) -> list[sa.Row[Any]]:
+    """The held shadow answers to these requests (id, version, prediction), deleted."""
+    where = (shadow_answers.c.model == model, shadow_answers.c.id.in_(ids))
+    rows = list(
+        conn.execute(
+            sa.select(
+                shadow_answers.c.id, shadow_answers.c.version, shadow_answers.c.prediction
+            ).where(*where)
+        )
+    )
+    if rows:
+        conn.execute(shadow_answers.delete().where(*where))
+    return rows
+
+
+def drop_shadow_answers_before(conn: Connection, cutoff: datetime) -> int:
+    """Held shadow answers whose champion answer never came (or went before they did)."""
+    return conn.execute(shadow_answers.delete().where(shadow_answers.c.at < cutoff)).rowcount
 
 
 # Served answers, for the join with labels --------------------------------------------------

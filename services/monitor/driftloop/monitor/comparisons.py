@@ -1,0 +1,79 @@
+"""A shadow's answers compared with the champion's answers to the same requests, whichever
+record comes first.
+
+The shadow's worker publishes its records on a connection of its own, so its record of a
+request can reach the monitor before or after the champion's. A shadow answer whose champion
+answer is here is compared at once; the others wait in monitor_shadow_answers and are compared
+when the champion's record comes (`pair_held`), or dropped after SHADOW_PAIR_WAIT. Before,
+only the first case counted, so a shadow that kept up with the champion was compared on a
+part of its rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from driftloop.monitor.adapters.store import (
+    champion_answers,
+    drop_shadow_answers_before,
+    hold_shadow_answers,
+    load_stats,
+    save_stats,
+    take_shadow_answers,
+)
+from driftloop.monitor.domain.live import VersionStats, add_comparison, disagreement
+from driftloop.shared.db import Tx
+from driftloop.shared.events import PredictionBatch
+
+SHADOW_PAIR_WAIT = timedelta(hours=1)
+"""How long a shadow answer waits for the champion's (records are seconds apart, unless the
+gateway's bus was away; longer than that, the pair is lost and the row not compared)."""
+
+
+def compare_shadow(tx: Tx, batch: PredictionBatch, stats: VersionStats) -> VersionStats:
+    """A shadow batch: its answers compared with the champion answers already here; the rest
+    held for the champion's record."""
+    answers = champion_answers(tx.conn, batch.model, batch.ids)
+    pairs: list[tuple[Any, Any]] = []
+    held: list[tuple[str, Any]] = []
+    for i, p in zip(batch.ids, batch.predictions, strict=False):
+        if i in answers:
+            pairs.append((p, answers[i]))
+        else:
+            held.append((i, p))
+    hold_shadow_answers(tx.conn, batch.model, batch.version, held, batch.at)
+    return add_comparison(
+        stats,
+        compared=len(pairs),
+        disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
+    )
+
+
+def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
+    """A champion batch: the shadow answers that waited for it are compared now, each in its
+    shadow version's stats."""
+    if batch.route != "champion" or batch.error:
+        return
+    held = take_shadow_answers(tx.conn, batch.model, batch.ids)
+    if not held:
+        return
+    mine = dict(zip(batch.ids, batch.predictions, strict=False))
+    per_version: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
+    for row in held:
+        if row.id in mine:
+            per_version[row.version].append((row.prediction, mine[row.id]))
+    for version, pairs in per_version.items():
+        found = load_stats(tx.conn, batch.model, version, "shadow")
+        stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
+        stats = add_comparison(
+            stats,
+            compared=len(pairs),
+            disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
+        )
+        save_stats(tx.conn, batch.model, version, "shadow", stats.model_dump(mode="json"), at)
+
+
+def drop_unpaired(tx: Tx, *, now: datetime) -> int:
+    """Shadow answers whose champion answer did not come within SHADOW_PAIR_WAIT."""
+    return drop_shadow_answers_before(tx.conn, now - SHADOW_PAIR_WAIT)
