@@ -457,13 +457,8 @@ def hold_shadow_answers(
 def take_shadow_answers(conn: Connection, model: str, ids: list[str]) -> list[sa.Row[Any]]:
     """The held shadow answers to these requests (id, version, prediction), deleted."""
     where = (shadow_answers.c.model == model, shadow_answers.c.id.in_(ids))
-    rows = list(
-        conn.execute(
-            sa.select(
-                shadow_answers.c.id, shadow_answers.c.version, shadow_answers.c.prediction
-            ).where(*where)
-        )
-    )
+    columns = (shadow_answers.c.id, shadow_answers.c.version, shadow_answers.c.prediction)
+    rows: list[sa.Row[Any]] = list(conn.execute(sa.select(*columns).where(*where)))
     if rows:
         conn.execute(shadow_answers.delete().where(*where))
     return rows
