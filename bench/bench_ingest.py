@@ -179,7 +179,9 @@ def log_reference(settings: Settings, frame: pd.DataFrame) -> str:
     return str(run.info.run_id)
 
 
-def start_monitor(home: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
+def start_monitor(
+    home: Path, url: str, log: Path, service: str = "monitor"
+) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "DRIFTLOOP_HOME": str(home),
         "DRIFTLOOP_NATS_URL": url,
@@ -187,7 +189,7 @@ def start_monitor(home: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
     }
     env.pop("DRIFTLOOP_DATABASE_URL", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "driftloop.monitor"],
+        [sys.executable, "-m", f"driftloop.{service}"],
         env=env,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -217,8 +219,8 @@ async def wait_for(check: Any, *, timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-async def ack_floor(js: Any) -> int:
-    info = await js.consumer_info(PREDICTIONS_STREAM, DURABLE)
+async def ack_floor(js: Any, durable: str = DURABLE) -> int:
+    info = await js.consumer_info(PREDICTIONS_STREAM, durable)
     return int(info.ack_floor.stream_seq) if info.ack_floor else 0
 
 
@@ -241,9 +243,12 @@ async def bench(args: argparse.Namespace) -> None:
                 run_id = log_reference(settings, features_frame(rng, 20_000, args.features))
                 pool = batch_pool(rng, args.batch, args.features)
 
-                monitor = start_monitor(home, url, tmp / "monitor.log")
+                monitor = start_monitor(home, url, tmp / "monitor.log", args.service)
+                durable = f"{args.service}-predictions"
 
                 async def has_reference() -> bool:
+                    if args.service == "trainer":  # no reference: its consumer is enough
+                        return bool(await js.consumer_info(PREDICTIONS_STREAM, durable))
                     status = await bus.request(STATUS_SUBJECT, {"model": MODEL})
                     return status.get("reference_version") == "1"
 
@@ -282,7 +287,7 @@ async def bench(args: argparse.Namespace) -> None:
                     print(
                         f"published {messages:,} records in {time.perf_counter() - started:.1f} s"
                     )
-                    monitor = start_monitor(home, url, tmp / "monitor.log")
+                    monitor = start_monitor(home, url, tmp / "monitor.log", args.service)
                     publisher = None
                 else:
                     publisher = asyncio.create_task(publish(messages, lead=args.lead))
@@ -295,7 +300,7 @@ async def bench(args: argparse.Namespace) -> None:
                     await asyncio.sleep(POLL_SECONDS)
                     if monitor.poll() is not None:
                         raise RuntimeError(f"the monitor exited; see {tmp / 'monitor.log'}")
-                    floor = await ack_floor(js)
+                    floor = await ack_floor(js, durable)
                     consumed[0] = floor - base
                     advanced.set()
                     rss, hwm = rss_kib(monitor.pid)
@@ -353,8 +358,9 @@ def report(args: argparse.Namespace, mode: str, run: Run, first: Sample | None) 
     )
     cpu = end.cpu - first.cpu
     print(
-        f"monitor CPU: {cpu:.1f} s for those rows, {rows / cpu:,.0f} rows per CPU second "
-        f"({100 * cpu / seconds:.0f} % of one core on average)"
+        f"{args.service} CPU: {cpu:.1f} s for those rows, {rows / cpu:,.0f} rows per CPU second "
+        f"({100 * cpu / seconds:.0f} % of one core on average); "
+        f"{1000 * cpu / (rows / args.batch):.3f} ms per record of {args.batch} rows"
     )
     print(
         f"RSS MiB: start {first.rss_kib / 1024:.1f}, middle {middle.rss_kib / 1024:.1f}, "
@@ -369,6 +375,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=100, help="rows per PredictionBatch")
+    parser.add_argument(
+        "--service",
+        choices=["monitor", "trainer"],
+        default="monitor",
+        help="the record consumer measured (the trainer keeps the rows as training samples)",
+    )
     parser.add_argument("--features", type=int, default=8)
     parser.add_argument("--window", type=int, default=2000, help="monitor.window of the spec")
     parser.add_argument("--mode", choices=["before", "concurrent"], default=None)

@@ -55,6 +55,7 @@ from driftloop.shared.db import (
     SqlUnitOfWork,
     TransactionScopeError,
     delivering,
+    delivering_batch,
     keep_inbox,
     mark_published,
     pending_outbox,
@@ -304,7 +305,17 @@ class Bus:
             self._exporter = start_http_server(
                 self.metrics_port, addr=self.metrics_host, registry=self.metrics
             )
-        self._start(stream, subject, name, parse, handler, max_deliver, ack_wait, discards=True)
+        self._start(
+            stream,
+            subject,
+            name,
+            parse,
+            handler,
+            max_deliver,
+            ack_wait,
+            discards=True,
+            batched=True,
+        )
 
     def _start(
         self,
@@ -317,11 +328,20 @@ class Bus:
         ack_wait: float,
         *,
         discards: bool = False,
+        batched: bool = False,
     ) -> None:
         self._tasks.append(
             asyncio.create_task(
                 self._consume(
-                    stream, subject, durable, parse, handler, max_deliver, ack_wait, discards
+                    stream,
+                    subject,
+                    durable,
+                    parse,
+                    handler,
+                    max_deliver,
+                    ack_wait,
+                    discards,
+                    batched,
                 ),
                 name=durable,
             )
@@ -337,7 +357,10 @@ class Bus:
         max_deliver: int,
         ack_wait: float,
         discards: bool = False,
+        batched: bool = False,
     ) -> None:
+        """Fetch and hand over messages until stopped. `batched` (the record consumers): each
+        fetch's messages are handled in one transaction (`_deliver_batch`)."""
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -372,6 +395,12 @@ class Bus:
             store_down = False
             waiting = list(msgs)  # fetched, not started: kept alive while they wait their turn
             queued = asyncio.create_task(_keep_alive_queued(waiting, ack_wait))
+            if batched:
+                try:
+                    await self._deliver_batch(msgs, waiting, durable, parse, handler, max_deliver)
+                finally:
+                    queued.cancel()
+                continue
             try:
                 for msg in msgs:
                     waiting.remove(msg)
@@ -478,6 +507,88 @@ class Bus:
                 return await self._settle(msg, durable, message_id, error, max_deliver)
         finally:
             heartbeat.cancel()
+
+    async def _deliver_batch(
+        self,
+        msgs: list[Msg],
+        waiting: list[Msg],
+        durable: str,
+        parse: Callable[[bytes], tuple[str | None, Any]],
+        handler: Callable[[Any], Awaitable[None]],
+        max_deliver: int,
+    ) -> None:
+        """One fetch's messages in one transaction (`db.delivering_batch`): each handler's
+        writes and inbox row are a savepoint of it, committed together, then the messages are
+        settled one by one as `_deliver` settles them. A message whose handler failed was
+        rolled back alone and is settled with its error; if the commit fails, nothing was
+        written and every message is settled with that error (redelivered, or dead-lettered at
+        its last attempt). After an error saying the store is busy or away, the messages not
+        yet handled go back with backoff, as `_consume` does."""
+        handled: list[tuple[Msg, str, Exception | None]] = []
+        with delivering_batch() as batch:
+            store_down = False
+            for msg in msgs:  # each stays in `waiting` (kept alive) until it is settled
+                if self._stopping.is_set():  # not started: back to the stream now
+                    waiting.remove(msg)
+                    with suppress(Exception):
+                        await msg.nak()
+                    continue
+                if store_down and msg.metadata.num_delivered < max_deliver:
+                    waiting.remove(msg)
+                    with suppress(Exception):
+                        await msg.nak(delay=backoff(msg.metadata.num_delivered))
+                    continue
+                try:
+                    event_id, payload = parse(msg.data)
+                except UnknownEventError as exc:
+                    waiting.remove(msg)
+                    await self._dead_letter(msg, durable, exc)
+                    continue
+                if msg.metadata.num_delivered > max_deliver:  # the spare delivery
+                    waiting.remove(msg)
+                    await self._dead_letter(
+                        msg, durable, f"no outcome after {max_deliver} deliveries"
+                    )
+                    continue
+                headers = msg.headers or {}
+                message_id = (
+                    event_id
+                    or headers.get("Nats-Msg-Id")
+                    or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
+                )
+                name, attributes = process_span(msg.subject, message_id, durable)
+                with (
+                    delivering(message_id),
+                    _tracer.start_as_current_span(
+                        name,
+                        context=extract_context(headers),
+                        kind=SpanKind.CONSUMER,
+                        attributes=attributes | _cycle_attr(payload),
+                    ) as span,
+                ):
+                    try:
+                        error = await _run(handler, payload, message_id)
+                    except asyncio.CancelledError:  # stopped past the drain bound: none acked
+                        for m in list(waiting):
+                            with suppress(Exception):
+                                await m.nak()
+                        raise
+                    if error is not None and not isinstance(error, RetryLaterError):
+                        span.record_exception(error)
+                        span.set_status(Status(StatusCode.ERROR, str(error)))
+                handled.append((msg, message_id, error))
+                store_down = error is not None and transient_database_error(error)
+            try:
+                batch.commit()
+            except Exception as exc:  # nothing of the batch was written
+                logger.warning(
+                    "a batch of messages could not be committed; each goes back",
+                    extra={"durable": durable, "messages": len(handled), "error": _error_text(exc)},
+                )
+                handled = [(msg, message_id, exc) for msg, message_id, _ in handled]
+        for msg, message_id, error in handled:
+            await self._settle(msg, durable, message_id, error, max_deliver)
+            waiting.remove(msg)
 
     async def _settle(
         self, msg: Msg, durable: str, message_id: str, error: Exception | None, max_deliver: int

@@ -75,6 +75,86 @@ def delivering(message_id: str) -> Iterator[Delivery]:
         _delivery.reset(token)
 
 
+class Batch:
+    """Messages of one fetch handled in one transaction (the bus's record consumers, inside
+    `delivering_batch`): each message's `handling()` is a savepoint of it (its writes and its
+    inbox row, rolled back alone when its handler fails), and `commit` commits them all.
+
+    A transaction that spans several handlers spans their awaits, so the unit of work's write
+    lock is held from the first `handling()` until `commit` or `close`: the process's other
+    transactions wait their turn on the event loop instead of blocking it on SQLite's lock
+    (which the batch, stuck behind them, could then never release)."""
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self._uow: SqlUnitOfWork | None = None
+        self._outer: Any = None
+        self._committed = False
+        self.emitted = False
+
+    async def connection(self, uow: SqlUnitOfWork) -> Connection:
+        if self._uow is not None and self._uow is not uow:
+            raise TransactionScopeError("one batch of messages writes to one store")
+        if self.conn is None:
+            await uow.writing.acquire()
+            try:
+                self.conn = uow.engine.connect()
+                self._outer = self.conn.begin()
+            except BaseException:
+                if self.conn is not None:
+                    self.conn.close()
+                    self.conn = None
+                uow.writing.release()
+                raise
+            self._uow = uow
+        return self.conn
+
+    def commit(self) -> None:
+        """Commit what the batch's handlers wrote (nothing, when none opened a transaction)."""
+        if self.conn is None:
+            return
+        try:
+            self._outer.commit()
+            self._committed = True
+        finally:
+            self.close()
+        if self.emitted and self._uow is not None:
+            self._uow.committed.set()
+
+    def close(self) -> None:
+        """Roll back what is not committed; free the connection and the write lock."""
+        if self.conn is None:
+            return
+        conn, self.conn = self.conn, None
+        try:
+            if self._outer is not None and not self._committed:
+                # also after a failed commit (inactive then, but its BEGIN is still open)
+                with contextlib.suppress(Exception):
+                    self._outer.rollback()
+        finally:
+            conn.close()
+            if self._uow is not None:
+                self._uow.writing.release()
+
+
+_batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
+    "driftloop_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def delivering_batch() -> Iterator[Batch]:
+    """Around the handling of one fetch's messages (the bus's): their transactions become
+    savepoints of one, committed by `Batch.commit` (rolled back if the block ends without)."""
+    batch = Batch()
+    token = _batch.set(batch)
+    try:
+        yield batch
+    finally:
+        _batch.reset(token)
+        batch.close()
+
+
 def current_message_id() -> str | None:
     """The id of the message being handled; None outside a handler."""
     delivery = _delivery.get()
@@ -295,6 +375,9 @@ class SqlUnitOfWork:
         self.now = now
         self.inbox_retention = inbox_retention
         self.committed = asyncio.Event()  # wakes the outbox relay
+        # one write transaction at a time in this process (see Batch)
+        self.writing = asyncio.Lock()
+        self._inbox_insert = messaging.inbox.insert()  # built once: compiled once
 
     def already_handled(self, message_id: str | None = None) -> bool:
         message_id = message_id or current_message_id()
@@ -325,20 +408,30 @@ class SqlUnitOfWork:
                 "and events for one message go in one handling() block"
             )
         delivery.opened = True
-        with self.engine.connect() as conn, conn.begin():
-            tx = Tx(conn, self.service, self.messaging, self.now)
-            yield tx
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        self.messaging.inbox.insert().values(
-                            message_id=delivery.message_id, handled_at=self.now()
-                        )
-                    )
-            except IntegrityError as exc:
-                raise DuplicateMessageError(delivery.message_id) from exc
+        batch = _batch.get()
+        if batch is not None:  # a savepoint of the batch's one transaction
+            conn = await batch.connection(self)
+            with conn.begin_nested():
+                tx = Tx(conn, self.service, self.messaging, self.now)
+                yield tx
+                self._claim(conn, delivery.message_id)
+            batch.emitted = batch.emitted or bool(tx.emitted)
+            return
+        async with self.writing:
+            with self.engine.connect() as conn, conn.begin():
+                tx = Tx(conn, self.service, self.messaging, self.now)
+                yield tx
+                self._claim(conn, delivery.message_id)
         if tx.emitted:
             self.committed.set()
+
+    def _claim(self, conn: Connection, message_id: str) -> None:
+        """The message's inbox row; a repeat raises DuplicateMessageError, which rolls back the
+        message's transaction (or savepoint) with everything the handler wrote."""
+        try:
+            conn.execute(self._inbox_insert, {"message_id": message_id, "handled_at": self.now()})
+        except IntegrityError as exc:
+            raise DuplicateMessageError(message_id) from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -350,9 +443,10 @@ class SqlUnitOfWork:
                 f"transaction() while handling message {delivery.message_id}: its writes would "
                 "commit without the message's inbox row (use handling(), once)"
             )
-        with self.engine.connect() as conn, conn.begin():
-            tx = Tx(conn, self.service, self.messaging, self.now)
-            yield tx
+        async with self.writing:
+            with self.engine.connect() as conn, conn.begin():
+                tx = Tx(conn, self.service, self.messaging, self.now)
+                yield tx
         if tx.emitted:
             self.committed.set()
 

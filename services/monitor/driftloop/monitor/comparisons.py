@@ -18,6 +18,7 @@ from driftloop.monitor.adapters.store import (
     champion_answers,
     drop_shadow_answers_before,
     hold_shadow_answers,
+    holds_shadow_answers,
     load_stats,
     save_stats,
     take_shadow_answers,
@@ -25,6 +26,10 @@ from driftloop.monitor.adapters.store import (
 from driftloop.monitor.domain.live import VersionStats, add_comparison, disagreement
 from driftloop.shared.db import Tx
 from driftloop.shared.events import PredictionBatch
+
+# Which models of which store may have shadow answers waiting: a champion batch looks for them
+# only then (no query at all while no shadow runs). Unknown at start: asked once.
+_may_hold: dict[tuple[str, str], bool] = {}
 
 SHADOW_PAIR_WAIT = timedelta(hours=1)
 """How long a shadow answer waits for the champion's (records are seconds apart, unless the
@@ -43,6 +48,8 @@ def compare_shadow(tx: Tx, batch: PredictionBatch, stats: VersionStats) -> Versi
         else:
             held.append((i, p))
     hold_shadow_answers(tx.conn, batch.model, batch.version, held, batch.at)
+    if held:
+        _may_hold[_key(tx, batch.model)] = True
     return add_comparison(
         stats,
         compared=len(pairs),
@@ -54,6 +61,11 @@ def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
     """A champion batch: the shadow answers that waited for it are compared now, each in its
     shadow version's stats."""
     if batch.route != "champion" or batch.error:
+        return
+    key = _key(tx, batch.model)
+    if key not in _may_hold:
+        _may_hold[key] = holds_shadow_answers(tx.conn, batch.model)
+    if not _may_hold[key]:
         return
     held = take_shadow_answers(tx.conn, batch.model, batch.ids)
     if not held:
@@ -75,5 +87,14 @@ def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
 
 
 def drop_unpaired(tx: Tx, *, now: datetime) -> int:
-    """Shadow answers whose champion answer did not come within SHADOW_PAIR_WAIT."""
-    return drop_shadow_answers_before(tx.conn, now - SHADOW_PAIR_WAIT)
+    """Shadow answers whose champion answer did not come within SHADOW_PAIR_WAIT; then which
+    models still have some (a champion batch stops looking for those that have none)."""
+    dropped = drop_shadow_answers_before(tx.conn, now - SHADOW_PAIR_WAIT)
+    store = str(tx.conn.engine.url)
+    for key in [k for k in _may_hold if k[0] == store]:
+        _may_hold[key] = holds_shadow_answers(tx.conn, key[1])
+    return dropped
+
+
+def _key(tx: Tx, model: str) -> tuple[str, str]:
+    return str(tx.conn.engine.url), model

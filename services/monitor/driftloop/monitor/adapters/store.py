@@ -464,6 +464,13 @@ def take_shadow_answers(conn: Connection, model: str, ids: list[str]) -> list[sa
     return rows
 
 
+def holds_shadow_answers(conn: Connection, model: str) -> bool:
+    found = conn.execute(
+        sa.select(shadow_answers.c.id).where(shadow_answers.c.model == model).limit(1)
+    ).first()
+    return found is not None
+
+
 def drop_shadow_answers_before(conn: Connection, cutoff: datetime) -> int:
     """Held shadow answers whose champion answer never came (or went before they did)."""
     return conn.execute(shadow_answers.delete().where(shadow_answers.c.at < cutoff)).rowcount
