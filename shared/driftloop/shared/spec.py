@@ -306,6 +306,17 @@ class CanarySpec(_Part):
     )
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_metric_drop: float = Field(default=0.02, ge=0)
+    metric_confidence: float | None = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="how sure a step must be before its metric moves it: rolled back once the "
+        "drop exceeds max_metric_drop with this (one-sided) confidence, passed once it is "
+        "below it so; in between the step holds its weight for more labels, up to "
+        "monitor.window labelled rows of the step, then the point estimates decide. null: "
+        "the point estimates decide at once (a 0.02 drop is within noise on a few hundred "
+        "labels, so a better challenger was rolled back about one time in four)",
+    )
     min_labels: int = Field(
         default=50, ge=1, description="labelled rows of a stage before its metric is compared"
     )

@@ -72,7 +72,11 @@ from driftloop.monitor.domain.live import (
     add_request,
     summary,
 )
-from driftloop.monitor.domain.performance import live_metric, onset_of_drop
+from driftloop.monitor.domain.performance import (
+    live_metric,
+    metric_standard_error,
+    onset_of_drop,
+)
 from driftloop.monitor.domain.policy import (
     RetrainDecision,
     TriggerState,
@@ -443,11 +447,9 @@ async def version_status(
             conn, model, version, limit=spec.monitor.window if spec else 2000, since=since
         )
         window = load_version_window(conn, model, version)
-    figure = (
-        live_metric(metric, [r.label for r in labelled], [r.prediction for r in labelled])
-        if labelled
-        else None
-    )
+    truth, answers = [r.label for r in labelled], [r.prediction for r in labelled]
+    figure = live_metric(metric, truth, answers) if labelled else None
+    se = metric_standard_error(metric, truth, answers)
     answer: dict[str, Any] = _jsonable(
         {
             "model": model,
@@ -456,7 +458,7 @@ async def version_status(
                 r.route: {**summary(VersionStats.model_validate(r.stats)), "since": r.since}
                 for r in routes
             },
-            "metric": {"name": metric, "figure": figure, "labels": len(labelled)},
+            "metric": {"name": metric, "figure": figure, "labels": len(labelled), "se": se},
             "drift": _version_window_status(window) if window else None,
         }
     )

@@ -57,6 +57,8 @@ def observation(
         challenger_labels=int(mine.get("labels") or 0),
         champion_metric=theirs.get("figure"),
         champion_labels=int(theirs.get("labels") or 0),
+        challenger_metric_se=mine.get("se"),
+        champion_metric_se=theirs.get("se"),
         routes={name: counters(route) for name, route in routes.items()},
     )
 

@@ -15,10 +15,12 @@ after a crash.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from statistics import NormalDist
 from typing import Any, Literal
 
 from driftloop.shared.events import (
@@ -93,6 +95,8 @@ class Observation:
     champion_metric: float | None = None  # on labelled rows predicted since the rollout began
     champion_labels: int = 0
     routes: Mapping[str, Counters] = field(default_factory=dict)  # the challenger's, every route
+    challenger_metric_se: float | None = None  # standard errors of the two metrics (the
+    champion_metric_se: float | None = None  # monitor's; None from a monitor before them)
 
     def counters_on(self, route: str) -> Counters:
         return self.routes.get(route, Counters())
@@ -678,7 +682,9 @@ def _metric_check(
 ) -> CheckResult | None:
     """The challenger's metric on the stage's labelled rows against the champion's over the
     rollout; None while the labels may still come (up to `canary.label_wait` after the
-    stage's rows were reached). A shadow's answers are not joined with labels."""
+    stage's rows were reached), and while the drop is within noise of `max_metric_drop`
+    (`canary.metric_confidence`; the step holds its weight until it is sure either way or
+    has `monitor.window` labelled rows). A shadow's answers are not joined with labels."""
     canary = spec.deployer.canary
     name = f"{seen.metric}_drop"
     enough = (
@@ -704,13 +710,39 @@ def _metric_check(
         if higher
         else seen.challenger_metric - seen.champion_metric
     )
+    detail = (
+        f"{seen.metric} {seen.challenger_metric:.4f} on {seen.challenger_labels} labelled "
+        f"rows vs champion {seen.champion_metric:.4f} on {seen.champion_labels}"
+    )
+    margin = _noise_margin(seen, canary.metric_confidence)
+    passed = drop <= canary.max_metric_drop
+    if margin is not None:
+        low, high = drop - margin, drop + margin
+        detail += (
+            f"; drop {drop:.4f} within [{low:.4f}, {high:.4f}] "
+            f"({canary.metric_confidence:.0%} one-sided each way)"
+        )
+        if low > canary.max_metric_drop:
+            passed = False  # worse beyond the bound, and sure of it
+        elif high <= canary.max_metric_drop:
+            passed = True  # within the bound, and sure of it
+        elif seen.challenger_labels < spec.monitor.window:
+            return None  # not sure either way: more labels at this weight
+        else:
+            detail += f"; not sure either way at {spec.monitor.window} labels: point estimate"
     return CheckResult(
         name=name,
         figure=round(drop, 6),
         threshold=canary.max_metric_drop,
-        passed=drop <= canary.max_metric_drop,
-        detail=(
-            f"{seen.metric} {seen.challenger_metric:.4f} on {seen.challenger_labels} labelled "
-            f"rows vs champion {seen.champion_metric:.4f} on {seen.champion_labels}"
-        ),
+        passed=passed,
+        detail=detail,
     )
+
+
+def _noise_margin(seen: Observation, confidence: float | None) -> float | None:
+    """How far the drop may be from the true one at `confidence` (one-sided): z times the
+    standard error of the difference of two independent figures; None when off or unknown."""
+    if confidence is None or seen.challenger_metric_se is None or seen.champion_metric_se is None:
+        return None
+    se = math.hypot(seen.challenger_metric_se, seen.champion_metric_se)
+    return NormalDist().inv_cdf(confidence) * se

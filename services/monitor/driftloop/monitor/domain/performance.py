@@ -23,6 +23,27 @@ def live_metric(metric: str, y_true: list[Any], y_pred: list[Any]) -> float:
     ]
 
 
+def metric_standard_error(metric: str, y_true: list[Any], y_pred: list[Any]) -> float | None:
+    """The standard error of `metric` on these rows, for the deployer's canary check (None
+    below two rows). Accuracy: the standard error of the mean of right/wrong (scipy's `sem`);
+    mae: of the absolute errors; rmse and r2 by the delta method from the squared errors'
+    (SE(mse) / (2 rmse), SE(mse) / var(y)). F1, precision, recall and ROC AUC have no closed
+    form from the rows alone: they take accuracy's, an approximation that errs low (so the
+    check leans towards judging, as it did before it had any)."""
+    n = len(y_true)
+    if n < 2:
+        return None
+    scores = np.asarray(row_scores(metric, y_true, y_pred), dtype=float)
+    se = float(np.std(scores, ddof=1) / np.sqrt(n))
+    if metric == "rmse":
+        rmse = float(np.sqrt(-scores.mean()))
+        return se / (2 * rmse) if rmse > 0 else 0.0
+    if metric == "r2":
+        variance = float(np.var(np.asarray(y_true, dtype=float)))
+        return se / variance if variance > 0 else None
+    return se
+
+
 def row_scores(metric: str, y_true: list[Any], y_pred: list[Any]) -> list[float]:
     """Each row's part in `metric`, higher better: right (1) or wrong (0) for a classifier
     whatever its metric; minus the squared error (rmse, r2) or the absolute error (mae)."""
