@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +77,17 @@ async def publish(bus: Bus, records: list[PredictionBatch]) -> None:
         await bus.publish_record(f"driftloop.predictions.{r.model}", r, msg_id=r.batch_id)
 
 
+def consume(bus: Bus, handler: Callable[[PredictionBatch], Awaitable[None]]) -> None:
+    """The consumer as the monitor and the trainer start theirs."""
+    bus.subscribe_records(
+        PREDICTIONS_STREAM,
+        "driftloop.predictions.>",
+        PredictionBatch,
+        handler,
+        durable="predictions",
+    )
+
+
 async def settled(bus: Bus, acked: int) -> Any:
     return await consumer_settled(bus.js, DURABLE, acked=acked, stream=PREDICTIONS_STREAM)
 
@@ -97,10 +108,7 @@ async def test_a_fetch_of_records_is_one_transaction_and_a_failing_record_rolls_
 
     async with connect_bus(settings, service="t") as bus:
         await publish(bus, records)  # all stored before the consumer fetches them
-        bus.subscribe_records(
-            PREDICTIONS_STREAM, "driftloop.predictions.>", PredictionBatch, handler,
-            durable="predictions",
-        )  # fmt: skip
+        consume(bus, handler)
         await settled(bus, acked=10)
 
     written = [r.batch_id for r in store.rows(store.written)]
@@ -133,10 +141,7 @@ async def test_a_batch_whose_commit_fails_is_redelivered_whole_and_written_once(
 
     async with connect_bus(settings, service="t") as bus:
         await publish(bus, records)
-        bus.subscribe_records(
-            PREDICTIONS_STREAM, "driftloop.predictions.>", PredictionBatch, handler,
-            durable="predictions",
-        )  # fmt: skip
+        consume(bus, handler)
         await settled(bus, acked=5)
 
     assert failed == [1]
@@ -171,10 +176,7 @@ async def test_another_transaction_of_the_process_waits_for_the_batch_instead_of
 
     async with connect_bus(settings, service="t") as bus:
         await publish(bus, records)
-        bus.subscribe_records(
-            PREDICTIONS_STREAM, "driftloop.predictions.>", PredictionBatch, handler,
-            durable="predictions",
-        )  # fmt: skip
+        consume(bus, handler)
         await settled(bus, acked=3)
         await eventually(lambda: bool(timer) and timer[0].done())
         timer[0].result()  # raised "database is locked" without the unit of work's lock

@@ -467,33 +467,14 @@ class Bus:
     ) -> bool:
         """Parse, handle, then settle: ack, nak with backoff, or dead-letter. True when the
         handler failed because the store is busy or out of reach."""
-        try:
-            event_id, payload = parse(msg.data)
-        except UnknownEventError as exc:
-            await self._dead_letter(msg, durable, exc)
+        taken = await self._take(msg, durable, parse, max_deliver)
+        if taken is None:
             return False
-        if msg.metadata.num_delivered > max_deliver:  # the spare delivery (see _consume)
-            await self._dead_letter(msg, durable, f"no outcome after {max_deliver} deliveries")
-            return False
-        headers = msg.headers or {}
-        message_id = (
-            event_id
-            or headers.get("Nats-Msg-Id")
-            or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
-        )
-        name, attributes = process_span(msg.subject, message_id, durable)
+        message_id, payload = taken
         heartbeat = asyncio.create_task(_keep_alive(msg, ack_wait))
         try:
             # the handler's one transaction is keyed on this message (`handling()`)
-            with (
-                delivering(message_id),
-                _tracer.start_as_current_span(
-                    name,
-                    context=extract_context(headers),
-                    kind=SpanKind.CONSUMER,
-                    attributes=attributes | _cycle_attr(payload),
-                ) as span,
-            ):
+            with delivering(message_id), _consumer_span(msg, message_id, durable, payload) as span:
                 try:
                     error = await _run(handler, payload, message_id)
                 except asyncio.CancelledError:  # stopped past the drain bound: not acked,
@@ -507,6 +488,31 @@ class Bus:
                 return await self._settle(msg, durable, message_id, error, max_deliver)
         finally:
             heartbeat.cancel()
+
+    async def _take(
+        self,
+        msg: Msg,
+        durable: str,
+        parse: Callable[[bytes], tuple[str | None, Any]],
+        max_deliver: int,
+    ) -> tuple[str, Any] | None:
+        """The message's id (its inbox key) and payload; None once an unreadable message, or
+        one at its spare delivery (see _consume), is dead-lettered."""
+        try:
+            event_id, payload = parse(msg.data)
+        except UnknownEventError as exc:
+            await self._dead_letter(msg, durable, exc)
+            return None
+        if msg.metadata.num_delivered > max_deliver:
+            await self._dead_letter(msg, durable, f"no outcome after {max_deliver} deliveries")
+            return None
+        headers = msg.headers or {}
+        message_id = (
+            event_id
+            or headers.get("Nats-Msg-Id")
+            or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
+        )
+        return message_id, payload
 
     async def _deliver_batch(
         self,
@@ -538,33 +544,14 @@ class Bus:
                     with suppress(Exception):
                         await msg.nak(delay=backoff(msg.metadata.num_delivered))
                     continue
-                try:
-                    event_id, payload = parse(msg.data)
-                except UnknownEventError as exc:
+                taken = await self._take(msg, durable, parse, max_deliver)
+                if taken is None:  # dead-lettered
                     waiting.remove(msg)
-                    await self._dead_letter(msg, durable, exc)
                     continue
-                if msg.metadata.num_delivered > max_deliver:  # the spare delivery
-                    waiting.remove(msg)
-                    await self._dead_letter(
-                        msg, durable, f"no outcome after {max_deliver} deliveries"
-                    )
-                    continue
-                headers = msg.headers or {}
-                message_id = (
-                    event_id
-                    or headers.get("Nats-Msg-Id")
-                    or (f"{msg.metadata.stream}:{msg.metadata.sequence.stream}")
-                )
-                name, attributes = process_span(msg.subject, message_id, durable)
+                message_id, payload = taken
                 with (
                     delivering(message_id),
-                    _tracer.start_as_current_span(
-                        name,
-                        context=extract_context(headers),
-                        kind=SpanKind.CONSUMER,
-                        attributes=attributes | _cycle_attr(payload),
-                    ) as span,
+                    _consumer_span(msg, message_id, durable, payload) as span,
                 ):
                     try:
                         error = await _run(handler, payload, message_id)
@@ -762,6 +749,17 @@ def _cycle_attr(payload: Any) -> dict[str, str]:
 
 
 _TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _consumer_span(msg: Msg, message_id: str, durable: str, payload: Any) -> Any:
+    """The consumer span of one message's handling, a child of its publisher's."""
+    name, attributes = process_span(msg.subject, message_id, durable)
+    return _tracer.start_as_current_span(
+        name,
+        context=extract_context(msg.headers or {}),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes | _cycle_attr(payload),
+    )
 
 
 async def _run(
