@@ -188,3 +188,30 @@ def test_awaiting_approval_keeps_its_own_timeout() -> None:
 
     assert timed_out is not None
     assert timed_out.events[0].check.name == "approval_wait"  # type: ignore[attr-defined]
+
+
+def test_a_step_holding_for_a_surer_metric_says_so_at_the_deadline() -> None:
+    """A drop the labels cannot tell from max_metric_drop holds the step; past the deadline its
+    reason names that, not missing labels."""
+    noisy = Observation(
+        challenger=Counters(rows=250),
+        metric="accuracy",
+        challenger_metric=0.78,
+        challenger_labels=200,
+        champion_metric=0.80,
+        champion_labels=1000,
+        challenger_metric_se=0.03,
+        champion_metric_se=0.013,
+    )
+    rollout = replace(canary(), rows_reached_at=NOW)
+    assert progress.look(rollout, noisy, SPEC, now=later(DEADLINE)) is None  # held
+
+    transition = progress.look(rollout, noisy, SPEC, now=later(DEADLINE + 1))
+
+    assert transition is not None
+    assert transition.rollout.stage is Stage.ROLLED_BACK
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert "accuracy drop on 200 labelled rows is within noise of max_metric_drop 0.02" in (
+        rolled.reason
+    )

@@ -116,4 +116,12 @@ def waiting_for(
         )
     if rows < needed:
         return f"{where}: {rows} of {needed} rows answered"
+    canary = spec.deployer.canary
+    labelled = min(seen.challenger_labels, seen.champion_labels) >= canary.min_labels
+    if labelled and seen.challenger_metric is not None and seen.champion_metric is not None:
+        return (
+            f"{where}: {rows} rows answered; the {seen.metric} drop on "
+            f"{seen.challenger_labels} labelled rows is within noise of max_metric_drop "
+            f"{canary.max_metric_drop:g} (canary.metric_confidence), waiting for more labels"
+        )
     return f"{where}: {rows} rows answered, waiting for their labels"
