@@ -8,6 +8,9 @@ from pydantic import Field
 
 from driftloop.shared.config import Settings
 
+ShadowPriority = Literal["idle", "low", "normal"]
+"""The shadow worker's CPU priority (`adapters/shadow.lower_priority`)."""
+
 
 class GatewaySettings(Settings):
     shadow_capacity: int = Field(
@@ -15,7 +18,7 @@ class GatewaySettings(Settings):
         ge=1,
         description="mirror jobs in flight to the shadow's worker process; more are dropped",
     )
-    shadow_priority: Literal["idle", "low", "normal"] = Field(
+    shadow_priority: ShadowPriority = Field(
         default="idle",
         description=(
             "CPU priority of the shadow's worker process: idle (Linux SCHED_IDLE: only CPU "

@@ -50,11 +50,7 @@ def compare_shadow(tx: Tx, batch: PredictionBatch, stats: VersionStats) -> Versi
     hold_shadow_answers(tx.conn, batch.model, batch.version, held, batch.at)
     if held:
         _may_hold[_key(tx, batch.model)] = True
-    return add_comparison(
-        stats,
-        compared=len(pairs),
-        disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
-    )
+    return _compared(stats, pairs)
 
 
 def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
@@ -72,18 +68,22 @@ def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
         return
     mine = dict(zip(batch.ids, batch.predictions, strict=False))
     per_version: dict[str, list[tuple[Any, Any]]] = defaultdict(list)
-    for row in held:
-        if row.id in mine:
-            per_version[row.version].append((row.prediction, mine[row.id]))
+    for row in held:  # taken by this batch's ids: each has its champion answer here
+        per_version[row.version].append((row.prediction, mine[row.id]))
     for version, pairs in per_version.items():
         found = load_stats(tx.conn, batch.model, version, "shadow")
         stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
-        stats = add_comparison(
-            stats,
-            compared=len(pairs),
-            disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
-        )
+        stats = _compared(stats, pairs)
         save_stats(tx.conn, batch.model, version, "shadow", stats.model_dump(mode="json"), at)
+
+
+def _compared(stats: VersionStats, pairs: list[tuple[Any, Any]]) -> VersionStats:
+    """The stats with these (shadow answer, champion answer) pairs compared."""
+    return add_comparison(
+        stats,
+        compared=len(pairs),
+        disagreed=disagreement([p for p, _ in pairs], [c for _, c in pairs]),
+    )
 
 
 def drop_unpaired(tx: Tx, *, now: datetime) -> int:

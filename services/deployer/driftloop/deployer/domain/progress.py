@@ -29,6 +29,7 @@ from driftloop.deployer.domain.rollout import (
     Stage,
     Transition,
     analyse,
+    labelled,
     pause,
     roll_back,
 )
@@ -117,8 +118,8 @@ def waiting_for(
     if rows < needed:
         return f"{where}: {rows} of {needed} rows answered"
     canary = spec.deployer.canary
-    labelled = min(seen.challenger_labels, seen.champion_labels) >= canary.min_labels
-    if labelled and seen.challenger_metric is not None and seen.champion_metric is not None:
+    compared = seen.challenger_metric is not None and seen.champion_metric is not None
+    if compared and labelled(seen, canary):  # and held: the drop is within noise
         return (
             f"{where}: {rows} rows answered; the {seen.metric} drop on "
             f"{seen.challenger_labels} labelled rows is within noise of max_metric_drop "

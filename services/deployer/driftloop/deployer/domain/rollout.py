@@ -35,7 +35,7 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.modeling import HIGHER_IS_BETTER
 from driftloop.shared.routes import CanaryRoute, Routes, Served
-from driftloop.shared.spec import ModelSpec
+from driftloop.shared.spec import CanarySpec, ModelSpec
 
 
 class Stage(StrEnum):
@@ -687,10 +687,7 @@ def _metric_check(
     has `monitor.window` labelled rows). A shadow's answers are not joined with labels."""
     canary = spec.deployer.canary
     name = f"{seen.metric}_drop"
-    enough = (
-        seen.challenger_labels >= canary.min_labels and seen.champion_labels >= canary.min_labels
-    )
-    if not enough or seen.challenger_metric is None or seen.champion_metric is None:
+    if not labelled(seen, canary) or seen.challenger_metric is None or seen.champion_metric is None:
         reached = rollout.rows_reached_at or now
         if rollout.stage is Stage.CANARY and now - reached < canary.label_wait:
             return None
@@ -737,6 +734,11 @@ def _metric_check(
         passed=passed,
         detail=detail,
     )
+
+
+def labelled(seen: Observation, canary: CanarySpec) -> bool:
+    """Both metrics are taken over at least `canary.min_labels` labelled rows."""
+    return min(seen.challenger_labels, seen.champion_labels) >= canary.min_labels
 
 
 def _noise_margin(seen: Observation, confidence: float | None) -> float | None:

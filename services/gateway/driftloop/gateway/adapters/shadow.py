@@ -37,12 +37,13 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prometheus_client import Counter
 
 from driftloop.gateway.adapters.models import LoadedModel, load_version
 from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher
+from driftloop.gateway.config import ShadowPriority
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.events import PredictionBatch
@@ -55,7 +56,6 @@ PRELOAD = ("driftloop.gateway.adapters.shadow", "sklearn.ensemble", "sklearn.com
 BATCH = 64  # jobs answered before the worker's publisher gets a turn, at most
 FRAME = struct.Struct("<I")  # each message list on the jobs pipe: its pickle's length, then it
 NICENESS = 10  # "low", and "idle" where SCHED_IDLE is not to be had
-Priority = Literal["idle", "low", "normal"]
 PARENT_CHECK_S = 1.0  # how often an idle worker checks that its gateway is still alive
 
 
@@ -158,7 +158,7 @@ class WorkerConfig:
     nats_url: str
     spool: Path
     spool_capacity: int
-    priority: Priority = "idle"
+    priority: ShadowPriority = "idle"
 
 
 def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -177,7 +177,7 @@ def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None
     asyncio.run(_serve(jobs, results, config))
 
 
-def lower_priority(priority: Priority) -> None:
+def lower_priority(priority: ShadowPriority) -> None:
     """A shadow is best effort: by default (`idle`) the worker runs when a core would otherwise
     idle. With nice 10 alone it still took a share of a busy 2-core machine, and the
     champion's p50 rose ~30 % (docs/benchmarks.md); but a machine that is never idle then
@@ -378,7 +378,7 @@ class ShadowWorker:
         capacity: int = 256,
         dropped: Counter | None = None,
         restart_delay: float = 1.0,
-        priority: Priority = "idle",
+        priority: ShadowPriority = "idle",
     ) -> None:
         self.config = WorkerConfig(tracking_uri, nats_url, spool, spool_capacity, priority)
         self.capacity = capacity
