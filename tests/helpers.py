@@ -25,6 +25,7 @@ from click.testing import Result
 from nats.js.api import DeliverPolicy
 
 from driftloop.shared.events import EVENTS_STREAM, EvaluationPassed
+from driftloop.shared.permissions import inbox_prefix
 
 T = TypeVar("T")
 
@@ -223,9 +224,15 @@ def churn(rng: np.random.Generator, n: int, *, drifted: bool = False) -> pd.Data
     )
 
 
+async def connect_nats(url: str, **options: Any) -> nats.NATS:
+    """A plain NATS connection to `url`, taking replies in the inbox its user may read (with
+    the embedded server's users, `_INBOX.<account>`: shared/permissions.inbox_prefix)."""
+    return await nats.connect(url, inbox_prefix=inbox_prefix(url), **options)
+
+
 async def read_all_events(nats_url: str, model: str | None = None) -> list[dict[str, Any]]:
     """Every event on the stream (oldest first) as {"envelope", "headers"}."""
-    nc = await nats.connect(nats_url)
+    nc = await connect_nats(nats_url)
     try:
         js = nc.jetstream()
         subject = f"driftloop.events.{model}.>" if model else "driftloop.events.>"

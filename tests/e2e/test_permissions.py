@@ -20,7 +20,16 @@ import nats
 import nats.errors
 import numpy as np
 import pytest
-from helpers import SPEC, churn, cli_env, eventually, read_all_events, run_cli, types
+from helpers import (
+    SPEC,
+    churn,
+    cli_env,
+    connect_nats,
+    eventually,
+    read_all_events,
+    run_cli,
+    types,
+)
 
 from driftloop.cli.supervisor import free_port
 from driftloop.shared.events import DEPLOYER_CONTROL, DEPLOYER_STATUS, EVENTS_STREAM
@@ -91,7 +100,7 @@ async def publish_as(embedded: Embedded, account: str, subject: str) -> str | No
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(embedded.url(account), error_cb=on_error, max_reconnect_attempts=0)
+    nc = await connect_nats(embedded.url(account), error_cb=on_error, max_reconnect_attempts=0)
     try:
         try:
             await nc.jetstream().publish(subject, b"{}", timeout=2)
@@ -153,7 +162,7 @@ class Probe:
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc).lower())
 
-        self.nc = await nats.connect(
+        self.nc = await connect_nats(
             self.embedded.url(self.account),
             name="permission-probe",  # not a service's (see the_services_met_no_refusal)
             error_cb=on_error,
@@ -209,6 +218,29 @@ async def test_only_the_responder_may_subscribe_to_a_request_subject(
         assert await probe.refused("subscription", subject)
 
 
+@pytest.mark.parametrize(
+    ("account", "subject"),
+    [
+        ("gateway", "_INBOX.>"),  # every reply and every JetStream delivery
+        ("monitor", "_INBOX.deployer.>"),  # the deployer's verdicts and the monitor's figures
+        ("trainer", "_INBOX.*.>"),
+        ("evaluator", "_INBOX.cli.>"),  # a person's status and control answers
+        ("cli", "_INBOX.monitor.>"),
+        ("deployer", "_INBOX.abc"),  # the default prefix: no account's
+    ],
+)
+async def test_a_service_reads_replies_and_deliveries_only_in_its_own_inbox(
+    embedded: Embedded, account: str, subject: str
+) -> None:
+    """Its own inbox (`_INBOX.<account>.>`) works: test_each_service_publishes_what_it_owns
+    gets its acknowledgements there, and the whole loop runs on it."""
+    async with Probe(embedded, account) as probe:
+        assert probe.nc is not None
+        await probe.nc.subscribe(subject)
+
+        assert await probe.refused("subscription", subject)
+
+
 ONE_DAY_NS = 86_400 * 10**9
 
 
@@ -249,7 +281,7 @@ async def test_no_service_changes_a_stream_or_uses_another_services_consumer(
 
         assert answer is None
         assert await probe.refused("publish", subject)
-    nc = await nats.connect(embedded.url("cli"))
+    nc = await connect_nats(embedded.url("cli"))
     try:
         info = await nc.jetstream().stream_info(EVENTS_STREAM)
     finally:

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import numpy as np
 from helpers import (
     SPEC,
     churn,
     cli_env,
+    connect_nats,
     eventually,
     of_cycle,
     read_all_events,
@@ -111,7 +111,7 @@ class Loop:
 
     async def ping(self, name: str) -> bool:
         try:
-            nc = await nats.connect(self.nats_url, max_reconnect_attempts=0)
+            nc = await connect_nats(self.nats_url, max_reconnect_attempts=0)
         except Exception:
             return False
         try:
@@ -160,7 +160,7 @@ class Loop:
             errors.append(str(exc))
 
         try:
-            nc = await nats.connect(
+            nc = await connect_nats(
                 f"nats://127.0.0.1:{self.nats_port}",
                 error_cb=on_error,
                 allow_reconnect=False,
@@ -186,7 +186,7 @@ class Loop:
 
     async def delivered(self, durable: str, stream: str = EVENTS_STREAM) -> int:
         """How many messages the consumer `durable` has delivered (redeliveries included)."""
-        nc = await nats.connect(self.nats_url)
+        nc = await connect_nats(self.nats_url)
         try:
             info = await nc.jetstream().consumer_info(stream, durable)
         finally:
@@ -198,7 +198,7 @@ class Loop:
         every redelivery a kill caused has happened."""
 
         async def check() -> bool:
-            nc = await nats.connect(self.nats_url)
+            nc = await connect_nats(self.nats_url)
             try:
                 js = nc.jetstream()
                 for stream in await js.streams_info():
@@ -300,7 +300,7 @@ class Loop:
     # What the services stored -------------------------------------------------------------
 
     async def monitor_status(self) -> dict[str, Any]:
-        nc = await nats.connect(self.nats_url)
+        nc = await connect_nats(self.nats_url)
         try:
             reply = await nc.request(
                 "driftloop.rpc.monitor.status", json.dumps({"model": "churn"}).encode(), timeout=3
@@ -386,7 +386,7 @@ class Loop:
         return await eventually(check, timeout=timeout, interval=0.5)
 
     async def shorten_ack_waits(self) -> None:
-        nc = await nats.connect(self.nats_url)
+        nc = await connect_nats(self.nats_url)
         try:
             js = nc.jetstream()
             for stream in await js.streams_info():

@@ -35,6 +35,7 @@ from driftloop.cli.client import (
 from driftloop.shared.config import SERVICES, Settings, redact
 from driftloop.shared.estimators import EstimatorError, estimator_class
 from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
+from driftloop.shared.permissions import inbox_prefix
 from driftloop.shared.spec import SpecError, parse_spec
 
 app = typer.Typer(
@@ -196,7 +197,11 @@ def _service_states(s: Settings) -> dict[str, str]:
 
         try:
             nc = await nats.connect(
-                url, connect_timeout=1, max_reconnect_attempts=0, allow_reconnect=False
+                url,
+                connect_timeout=1,
+                max_reconnect_attempts=0,
+                allow_reconnect=False,
+                inbox_prefix=inbox_prefix(url),
             )
         except Exception:
             return

@@ -74,6 +74,7 @@ from driftloop.shared.events import (
     parse_envelope,
     subject_for,
 )
+from driftloop.shared.permissions import inbox_prefix
 from driftloop.shared.telemetry import extract_context, inject_headers, process_span, send_span
 
 logger = logging.getLogger(__name__)
@@ -879,6 +880,7 @@ async def connect_bus(
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         error_cb=on_error,
+        inbox_prefix=inbox_prefix(url),  # the only inbox its NATS user may subscribe to
     )
     bus = Bus(
         nc,

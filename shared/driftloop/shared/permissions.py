@@ -3,8 +3,9 @@ each allowed only the subjects, streams and consumers it uses.
 
 A service publishes its own events, records, KV writes and requests, and calls the JetStream
 API only for its own durable consumers, the KV buckets it reads, and the (idempotent) creation
-of the topology; it subscribes only to replies (`_INBOX.>`) and to the request subjects it
-answers, so nobody else reads a control request (and its token) or answers the monitor's
+of the topology; it subscribes only to its own inbox (`_INBOX.<account>.>`: its replies and
+JetStream deliveries) and to the request subjects it answers, so nobody else reads a control
+request (and its token), another service's replies or deliveries, or answers the monitor's
 status in its place. Replies go back through `allow_responses`: a service may publish to the
 reply subject of a request it received, and to no other inbox. Nobody updates, deletes or
 purges a stream or deletes a message (the events stream is the audit log); the CLI, the
@@ -18,6 +19,7 @@ from the environment.
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote, urlsplit
 
 from driftloop.shared.events import (
     DEPLOYER_CONTROL,
@@ -34,7 +36,7 @@ from driftloop.shared.events import (
 MONITOR_STATUS = "driftloop.rpc.monitor.status"
 MONITOR_VERSION = "driftloop.rpc.monitor.version"
 TRAINER_STATUS = "driftloop.rpc.trainer.status"
-DEADLETTER_STREAM = "DRIFTLOOP_DEADLETTER"  # bus.py's; bus imports nothing from here
+DEADLETTER_STREAM = "DRIFTLOOP_DEADLETTER"  # bus.py's (bus imports this module, not the reverse)
 STREAMS = (EVENTS_STREAM, PREDICTIONS_STREAM, FEEDBACK_STREAM, DEADLETTER_STREAM)
 BUCKETS = (ROUTES_BUCKET, SPECS_BUCKET)
 
@@ -179,12 +181,21 @@ def denied(account: str) -> list[str]:
     return list(DENIED) if account == ADMIN else [*DENIED, *SERVICE_DENIED]
 
 
+def inbox_prefix(url: str) -> str:
+    """Where a connection to `url` takes its replies and JetStream deliveries: `_INBOX.<account>`
+    when the URL names one of the accounts as its user (the only inbox that account may
+    subscribe to), else NATS's default `_INBOX` (a server without these users)."""
+    user = urlsplit(url).username
+    return f"_INBOX.{unquote(user)}" if user and unquote(user) in ACCOUNTS else "_INBOX"
+
+
 def subscribable(account: str) -> list[str]:
-    """The subjects `account` may subscribe to: replies (JetStream's included) and the
-    requests it answers."""
+    """The subjects `account` may subscribe to: its own inbox (replies, JetStream deliveries)
+    and the requests it answers."""
+    inbox = f"_INBOX.{account}.>"
     if account == ADMIN:
-        return ["_INBOX.>"]
-    return ["_INBOX.>", f"driftloop.rpc.ping.{account}", *RESPONDS[account]]
+        return [inbox]
+    return [inbox, f"driftloop.rpc.ping.{account}", *RESPONDS[account]]
 
 
 def _array(subjects: list[str]) -> str:

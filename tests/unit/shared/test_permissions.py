@@ -17,6 +17,7 @@ from driftloop.shared.permissions import (
     RESPONDS,
     allowed,
     denied,
+    inbox_prefix,
     render_conf,
     subscribable,
 )
@@ -67,10 +68,19 @@ def test_only_the_responder_subscribes_to_a_request_subject() -> None:
         for subject in subjects:
             assert [a for a in ACCOUNTS if subject in subscribable(a)] == [owner]
     assert [a for a in ACCOUNTS if DEPLOYER_CONTROL in subscribable(a)] == ["deployer"]
-    for account in ACCOUNTS:  # replies, and its own request subjects: no other wildcard
-        assert subscribable(account)[0] == "_INBOX.>"
+    for account in ACCOUNTS:  # its own inbox, and its own request subjects: no other wildcard
+        assert subscribable(account)[0] == f"_INBOX.{account}.>"
         assert all(s.startswith("driftloop.rpc.") for s in subscribable(account)[1:])
         assert not [s for s in subscribable(account)[1:] if "*" in s or ">" in s]
+
+
+def test_a_connection_takes_replies_in_the_inbox_its_user_may_read() -> None:
+    for account in ACCOUNTS:
+        prefix = inbox_prefix(f"nats://{account}:p%40ss@127.0.0.1:4222")
+        assert prefix == f"_INBOX.{account}"
+        assert f"{prefix}.x" not in {f"_INBOX.{a}.x" for a in ACCOUNTS if a != account}
+    assert inbox_prefix("nats://127.0.0.1:4222") == "_INBOX"  # no users: NATS's default
+    assert inbox_prefix("nats://someone:pw@127.0.0.1:4222") == "_INBOX"
 
 
 def test_no_service_may_change_delete_or_purge_a_stream() -> None:
