@@ -190,3 +190,86 @@ def test_the_unit_of_work_has_one_writer_lock() -> None:
     engine = make_engine("sqlite://")
     uow = SqlUnitOfWork(engine, service="t", messaging=messaging_tables(sa.MetaData(), "t"))
     assert isinstance(uow.writing, asyncio.Lock)
+
+
+def consume_whole(
+    bus: Bus,
+    handler: Callable[[PredictionBatch], Awaitable[None]],
+    many: Callable[[list[tuple[str, PredictionBatch]]], Awaitable[None]],
+) -> None:
+    """The consumer as the monitor and the trainer start theirs, each fetch handed whole."""
+    bus.subscribe_records(
+        PREDICTIONS_STREAM,
+        "driftloop.predictions.>",
+        PredictionBatch,
+        handler,
+        durable="predictions",
+        many=many,
+    )
+
+
+async def test_a_fetch_handed_whole_is_one_call_and_leaves_out_what_was_handled_before(
+    settings: Settings, store: Store
+) -> None:
+    records = [record(n) for n in range(10)]
+    with store.engine.begin() as conn:  # three of them handled before (a redelivery)
+        conn.execute(
+            store.inbox.insert(),
+            [{"message_id": r.batch_id, "handled_at": datetime.now(UTC)} for r in records[:3]],
+        )
+    given: list[list[str]] = []
+    alone: list[str] = []
+
+    async def handler(batch: PredictionBatch) -> None:
+        alone.append(batch.batch_id)
+
+    async def many(fetched: list[tuple[str, PredictionBatch]]) -> None:
+        async with store.uow.handling_all(fetched) as (tx, fresh):
+            given.append([b.batch_id for b in fresh])
+            tx.conn.execute(store.written.insert(), [{"batch_id": b.batch_id} for b in fresh])
+
+    async with connect_bus(settings, service="t") as bus:
+        await publish(bus, records)  # all stored before the consumer fetches them
+        consume_whole(bus, handler, many)
+        await settled(bus, acked=10)
+
+    assert given == [[r.batch_id for r in records[3:]]]  # one call, in order, no repeat
+    assert alone == []
+    assert sorted(r.batch_id for r in store.rows(store.written)) == sorted(given[0])
+    assert len(store.rows(store.inbox)) == 10
+    assert len(store.commits) == 2  # the three inbox rows set up, then the fetch
+
+
+async def test_a_fetch_whose_whole_handling_fails_is_handled_one_by_one_the_bad_record_alone(
+    settings: Settings, store: Store
+) -> None:
+    records = [record(n) for n in range(8)]
+    bad = records[5].batch_id
+    calls: dict[str, int] = {}
+    whole_calls: list[int] = []
+
+    async def handler(batch: PredictionBatch) -> None:
+        calls[batch.batch_id] = calls.get(batch.batch_id, 0) + 1
+        async with store.uow.handling() as tx:
+            tx.conn.execute(store.written.insert().values(batch_id=batch.batch_id))
+            if batch.batch_id == bad and calls[bad] == 1:
+                raise ValueError("a record its handler fails on, once")
+
+    async def many(fetched: list[tuple[str, PredictionBatch]]) -> None:
+        whole_calls.append(len(fetched))
+        async with store.uow.handling_all(fetched) as (tx, fresh):
+            tx.conn.execute(store.written.insert(), [{"batch_id": b.batch_id} for b in fresh])
+            if any(b.batch_id == bad for b in fresh):
+                raise ValueError("the fetch fails whole: written rows rolled back")
+
+    async with connect_bus(settings, service="t") as bus:
+        await publish(bus, records)
+        consume_whole(bus, handler, many)
+        await settled(bus, acked=8)
+
+    written = [r.batch_id for r in store.rows(store.written)]
+    assert sorted(written) == sorted(r.batch_id for r in records)  # once each
+    assert whole_calls[0] == 8  # tried whole first
+    assert calls[bad] == 2  # failed alone, then its redelivery passed
+    assert all(calls[r.batch_id] == 1 for r in records if r.batch_id != bad)
+    assert len(store.rows(store.inbox)) == 8

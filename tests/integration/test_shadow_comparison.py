@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from driftloop.monitor import handlers
-from driftloop.monitor.adapters.store import VERSIONS, messaging, shadow_answers
+from driftloop.monitor.adapters.store import VERSIONS, load_stats, messaging, shadow_answers
 from driftloop.monitor.comparisons import SHADOW_PAIR_WAIT
 from driftloop.shared import service
 from driftloop.shared.config import Settings
@@ -54,7 +54,7 @@ async def handle(uow: SqlUnitOfWork, batch: PredictionBatch, *, at: datetime = N
 
 def shadow_stats(uow: SqlUnitOfWork) -> dict[str, Any]:
     with uow.engine.connect() as conn:
-        found = handlers.load_stats(conn, "churn", "1", "shadow")
+        found = load_stats(conn, "churn", "1", "shadow")
     assert found is not None
     return dict(found["stats"])
 

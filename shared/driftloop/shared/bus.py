@@ -55,6 +55,7 @@ from driftloop.shared.db import (
     SqlUnitOfWork,
     TransactionScopeError,
     delivering,
+    delivering_all,
     delivering_batch,
     keep_inbox,
     mark_published,
@@ -288,10 +289,14 @@ class Bus:
         durable: str,
         max_deliver: int = 20,
         ack_wait: float = ACK_WAIT,
+        many: Callable[[list[tuple[str, R]]], Awaitable[None]] | None = None,
     ) -> None:
         """Durable pull consumer `<service>-<durable>` over a record stream; records the
         stream discarded before this consumer received them are counted (`discarded`, the
-        `driftloop_records_discarded_total` counter) and logged."""
+        `driftloop_records_discarded_total` counter) and logged. With `many`, each fetch is
+        handed to it whole (each record's message id and payload; its one transaction is
+        `uow.handling_all()`), and `handler` takes the records one by one only when that
+        fails, so that a bad record fails alone (`_deliver_batch`)."""
 
         def parse(raw: bytes) -> tuple[str | None, R]:
             try:
@@ -316,6 +321,7 @@ class Bus:
             ack_wait,
             discards=True,
             batched=True,
+            many=many,
         )
 
     def _start(
@@ -330,6 +336,7 @@ class Bus:
         *,
         discards: bool = False,
         batched: bool = False,
+        many: Callable[[list[tuple[str, Any]]], Awaitable[None]] | None = None,
     ) -> None:
         self._tasks.append(
             asyncio.create_task(
@@ -343,6 +350,7 @@ class Bus:
                     ack_wait,
                     discards,
                     batched,
+                    many,
                 ),
                 name=durable,
             )
@@ -359,6 +367,7 @@ class Bus:
         ack_wait: float,
         discards: bool = False,
         batched: bool = False,
+        many: Callable[[list[tuple[str, Any]]], Awaitable[None]] | None = None,
     ) -> None:
         """Fetch and hand over messages until stopped. `batched` (the record consumers): each
         fetch's messages are handled in one transaction (`_deliver_batch`)."""
@@ -398,7 +407,9 @@ class Bus:
             queued = asyncio.create_task(_keep_alive_queued(waiting, ack_wait))
             if batched:
                 try:
-                    await self._deliver_batch(msgs, waiting, durable, parse, handler, max_deliver)
+                    await self._deliver_batch(
+                        msgs, waiting, durable, parse, handler, max_deliver, many
+                    )
                 finally:
                     queued.cancel()
                 continue
@@ -523,18 +534,35 @@ class Bus:
         parse: Callable[[bytes], tuple[str | None, Any]],
         handler: Callable[[Any], Awaitable[None]],
         max_deliver: int,
+        many: Callable[[list[tuple[str, Any]]], Awaitable[None]] | None = None,
     ) -> None:
-        """One fetch's messages in one transaction (`db.delivering_batch`): each handler's
-        writes and inbox row are a savepoint of it, committed together, then the messages are
-        settled one by one as `_deliver` settles them. A message whose handler failed was
-        rolled back alone and is settled with its error; if the commit fails, nothing was
-        written and every message is settled with that error (redelivered, or dead-lettered at
-        its last attempt). After an error saying the store is busy or away, the messages not
-        yet handled go back with backoff, as `_consume` does."""
+        """One fetch's messages in one transaction (`db.delivering_batch`), then settled one by
+        one as `_deliver` settles them. With `many`, the whole fetch goes to it in one call
+        (`_deliver_whole`); if that fails, nothing of it was written and the messages go to
+        `handler` one by one, here: each handler's writes and inbox row are a savepoint of the
+        transaction, committed together. A message whose handler failed was rolled back alone
+        and is settled with its error; if the commit fails, nothing was written and every
+        message is settled with that error (redelivered, or dead-lettered at its last
+        attempt). After an error saying the store is busy or away, the messages not yet
+        handled go back with backoff, as `_consume` does."""
+        taken: list[tuple[Msg, str, Any]] = []
+        for msg in msgs:  # each stays in `waiting` (kept alive) until it is settled
+            took = await self._take(msg, durable, parse, max_deliver)
+            if took is None:  # dead-lettered
+                waiting.remove(msg)
+            else:
+                taken.append((msg, *took))
+        if (
+            many is not None
+            and taken
+            and not self._stopping.is_set()
+            and await self._deliver_whole(taken, waiting, durable, many)
+        ):
+            return
         handled: list[tuple[Msg, str, Exception | None]] = []
         with delivering_batch() as batch:
             store_down = False
-            for msg in msgs:  # each stays in `waiting` (kept alive) until it is settled
+            for msg, message_id, payload in taken:
                 if self._stopping.is_set():  # not started: back to the stream now
                     waiting.remove(msg)
                     with suppress(Exception):
@@ -545,11 +573,6 @@ class Bus:
                     with suppress(Exception):
                         await msg.nak(delay=backoff(msg.metadata.num_delivered))
                     continue
-                taken = await self._take(msg, durable, parse, max_deliver)
-                if taken is None:  # dead-lettered
-                    waiting.remove(msg)
-                    continue
-                message_id, payload = taken
                 with (
                     delivering(message_id),
                     _consumer_span(msg, message_id, durable, payload) as span,
@@ -577,6 +600,48 @@ class Bus:
         for msg, message_id, error in handled:
             await self._settle(msg, durable, message_id, error, max_deliver)
             waiting.remove(msg)
+
+    async def _deliver_whole(
+        self,
+        taken: list[tuple[Msg, str, Any]],
+        waiting: list[Msg],
+        durable: str,
+        many: Callable[[list[tuple[str, Any]]], Awaitable[None]],
+    ) -> bool:
+        """The fetch handed to `many` in one call and one transaction, under one CONSUMER span
+        linked to each message's publisher; acked when it committed. False (nothing written,
+        nothing settled) when it failed: the caller then hands the records over one by one."""
+        records = [(message_id, payload) for _, message_id, payload in taken]
+        with (
+            delivering_batch() as batch,
+            delivering_all([message_id for message_id, _ in records]),
+            _batch_span(taken, durable) as span,
+        ):
+            try:
+                error = await _run(many, records, f"{len(records)} messages")
+            except asyncio.CancelledError:  # stopped past the drain bound: none acked
+                for m in list(waiting):
+                    with suppress(Exception):
+                        await m.nak()
+                raise
+            if error is None:
+                try:
+                    batch.commit()
+                except Exception as exc:  # nothing of the batch was written
+                    error = exc
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+        if error is not None:
+            logger.info(
+                "a fetch handled whole failed; its records are handled one by one",
+                extra={"durable": durable, "messages": len(records), "error": _error_text(error)},
+            )
+            return False
+        for msg, _message_id, _payload in taken:
+            await msg.ack()
+            waiting.remove(msg)
+        return True
 
     async def _settle(
         self, msg: Msg, durable: str, message_id: str, error: Exception | None, max_deliver: int
@@ -760,6 +825,25 @@ def _consumer_span(msg: Msg, message_id: str, durable: str, payload: Any) -> Any
         context=extract_context(msg.headers or {}),
         kind=SpanKind.CONSUMER,
         attributes=attributes | _cycle_attr(payload),
+    )
+
+
+def _batch_span(taken: list[tuple[Msg, str, Any]], durable: str) -> Any:
+    """The consumer span of a fetch handled whole: `process <subject>` of its first message,
+    with the batch's size and a link to each message's publisher (the conventions' batch
+    receive)."""
+    first, message_id, payload = taken[0]
+    name, attributes = process_span(first.subject, message_id, durable)
+    attributes = attributes | _cycle_attr(payload)
+    attributes["messaging.batch.message_count"] = len(taken)  # type: ignore[assignment]
+    del attributes["messaging.message.id"]  # one per message: in the links
+    links = []
+    for msg, _id, _payload in taken:
+        context = trace.get_current_span(extract_context(msg.headers or {})).get_span_context()
+        if context.is_valid:
+            links.append(trace.Link(context, {"messaging.message.id": _id}))
+    return _tracer.start_as_current_span(
+        name, kind=SpanKind.CONSUMER, attributes=attributes, links=links
     )
 
 

@@ -16,12 +16,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -33,6 +33,7 @@ from driftloop.shared.events import Event, envelope, subject_for
 from driftloop.shared.telemetry import inject_headers
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # How long a statement waits for another connection's write lock on a SQLite file before it
 # fails with "database is locked". Handlers run their statements on the event loop, so the
@@ -54,6 +55,8 @@ class Delivery:
 
     message_id: str
     opened: bool = False
+    # a whole fetch handed to one handler (`delivering_all`, `handling_all()`): every id
+    message_ids: tuple[str, ...] | None = None
 
 
 # The delivery in hand, set by the bus around each handler call (`delivering`). A handler's
@@ -68,6 +71,18 @@ def delivering(message_id: str) -> Iterator[Delivery]:
     """Around one handler call (the bus's): the message whose one transaction `handling()`
     opens."""
     delivery = Delivery(message_id)
+    token = _delivery.set(delivery)
+    try:
+        yield delivery
+    finally:
+        _delivery.reset(token)
+
+
+@contextlib.contextmanager
+def delivering_all(message_ids: list[str]) -> Iterator[Delivery]:
+    """Around one call of a handler given a whole fetch (the bus's, inside
+    `delivering_batch`): the messages whose one transaction `handling_all()` opens."""
+    delivery = Delivery(f"{len(message_ids)} messages", message_ids=tuple(message_ids))
     token = _delivery.set(delivery)
     try:
         yield delivery
@@ -424,6 +439,52 @@ class SqlUnitOfWork:
                 self._claim(conn, delivery.message_id)
         if tx.emitted:
             self.committed.set()
+
+    @asynccontextmanager
+    async def handling_all(
+        self, records: Sequence[tuple[str, R]]
+    ) -> AsyncIterator[tuple[Tx, list[R]]]:
+        """The one transaction of a whole fetch handed to one handler (`records`: each message's
+        id and payload, as the bus handed them): yields it with the payloads not handled before,
+        in order (a repeat, or a second message with an id already in the fetch, left out); their
+        inbox rows are written with the handler's writes. Once per delivery, inside the bus's
+        batch only; anything else raises TransactionScopeError before opening anything."""
+        delivery = _delivery.get()
+        batch = _batch.get()
+        if delivery is None or delivery.message_ids is None or batch is None:
+            raise TransactionScopeError("handling_all() outside a handler of a whole fetch")
+        if delivery.opened:
+            raise TransactionScopeError(
+                f"a second transaction for {delivery.message_id}: one handling_all() block"
+            )
+        if tuple(message_id for message_id, _ in records) != delivery.message_ids:
+            raise TransactionScopeError("handling_all() takes the records the bus handed over")
+        delivery.opened = True
+        conn = await batch.connection(self)
+        seen = self._handled_ids(conn, delivery.message_ids)
+        fresh: list[R] = []
+        claimed: list[dict[str, Any]] = []
+        now = self.now()
+        for message_id, payload in records:
+            if message_id in seen:
+                continue
+            seen.add(message_id)
+            fresh.append(payload)
+            claimed.append({"message_id": message_id, "handled_at": now})
+        tx = Tx(conn, self.service, self.messaging, self.now)
+        yield tx, fresh
+        if claimed:
+            conn.execute(self._inbox_insert, claimed)
+        batch.emitted = batch.emitted or bool(tx.emitted)
+
+    def _handled_ids(self, conn: Connection, message_ids: Sequence[str]) -> set[str]:
+        """Which of `message_ids` have an inbox row already."""
+        column = self.messaging.inbox.c.message_id
+        found: set[str] = set()
+        for start in range(0, len(message_ids), 500):
+            chunk = list(message_ids[start : start + 500])
+            found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        return found
 
     def _claim(self, conn: Connection, message_id: str) -> None:
         """The message's inbox row; a repeat raises DuplicateMessageError, which rolls back the

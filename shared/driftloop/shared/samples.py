@@ -9,6 +9,7 @@ nothing.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -82,8 +83,13 @@ def _upsert_statement(table: sa.Table, dialect: str, update: tuple[str, ...]) ->
 
 def record_predictions(conn: Connection, table: sa.Table, batch: PredictionBatch) -> int:
     """Store the inputs and answers of a served batch (shadow answers are not samples)."""
-    if batch.error or batch.route == "shadow":
-        return 0
+    return record_all_predictions(conn, table, [batch])
+
+
+def record_all_predictions(
+    conn: Connection, table: sa.Table, batches: Sequence[PredictionBatch]
+) -> int:
+    """`record_predictions` of each batch in turn, in one statement run over all their rows."""
     rows = [
         {
             "model": batch.model,
@@ -93,6 +99,8 @@ def record_predictions(conn: Connection, table: sa.Table, batch: PredictionBatch
             "version": batch.version,
             "predicted_at": batch.at,
         }
+        for batch in batches
+        if not batch.error and batch.route != "shadow"
         for i, inst, pred in zip(batch.ids, batch.instances, batch.predictions, strict=False)
     ]
     _upsert(conn, table, rows, ["features", "prediction", "version", "predicted_at"])
@@ -101,24 +109,39 @@ def record_predictions(conn: Connection, table: sa.Table, batch: PredictionBatch
 
 def record_labels(conn: Connection, table: sa.Table, batch: FeedbackBatch) -> int:
     """Store labels; the first label of an id wins, so a repeated label changes nothing."""
-    seen: dict[str, Any] = {}
-    for item in batch.labels:
-        seen.setdefault(item.id, item.label)
-    existing = {
-        r.id
-        for r in conn.execute(
-            sa.select(table.c.id).where(
-                table.c.model == batch.model, table.c.id.in_(list(seen)), table.c.label.is_not(None)
+    return record_all_labels(conn, table, [batch])
+
+
+def record_all_labels(conn: Connection, table: sa.Table, batches: Sequence[FeedbackBatch]) -> int:
+    """`record_labels` of each batch in turn (the first label of an id wins, across them too),
+    in one look-up and one statement per model."""
+    written = 0
+    for model in dict.fromkeys(batch.model for batch in batches):
+        seen: dict[str, tuple[Any, datetime]] = {}
+        for batch in batches:
+            if batch.model == model:
+                for item in batch.labels:
+                    seen.setdefault(item.id, (item.label, batch.at))
+        existing: set[str] = set()
+        ids = list(seen)
+        for start in range(0, len(ids), 500):
+            existing.update(
+                conn.execute(
+                    sa.select(table.c.id).where(
+                        table.c.model == model,
+                        table.c.id.in_(ids[start : start + 500]),
+                        table.c.label.is_not(None),
+                    )
+                ).scalars()
             )
-        )
-    }
-    rows = [
-        {"model": batch.model, "id": i, "label": label, "labelled_at": batch.at}
-        for i, label in seen.items()
-        if i not in existing
-    ]
-    _upsert(conn, table, rows, ["label", "labelled_at"])
-    return len(rows)
+        rows = [
+            {"model": model, "id": i, "label": label, "labelled_at": at}
+            for i, (label, at) in seen.items()
+            if i not in existing
+        ]
+        _upsert(conn, table, rows, ["label", "labelled_at"])
+        written += len(rows)
+    return written
 
 
 def _labelled(

@@ -14,13 +14,12 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from driftloop.monitor.adapters.loaded import Loaded
 from driftloop.monitor.adapters.store import (
     champion_answers,
     drop_shadow_answers_before,
     hold_shadow_answers,
     holds_shadow_answers,
-    load_stats,
-    save_stats,
     take_shadow_answers,
 )
 from driftloop.monitor.domain.live import VersionStats, add_comparison, disagreement
@@ -53,7 +52,7 @@ def compare_shadow(tx: Tx, batch: PredictionBatch, stats: VersionStats) -> Versi
     return _compared(stats, pairs)
 
 
-def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
+def pair_held(tx: Tx, loaded: Loaded, batch: PredictionBatch) -> None:
     """A champion batch: the shadow answers that waited for it are compared now, each in its
     shadow version's stats."""
     if batch.route != "champion" or batch.error:
@@ -71,10 +70,8 @@ def pair_held(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
     for row in held:  # taken by this batch's ids: each has its champion answer here
         per_version[row.version].append((row.prediction, mine[row.id]))
     for version, pairs in per_version.items():
-        found = load_stats(tx.conn, batch.model, version, "shadow")
-        stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
-        stats = _compared(stats, pairs)
-        save_stats(tx.conn, batch.model, version, "shadow", stats.model_dump(mode="json"), at)
+        stats = _compared(loaded.stats(batch.model, version, "shadow"), pairs)
+        loaded.put_stats(batch.model, version, "shadow", stats)
 
 
 def _compared(stats: VersionStats, pairs: list[tuple[Any, Any]]) -> VersionStats:

@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
+from driftloop.monitor.adapters.loaded import Loaded, stored_window
 from driftloop.monitor.adapters.store import (
     Profiles,
     append_window_samples,
@@ -30,7 +31,6 @@ from driftloop.monitor.adapters.store import (
     load,
     load_label_window,
     load_state,
-    load_stats,
     load_version_window,
     prediction_samples_of,
     record_served,
@@ -40,7 +40,6 @@ from driftloop.monitor.adapters.store import (
     save,
     save_label_window,
     save_profile,
-    save_stats,
     save_version_window,
     stats_of_version,
     version_windows_of,
@@ -56,6 +55,7 @@ from driftloop.monitor.domain.drift import (
     compaction_due,
     drift_report,
     label_report,
+    pending_window,
     window_due,
 )
 from driftloop.monitor.domain.episode import (
@@ -125,39 +125,130 @@ async def on_predictions(
     `monitor.window_time` has passed since its first row, before this batch joins."""
     spec = await specs.get(batch.model)
     async with uow.handling() as tx:
-        count_served(tx, batch, at=now())
-        if batch.route == "shadow" or batch.error:
-            return
-        record_served(tx.conn, batch)
-        state = load_state(tx.conn, batch.model)
-        if spec is None or state is None:
-            return
-        if batch.route == "champion":
-            _champion_batch(tx, batch, spec, state, profiles or Profiles(), now=now())
-        else:
-            _version_batch(tx, batch, spec, state, profiles or Profiles(), now=now())
+        loaded = Loaded(tx.conn)
+        _served(tx, loaded, batch, spec, profiles or Profiles(), now=now())
+        loaded.flush(at=now())
+
+
+async def on_all_predictions(
+    records: list[tuple[str, PredictionBatch]],
+    *,
+    uow: SqlUnitOfWork,
+    specs: SpecSource,
+    now: Callable[[], datetime],
+    profiles: Profiles | None = None,
+) -> None:
+    """A fetch of prediction records at once: what `on_predictions` does for each in turn,
+    in one transaction, with each model's row and each version's stats read once and written
+    once (`Loaded`), and consecutive champion records added to the window together (`_Run`):
+    a window closes after the same record as when each is handled alone. The bus falls back
+    to `on_predictions` one by one if this fails."""
+    models = dict.fromkeys(batch.model for _, batch in records)
+    spec_of = {model: await specs.get(model) for model in models}
+    profiles = profiles or Profiles()
+    async with uow.handling_all(records) as (tx, fresh):
+        loaded = Loaded(tx.conn)
+        runs: dict[str, list[PredictionBatch]] = {}
+        for batch in fresh:
+            spec = spec_of[batch.model]
+            state = _counted(tx, loaded, batch, spec, now=now())
+            if spec is None or state is None:
+                continue
+            if batch.route != "champion":
+                _version_batch(tx, batch, spec, state, profiles, now=now())
+                continue
+            run = runs.setdefault(batch.model, [])
+            if run and window_due(
+                pending_window(loaded.window(batch.model), _rows(run), run[0].at),
+                spec.monitor,
+                at=batch.at,
+            ):  # the window closes by time before this record: the run so far joins first
+                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+                run.clear()
+            run.append(batch)
+            window = loaded.window(batch.model)
+            if window.rows + _rows(run) >= spec.monitor.window or window_due(
+                window, spec.monitor, at=run[0].at
+            ):  # it closes after this record, or before the run's first: judged now
+                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+                run.clear()
+        for model, run in runs.items():
+            state, spec = loaded.state(model), spec_of[model]
+            if run and state is not None and spec is not None:  # a run has both
+                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+        loaded.flush(at=now())
+
+
+def _rows(run: list[PredictionBatch]) -> int:
+    return sum(len(batch.instances) for batch in run)
+
+
+def _counted(
+    tx: Tx, loaded: Loaded, batch: PredictionBatch, spec: ModelSpec | None, *, now: datetime
+) -> dict[str, Any] | None:
+    """Count a served batch and keep its answers; the model's row when its inputs go on to a
+    window (not a shadow's, not a failure's)."""
+    count_served(tx, loaded, batch, at=now)
+    if batch.route == "shadow" or batch.error:
+        return None
+    record_served(tx.conn, batch)
+    return loaded.state(batch.model)
+
+
+def _served(
+    tx: Tx,
+    loaded: Loaded,
+    batch: PredictionBatch,
+    spec: ModelSpec | None,
+    profiles: Profiles,
+    *,
+    now: datetime,
+) -> None:
+    """One served batch, on the rows `loaded` keeps."""
+    state = _counted(tx, loaded, batch, spec, now=now)
+    if spec is None or state is None:
+        return
+    if batch.route == "champion":
+        _champion_batch(tx, loaded, [batch], spec, state, profiles, now=now)
+    else:
+        _version_batch(tx, batch, spec, state, profiles, now=now)
 
 
 def _champion_batch(
     tx: Tx,
-    batch: PredictionBatch,
+    loaded: Loaded,
+    run: list[PredictionBatch],
     spec: ModelSpec,
     state: dict[str, Any],
     profiles: Profiles,
     *,
     now: datetime,
 ) -> None:
-    """The champion's window: its drift is what DriftDetected and the retrain policy read."""
+    """The champion's window: its drift is what DriftDetected and the retrain policy read.
+    `run`: consecutive records of the model added together (one, or a fetch's run that no
+    window boundary cuts)."""
+    batch = run[0]
     profile = profiles.get(tx.conn, batch.model, state["reference_run_id"])
     if profile is None:
         return  # no reference yet: nothing to compare against
+    if len(run) > 1:
+        batch = batch.model_copy(
+            update={
+                "ids": [i for b in run for i in b.ids],
+                "instances": [inst for b in run for inst in b.instances],
+                "predictions": [p for b in run for p in b.predictions],
+                "at": run[-1].at,
+            }
+        )
     # stored without its reservoir segments: add_batch gives this batch's, appended below
-    window = Window.model_validate(state["window"] or {})
+    window = loaded.window(batch.model)
     values: dict[str, Any] = {"rows_seen": (state["rows_seen"] or 0) + len(batch.instances)}
-    window, reports = _advance(tx, WindowKey(batch.model), window, profile, batch, spec)
+    window, reports = _advance(
+        tx, WindowKey(batch.model), window, profile, batch, spec, first_at=run[0].at
+    )
     for report in reports:
         values |= _on_champion_report(tx, batch.model, report, spec, state | values, now=now)
-    save(tx.conn, batch.model, window=_stored(window), **values)
+    loaded.save(batch.model, window=window, **values)
 
 
 def _version_batch(
@@ -193,7 +284,7 @@ def _version_batch(
         tx.conn,
         batch.model,
         batch.version,
-        window=_stored(window),
+        window=stored_window(window),
         reference_run_id=row["reference_run_id"],
         reference_version=row["reference_version"],
         **values,
@@ -215,15 +306,26 @@ def _advance(
     profile: ReferenceProfile,
     batch: PredictionBatch,
     spec: ModelSpec,
+    *,
+    first_at: datetime | None = None,
 ) -> tuple[Window, list[DriftReport]]:
     """The batch joins the window (its reservoir segments appended); a window past its time
-    is judged first, a full one after. Returns the open window and the reports judged."""
+    is judged first, a full one after. Returns the open window and the reports judged.
+    Records joined together: `batch` their concatenation, at the last one's time, `first_at`
+    the first's (the time the window's closing by time is judged at)."""
     reports = []
-    if window_due(window, spec.monitor, at=batch.at):  # by time, before this batch
+    if window_due(window, spec.monitor, at=first_at or batch.at):  # by time, before this batch
         reports.append(_judge(tx, key, profile, window, spec))
         window = Window()
     before = window.rows
-    window = add_batch(window, profile, batch.instances, batch.at, predictions=batch.predictions)
+    window = add_batch(
+        window,
+        profile,
+        batch.instances,
+        batch.at,
+        predictions=batch.predictions,
+        first_at=first_at,
+    )
     append_window_samples(
         tx.conn,
         key.model,
@@ -238,14 +340,6 @@ def _advance(
     elif compaction_due(window):
         window = _compact(tx, key, window)
     return window, reports
-
-
-def _stored(window: Window) -> dict[str, Any]:
-    """The window's row: everything but the reservoir segments (kept in their own rows)."""
-    stored: dict[str, Any] = window.model_dump(
-        mode="json", exclude={"samples": True, "prediction": {"samples"}}
-    )
-    return stored
 
 
 def _prediction_segments(window: Window) -> list[str]:
@@ -410,11 +504,10 @@ def _episode_window(
     return values | {"episodes": episodes.put(kind, episode).dump() or None}
 
 
-def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
+def count_served(tx: Tx, loaded: Loaded, batch: PredictionBatch, *, at: datetime) -> None:
     """Per-version live stats: requests, rows, errors, latency, and for a shadow its
     disagreement with the champion's answers to the same requests."""
-    found = load_stats(tx.conn, batch.model, batch.version, batch.route)
-    stats = VersionStats.model_validate(found["stats"]) if found else VersionStats()
+    stats = loaded.stats(batch.model, batch.version, batch.route)
     stats = add_request(
         stats,
         rows=len(batch.ids),
@@ -424,8 +517,8 @@ def count_served(tx: Tx, batch: PredictionBatch, *, at: datetime) -> None:
     )
     if batch.route == "shadow" and batch.error is None:
         stats = compare_shadow(tx, batch, stats)
-    save_stats(tx.conn, batch.model, batch.version, batch.route, stats.model_dump(mode="json"), at)
-    pair_held(tx, batch, at=at)
+    loaded.put_stats(batch.model, batch.version, batch.route, stats)
+    pair_held(tx, loaded, batch)
 
 
 async def version_status(
@@ -781,7 +874,7 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
             if champion_due:
                 report = _judge(tx, WindowKey(model), profile, window, spec)
                 values = _on_champion_report(tx, model, report, spec, state, now=now)
-                save(tx.conn, model, window=_stored(Window()), **values)
+                save(tx.conn, model, window=stored_window(Window()), **values)
             for row, window in versions_due:
                 key = WindowKey(model, row["version"])
                 own = profiles.get(tx.conn, model, row["reference_run_id"], version=key.version)
@@ -790,7 +883,7 @@ async def close_due_windows(*, uow: SqlUnitOfWork, specs: SpecSource, now: datet
                     tx.conn,
                     model,
                     row["version"],
-                    window=_stored(Window()),
+                    window=stored_window(Window()),
                     last_drift=_version_summary(model, key, report, row, now=now),
                 )
 
@@ -816,7 +909,7 @@ async def on_deployed(
             "reference_version": event.version,
             "reference_run_id": event.run_id,
             "reference_at": now(),
-            "window": _stored(Window()),
+            "window": stored_window(Window()),
             "episodes": None,
         }
         save_profile(tx.conn, event.model, profile.model_dump(mode="json"))
@@ -854,7 +947,7 @@ async def on_evaluation_passed(
             reference_run_id=event.run_id,
             reference_version=event.version,
             profile=profile.model_dump(mode="json"),
-            window=_stored(Window()),
+            window=stored_window(Window()),
             last_drift=None,
         )
 

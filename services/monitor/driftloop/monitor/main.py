@@ -48,18 +48,17 @@ async def serve(settings: Settings) -> None:
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
         specs = service.SpecSource(bus)
+        cached = CachedSpecSource(bus)  # read per batch: at most once a second
+        profiles = Profiles()
         bus.subscribe_records(
             PREDICTIONS_STREAM,
             "driftloop.predictions.>",
             PredictionBatch,
-            partial(
-                handlers.on_predictions,
-                uow=uow,
-                specs=CachedSpecSource(bus),  # read per batch: at most once a second
-                now=utcnow,
-                profiles=Profiles(),
-            ),
+            partial(handlers.on_predictions, uow=uow, specs=cached, now=utcnow, profiles=profiles),
             durable="predictions",
+            many=partial(
+                handlers.on_all_predictions, uow=uow, specs=cached, now=utcnow, profiles=profiles
+            ),
         )
         bus.subscribe_records(
             FEEDBACK_STREAM,

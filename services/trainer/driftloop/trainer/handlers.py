@@ -25,6 +25,8 @@ from driftloop.shared.events import (
 from driftloop.shared.samples import (
     count_labelled,
     recent_labelled,
+    record_all_labels,
+    record_all_predictions,
     record_labels,
     record_predictions,
 )
@@ -56,6 +58,21 @@ async def on_predictions(batch: PredictionBatch, *, uow: SqlUnitOfWork) -> None:
 async def on_feedback(batch: FeedbackBatch, *, uow: SqlUnitOfWork) -> None:
     async with uow.handling() as tx:
         record_labels(tx.conn, samples, batch)
+
+
+async def on_all_predictions(
+    records: list[tuple[str, PredictionBatch]], *, uow: SqlUnitOfWork
+) -> None:
+    """A fetch of prediction records at once: what `on_predictions` does for each, in one
+    statement (the bus falls back to `on_predictions` one by one if this fails)."""
+    async with uow.handling_all(records) as (tx, fresh):
+        record_all_predictions(tx.conn, samples, fresh)
+
+
+async def on_all_feedback(records: list[tuple[str, FeedbackBatch]], *, uow: SqlUnitOfWork) -> None:
+    """A fetch of label records at once: what `on_feedback` does for each."""
+    async with uow.handling_all(records) as (tx, fresh):
+        record_all_labels(tx.conn, samples, fresh)
 
 
 def _count_labels(

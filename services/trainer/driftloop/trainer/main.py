@@ -45,6 +45,7 @@ async def serve(settings: Settings) -> None:
             PredictionBatch,
             partial(handlers.on_predictions, uow=uow),
             durable="predictions",
+            many=partial(handlers.on_all_predictions, uow=uow),
         )
         bus.subscribe_records(
             FEEDBACK_STREAM,
@@ -52,6 +53,7 @@ async def serve(settings: Settings) -> None:
             FeedbackBatch,
             partial(handlers.on_feedback, uow=uow),
             durable="feedback",
+            many=partial(handlers.on_all_feedback, uow=uow),
         )
         bus.subscribe(
             RetrainRequested,

@@ -56,6 +56,7 @@ __all__ = [
     "compaction_due",
     "drift_report",
     "label_report",
+    "pending_window",
     "psi",
     "window_due",
 ]
@@ -92,10 +93,15 @@ def add_batch(
     predictions: list[Any] | None = None,
     capacity: int = reservoir.CAPACITY,
     seed: int = reservoir.SEED,
+    first_at: datetime | None = None,
 ) -> Window:
     """The window with `instances` added, and their `predictions` (one per instance) when
     the profile has a prediction. The reservoirs' draws come from a generator seeded with
-    (`seed`, rows before this batch): the same batches give the same samples."""
+    (`seed`, rows before this batch): the same batches give the same samples. Several records
+    added at once: `first_at` the first's time (an empty window starts there), `at` the last's
+    (where it ends)."""
+    if window.start is None and first_at is not None:
+        window = window.model_copy(update={"start": first_at})
     added = _add(
         window,
         [(fp, [inst.get(fp.name) for inst in instances]) for fp in profile.features],
@@ -107,7 +113,7 @@ def add_batch(
     if profile.prediction is None or predictions is None or len(predictions) != len(instances):
         return added
     prediction = _add(
-        window.prediction or Window(),
+        window.prediction or Window(start=first_at),
         [(profile.prediction, predictions)],
         len(predictions),
         at,
@@ -216,6 +222,12 @@ def window_due(window: Window, spec: MonitorSpec, *, at: datetime) -> bool:
     if spec.window_time is None or window.start is None or window.rows < spec.window_min_rows:
         return False
     return at - window.start >= spec.window_time
+
+
+def pending_window(window: Window, rows: int, first_at: datetime) -> Window:
+    """How `window` stands for `window_due` once `rows` rows, the first at `first_at`, joined
+    it (only its size and start: nothing is added)."""
+    return Window(rows=window.rows + rows, start=window.start or first_at)
 
 
 def _bin_counts(fp: FeatureProfile, values: list[Any]) -> tuple[np.ndarray, int, FloatArray | None]:
