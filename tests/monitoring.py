@@ -32,11 +32,13 @@ def frame(rng: np.random.Generator, n: int, *, scale: float = 12.0) -> pd.DataFr
     )
 
 
-async def start_monitor(settings: Settings, bus: Bus, running: Any, monitor_yaml: str) -> str:
-    """Apply the spec, give the monitor its reference the way a deployment does (a profile
-    logged to the champion's run, then Deployed), and wait until it took it; returns the
-    champion's run id."""
-    spec = parse_spec(f"model: {MODEL}\ntarget: churned\nmonitor:\n{monitor_yaml}")
+async def start_monitor(
+    settings: Settings, bus: Bus, running: Any, monitor_yaml: str, *, more_yaml: str = ""
+) -> str:
+    """Apply the spec (its `monitor:` section, then `more_yaml`'s top-level sections), give
+    the monitor its reference the way a deployment does (a profile logged to the champion's
+    run, then Deployed), and wait until it took it; returns the champion's run id."""
+    spec = parse_spec(f"model: {MODEL}\ntarget: churned\nmonitor:\n{monitor_yaml}{more_yaml}")
     await (await bus.kv(SPECS_BUCKET)).put(MODEL, spec.to_json())
     client = configure_mlflow(settings)
     run = client.create_run(experiment_id(client, settings, MODEL))

@@ -897,3 +897,12 @@ def demo(
 
 def main() -> None:
     app()
+
+
+def _add_groups() -> None:
+    from driftloop.cli.alerts import alerts_app
+
+    app.add_typer(alerts_app, name="alerts")
+
+
+_add_groups()

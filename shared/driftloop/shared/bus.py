@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import nats
@@ -266,8 +267,12 @@ class Bus:
         *,
         max_deliver: int = 20,
         ack_wait: float = ACK_WAIT,
+        since: float | None = None,
     ) -> None:
-        """Durable pull consumer `<service>-<EventType>` over every model's events of a type."""
+        """Durable pull consumer `<service>-<EventType>` over every model's events of a type.
+        Created with the stream's whole history, or with `since` (seconds) only the events of
+        that long before its creation (a consumer added by an upgrade that must not act on
+        old events); an existing durable goes on where it was either way."""
         subject = f"driftloop.events.*.{event_type.event_type()}"
         durable = f"{self.service}-{event_type.event_type()}"
 
@@ -277,7 +282,9 @@ class Bus:
                 raise UnknownEventError(f"expected {event_type.event_type()}, got {env.type}")
             return env.id, event
 
-        self._start(EVENTS_STREAM, subject, durable, parse, handler, max_deliver, ack_wait)
+        self._start(
+            EVENTS_STREAM, subject, durable, parse, handler, max_deliver, ack_wait, since=since
+        )
 
     def subscribe_records(
         self,
@@ -337,6 +344,7 @@ class Bus:
         discards: bool = False,
         batched: bool = False,
         many: Callable[[list[tuple[str, Any]]], Awaitable[None]] | None = None,
+        since: float | None = None,
     ) -> None:
         self._tasks.append(
             asyncio.create_task(
@@ -351,6 +359,7 @@ class Bus:
                     discards,
                     batched,
                     many,
+                    since,
                 ),
                 name=durable,
             )
@@ -368,13 +377,17 @@ class Bus:
         discards: bool = False,
         batched: bool = False,
         many: Callable[[list[tuple[str, Any]]], Awaitable[None]] | None = None,
+        since: float | None = None,
     ) -> None:
         """Fetch and hand over messages until stopped. `batched` (the record consumers): each
         fetch's messages are handled in one transaction (`_deliver_batch`)."""
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+            opt_start_time=(
+                None if since is None else datetime.now(UTC) - timedelta(seconds=since)
+            ),
             # One spare delivery beyond the handler's attempts: if the process dies during the
             # last attempt, the spare one still dead-letters the message instead of dropping it.
             max_deliver=max_deliver + 1,

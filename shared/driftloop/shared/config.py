@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
@@ -10,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SERVICES = ("gateway", "monitor", "trainer", "evaluator", "deployer")
 TRACE_EXPORTERS = ("otlp", "console", "file", "none")  # file: HOME/traces/<service>.jsonl
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+ALERT_ENV_PREFIX = "DRIFTLOOP_ALERT_"  # spec.py's: a spec's alerts name these variables
+
+
+def _alert_urls_from_environment() -> dict[str, str]:
+    """The apprise URLs of the alert destinations: every DRIFTLOOP_ALERT_<NAME> variable."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ALERT_ENV_PREFIX) and v}
 
 
 class Settings(BaseSettings):
@@ -64,6 +71,21 @@ class Settings(BaseSettings):
         "port); unset: none",
     )
     metrics_host: str = "127.0.0.1"
+    # Alerts (the monitor sends them; `driftloop alerts test` too): each destination of a
+    # model's spec names one DRIFTLOOP_ALERT_<NAME> variable holding its apprise URL (a secret:
+    # kept out of the spec, of dumps and of reprs).
+    alert_urls: dict[str, str] = Field(
+        default_factory=_alert_urls_from_environment,
+        validation_alias=AliasChoices("alert_urls"),
+        exclude=True,
+        repr=False,
+    )
+    console_url: str | None = Field(
+        default=None, description="base of the console links in alerts; unset: the gateway's URL"
+    )
+    alerts_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="seconds one alert may take to send"
+    )
     # OpenTelemetry's standard variables (telemetry.py); OTEL_SERVICE_NAME and the exporter's
     # own (endpoint, headers, timeout) are read by the SDK itself.
     otel_traces_exporter: str | None = Field(
@@ -110,6 +132,7 @@ class Settings(BaseSettings):
         "api_tokens",
         "otel_traces_exporter",
         "otel_exporter_otlp_endpoint",
+        "console_url",
     )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -186,6 +209,11 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    def console(self, model: str) -> str:
+        """The console page of `model` (linked from its alerts)."""
+        base = (self.console_url or self.gateway_url()).rstrip("/")
+        return f"{base}/ui/models/{model}"
 
     def artifact_root(self) -> str:
         return (self.home / "mlartifacts").as_uri()

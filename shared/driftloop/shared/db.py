@@ -57,6 +57,8 @@ class Delivery:
     opened: bool = False
     # a whole fetch handed to one handler (`delivering_all`, `handling_all()`): every id
     message_ids: tuple[str, ...] | None = None
+    # writes added to the message's transaction by a wrapper of the handler (`also_write`)
+    also: list[Callable[[Tx], None]] = field(default_factory=list)
 
 
 # The delivery in hand, set by the bus around each handler call (`delivering`). A handler's
@@ -168,6 +170,27 @@ def delivering_batch() -> Iterator[Batch]:
     finally:
         _batch.reset(token)
         batch.close()
+
+
+def also_write(write: Callable[[Tx], None]) -> None:
+    """Have `write(tx)` run in the one transaction of the message in hand (`handling()`),
+    after the handler's own writes and before its inbox row: what a wrapper of a handler adds
+    to its effects (the monitor's alerts of the event it handles), committed with them or not
+    at all, and not again for a repeat. Before the handler opens its transaction only."""
+    delivery = _delivery.get()
+    if delivery is None or delivery.message_ids is not None:
+        raise TransactionScopeError("also_write() outside the handling of one message")
+    if delivery.opened:
+        raise TransactionScopeError(
+            f"also_write() after the transaction of message {delivery.message_id} was opened"
+        )
+    delivery.also.append(write)
+
+
+def opened() -> bool:
+    """Whether the handler of the message in hand opened its transaction (`handling()`)."""
+    delivery = _delivery.get()
+    return delivery is not None and delivery.opened
 
 
 def current_message_id() -> str | None:
@@ -429,6 +452,8 @@ class SqlUnitOfWork:
             with conn.begin_nested():
                 tx = Tx(conn, self.service, self.messaging, self.now)
                 yield tx
+                for write in delivery.also:
+                    write(tx)
                 self._claim(conn, delivery.message_id)
             batch.emitted = batch.emitted or bool(tx.emitted)
             return
@@ -436,6 +461,8 @@ class SqlUnitOfWork:
             with self.engine.connect() as conn, conn.begin():
                 tx = Tx(conn, self.service, self.messaging, self.now)
                 yield tx
+                for write in delivery.also:
+                    write(tx)
                 self._claim(conn, delivery.message_id)
         if tx.emitted:
             self.committed.set()

@@ -61,6 +61,11 @@ CONSUMES: dict[str, tuple[str, ...]] = {
         "DataRejected",
         "TrainingFailed",
         "RolledBack",
+        # read for the alerts alone (the monitor tells people: docs/decisions.md, "Alerts")
+        "DriftDetected",
+        "PerformanceDegraded",
+        "AdaptationStalled",
+        "ApprovalRequired",
     ),
     "trainer": ("RetrainRequested",),
     "evaluator": ("ModelTrained",),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -371,6 +371,65 @@ class DeployerSpec(_Part):
     )
 
 
+AlertEvent = Literal[
+    "DriftDetected",
+    "PerformanceDegraded",
+    "EvaluationFailed",
+    "DataRejected",
+    "TrainingFailed",
+    "RolledBack",
+    "ApprovalRequired",
+    "AdaptationStalled",
+    "Deployed",
+]
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+# Everything that asks a person to look or act; Deployed (good news) only when asked for.
+DEFAULT_ALERT_EVENTS: tuple[AlertEvent, ...] = tuple(e for e in ALERT_EVENTS if e != "Deployed")
+ALERT_ENV_PREFIX = "DRIFTLOOP_ALERT_"
+_ALERT_ENV = re.compile(r"^DRIFTLOOP_ALERT_[A-Z0-9_]+$")
+
+
+class AlertDestination(_Part):
+    """Where the monitor sends a model's alerts: an apprise URL (Slack, e-mail, a JSON
+    webhook, ...) read from the monitor's environment variable `url_env`, never written in the
+    spec (it holds the secret), and the events it wants."""
+
+    url_env: str = Field(
+        description="name of the environment variable holding the apprise URL, "
+        "DRIFTLOOP_ALERT_<NAME> (e.g. DRIFTLOOP_ALERT_SLACK)",
+        examples=["DRIFTLOOP_ALERT_SLACK"],
+    )
+    events: list[AlertEvent] = Field(
+        default_factory=lambda: list(DEFAULT_ALERT_EVENTS),
+        min_length=1,
+        description="the events sent here; DriftDetected and PerformanceDegraded alert on the "
+        "first window of an episode only. Default: all but Deployed",
+    )
+
+    @field_validator("url_env", mode="before")
+    @classmethod
+    def _an_alert_variable(cls, value: Any) -> Any:
+        if isinstance(value, str) and "://" in value:
+            raise ValueError(
+                "give the name of an environment variable holding the URL, not the URL (it "
+                "carries a secret): url_env: DRIFTLOOP_ALERT_<NAME>"
+            )
+        if not isinstance(value, str) or not _ALERT_ENV.match(value):
+            raise ValueError(
+                f"{value!r} is not an alert variable: the name of an environment variable "
+                f"{ALERT_ENV_PREFIX}<NAME> (capitals, digits, _) holding an apprise URL"
+            )
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _each_event_once(cls, value: list[str]) -> list[str]:
+        repeated = sorted({e for e in value if value.count(e) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} listed more than once")
+        return value
+
+
 class ModelSpec(_Part):
     """One model under driftloop's care."""
 
@@ -383,6 +442,19 @@ class ModelSpec(_Part):
     trainer: TrainerSpec = TrainerSpec()
     evaluator: EvaluatorSpec = EvaluatorSpec()
     deployer: DeployerSpec = DeployerSpec()
+    alerts: list[AlertDestination] = Field(
+        default_factory=list,
+        description="where the monitor sends this model's alerts (none: no alerts)",
+    )
+
+    @field_validator("alerts")
+    @classmethod
+    def _each_destination_once(cls, value: list[AlertDestination]) -> list[AlertDestination]:
+        names = [d.url_env for d in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} is a destination more than once")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 from driftloop.monitor import handlers
 from driftloop.monitor.adapters.specs import CachedSpecSource
 from driftloop.monitor.adapters.store import SERVICE, VERSIONS, Profiles, messaging
+from driftloop.monitor.alerts import AlertWorker, alerting
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
@@ -19,11 +20,15 @@ from driftloop.shared.db import SqlUnitOfWork
 from driftloop.shared.events import (
     FEEDBACK_STREAM,
     PREDICTIONS_STREAM,
+    AdaptationStalled,
+    ApprovalRequired,
     DataRejected,
     Deployed,
+    DriftDetected,
     EvaluationFailed,
     EvaluationPassed,
     FeedbackBatch,
+    PerformanceDegraded,
     PredictionBatch,
     RetrainRequested,
     RolledBack,
@@ -36,6 +41,9 @@ SCHEDULE_TICK_SECONDS = 30.0
 UPKEEP_TICK_SECONDS = 5.0  # time windows of paused traffic; the samples retention
 STATUS_SUBJECT = "driftloop.rpc.monitor.status"
 VERSION_SUBJECT = "driftloop.rpc.monitor.version"  # live stats of one version
+# The consumers read for alerts alone start, when first created, with the last hour's events:
+# an upgrade must not alert on every past event of the stream.
+ALERT_ONLY_SINCE = 3600.0
 
 
 def utcnow() -> datetime:
@@ -67,17 +75,29 @@ async def serve(settings: Settings) -> None:
             partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow, profiles=Profiles()),
             durable="feedback",
         )
+        alerts = AlertWorker(uow, settings, now=utcnow)
+        alert = partial(
+            alerting, uow=uow, specs=specs, settings=settings, now=utcnow, wake=alerts.wake
+        )
         bus.subscribe(RetrainRequested, partial(handlers.on_retrain_requested, uow=uow))
-        bus.subscribe(Deployed, partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
+        bus.subscribe(
+            Deployed, alert(partial(handlers.on_deployed, uow=uow, client=client, now=utcnow))
+        )
         bus.subscribe(
             EvaluationPassed, partial(handlers.on_evaluation_passed, uow=uow, client=client)
         )
         for ended in (EvaluationFailed, DataRejected, TrainingFailed):
-            bus.subscribe(ended, partial(handlers.on_cycle_ended, uow=uow, now=utcnow, specs=specs))
+            bus.subscribe(
+                ended, alert(partial(handlers.on_cycle_ended, uow=uow, now=utcnow, specs=specs))
+            )
         bus.subscribe(
             RolledBack,
-            partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow, specs=specs),
+            alert(
+                partial(handlers.on_rolled_back, uow=uow, client=client, now=utcnow, specs=specs)
+            ),
         )
+        for told in (DriftDetected, PerformanceDegraded, AdaptationStalled, ApprovalRequired):
+            bus.subscribe(told, alert(None), since=ALERT_ONLY_SINCE)
 
         async def answer_status(data: bytes) -> dict[str, Any]:
             model = str(json.loads(data or b"{}").get("model", ""))
@@ -101,11 +121,13 @@ async def serve(settings: Settings) -> None:
         bus.start_relay(uow)
         schedule = asyncio.create_task(_schedule_timer(uow, specs))
         upkeep = asyncio.create_task(_upkeep_timer(uow, specs))
+        delivery = asyncio.create_task(alerts.run())
         try:
             await bus.run_until_stopped()
         finally:
             schedule.cancel()
             upkeep.cancel()
+            delivery.cancel()
 
 
 async def _schedule_timer(uow: SqlUnitOfWork, specs: service.SpecSource) -> None:

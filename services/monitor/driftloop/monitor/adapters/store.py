@@ -134,6 +134,27 @@ shadow_answers = sa.Table(
     sa.Column("at", UtcDateTime(), nullable=False),
 )
 sa.Index("ix_monitor_shadow_answers_at", shadow_answers.c.at)
+# The alerts outbox (migration 0012; queries in adapters/alerts.py): one row per (event,
+# destination), written in the transaction that handles the event, sent by the delivery worker.
+alerts = sa.Table(
+    "monitor_alerts",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(128), nullable=False),  # the url_env variable's name
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_at", UtcDateTime(), nullable=False),  # not tried again before
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("sent_at", UtcDateTime(), nullable=True),
+    sa.Column("given_up_at", UtcDateTime(), nullable=True),
+    sa.UniqueConstraint("event_id", "destination", name="uq_monitor_alerts_event_destination"),
+)
+sa.Index("ix_monitor_alerts_pending", alerts.c.sent_at, alerts.c.given_up_at)
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
