@@ -77,14 +77,20 @@ async def publish(bus: Bus, records: list[PredictionBatch]) -> None:
         await bus.publish_record(f"driftloop.predictions.{r.model}", r, msg_id=r.batch_id)
 
 
-def consume(bus: Bus, handler: Callable[[PredictionBatch], Awaitable[None]]) -> None:
-    """The consumer as the monitor and the trainer start theirs."""
+def consume(
+    bus: Bus,
+    handler: Callable[[PredictionBatch], Awaitable[None]],
+    many: Callable[[list[tuple[str, PredictionBatch]]], Awaitable[None]] | None = None,
+) -> None:
+    """The consumer as the monitor and the trainer start theirs (`many`: each fetch handed
+    whole)."""
     bus.subscribe_records(
         PREDICTIONS_STREAM,
         "driftloop.predictions.>",
         PredictionBatch,
         handler,
         durable="predictions",
+        many=many,
     )
 
 
@@ -192,22 +198,6 @@ def test_the_unit_of_work_has_one_writer_lock() -> None:
     assert isinstance(uow.writing, asyncio.Lock)
 
 
-def consume_whole(
-    bus: Bus,
-    handler: Callable[[PredictionBatch], Awaitable[None]],
-    many: Callable[[list[tuple[str, PredictionBatch]]], Awaitable[None]],
-) -> None:
-    """The consumer as the monitor and the trainer start theirs, each fetch handed whole."""
-    bus.subscribe_records(
-        PREDICTIONS_STREAM,
-        "driftloop.predictions.>",
-        PredictionBatch,
-        handler,
-        durable="predictions",
-        many=many,
-    )
-
-
 async def test_a_fetch_handed_whole_is_one_call_and_leaves_out_what_was_handled_before(
     settings: Settings, store: Store
 ) -> None:
@@ -230,7 +220,7 @@ async def test_a_fetch_handed_whole_is_one_call_and_leaves_out_what_was_handled_
 
     async with connect_bus(settings, service="t") as bus:
         await publish(bus, records)  # all stored before the consumer fetches them
-        consume_whole(bus, handler, many)
+        consume(bus, handler, many)
         await settled(bus, acked=10)
 
     assert given == [[r.batch_id for r in records[3:]]]  # one call, in order, no repeat
@@ -264,7 +254,7 @@ async def test_a_fetch_whose_whole_handling_fails_is_handled_one_by_one_the_bad_
 
     async with connect_bus(settings, service="t") as bus:
         await publish(bus, records)
-        consume_whole(bus, handler, many)
+        consume(bus, handler, many)
         await settled(bus, acked=8)
 
     written = [r.batch_id for r in store.rows(store.written)]
