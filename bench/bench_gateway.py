@@ -5,18 +5,23 @@ Run it from the project's venv (it makes bench/.venv-mlserver on first use: MLSe
 needs fastapi < 0.116 and runs on pandas 2, so it stays out of the project's dependencies):
 
     .venv/bin/python bench/bench_gateway.py [--duration 15] [--warmup 3] [--rounds 1]
+        [--model churn|rf] [--no-shadow]
 
 What one run does:
 
 1. starts the real system (`driftloop up --detach`, a fresh DRIFTLOOP_HOME under a temp dir),
    applies the demo's churn spec (HistGradientBoostingClassifier) and trains version 1 on
    3000 rows of the demo's generator (`driftloop train`): one scikit-learn pipeline,
-   registered in driftloop's MLflow store;
+   registered in driftloop's MLflow store; `--model rf` instead serves model `rf`, a
+   RandomForestClassifier(n_estimators=50) on 8 numeric features (3000 seeded rows), issue
+   19's case, where the predict call, not the server, is most of a one-row request;
 2. serves that same registered version two more ways: `mlflow models serve -m
    models:/churn/1 --env-manager local` (1 uvicorn worker, its default) and MLServer 1.7.1
    with mlserver-sklearn (the pipeline saved with joblib), twice: with its defaults (one
    parallel inference worker process, "MLServer V2") and with parallel_workers 0
-   (inference in the server process, "MLServer V2 pw=0"); both, and mlflow, with one
+   (inference in the server process, "MLServer V2 pw=0"), and a third time with its
+   adaptive batching ("MLServer V2 batch": max_batch_size 32, max_batch_time 0.002 s in
+   model-settings.json, default workers); all, and mlflow, with one
    OpenMP/BLAS thread (OMP_NUM_THREADS=1 ...), as driftloop's gateway predicts
    (threadpool_limits(1)): with the libraries' default of a thread per core, the
    HistGradientBoosting predict's OpenMP barriers (one per tree) spin-wait, and on a 2-core
@@ -27,12 +32,15 @@ What one run does:
    seconds, one-row requests in each server's own format, round-robin over 64 rows:
    driftloop `/v1/models/churn/predict` and its OIP V2 `/v2/models/churn/infer`, mlflow
    `/invocations` (dataframe_split), MLServer `/v2/models/churn/infer` (content_type pd);
-   the servers take turns (the order rotates each round); medians over `--rounds`;
+   the servers take turns (the order rotates each round); medians over `--rounds`; for
+   driftloop it also reads the gateway's own mean time in run_model (queueing for a batch
+   included) and rows per model call (driftloop_batch_rows) over each run;
 4. measures the load generator's own ceiling against a trivial server, the prediction-only
    floor (best of N in this process, one thread), and the champion's latency with and
    without a shadow (a Routes value naming the same version as shadow, written to the
    routes bucket as the deployer would), back to back;
-5. prints the table and the goals of issue 6, and writes results.json in the work dir.
+5. prints the table and the goals of issues 6 and 19 (goal 1: adaptive batching), and writes
+   results.json in the work dir. `--no-shadow` skips the shadow runs.
 
 `--shadow-only` measures the shadow's cost alone, without the other servers (no MLServer venv
 needed: the load generator then runs on the project's Python, without uvloop): a gateway of
@@ -85,8 +93,10 @@ PINS = [
     # MLServer 1.7.1's worker calls asyncio.get_event_loop(), which uvloop 0.22+ refuses
     "uvloop==0.21.0",
 ]
-MODEL = "churn"  # the demo's model, spec (driftloop.cli.demo.SPEC) and data
+MODEL = "churn"  # the demo's model, spec (driftloop.cli.demo.SPEC) and data; see use_model
 MS0 = "MLServer V2 pw=0"  # parallel_workers 0: inference in the server process
+MSB = "MLServer V2 batch"  # its adaptive batching: max_batch_size 32, max_batch_time 2 ms
+MLSERVERS = ("MLServer V2", MS0, MSB)
 FEATURES = ["tenure", "monthly_charges", "plan", "support_calls"]
 # the thread limit driftloop's gateway sets itself (threadpool_limits(limits=1)), given to
 # mlflow and MLServer through the environment (their worker processes inherit it)
@@ -96,6 +106,33 @@ ONE_THREAD = {
     "MKL_NUM_THREADS": "1",
 }
 V2_TYPES = {"tenure": "FP64", "monthly_charges": "FP64", "plan": "BYTES", "support_calls": "INT64"}
+RF_FEATURES = [f"x{i}" for i in range(8)]
+RF_SPEC = f"""\
+model: rf
+task: classification
+target: y
+features: [{", ".join(RF_FEATURES)}]
+recipe:
+  estimator: sklearn.ensemble.RandomForestClassifier
+  params: {{n_estimators: 50, random_state: 0}}
+"""
+
+
+def use_model(kind: str) -> None:
+    """Bench the demo's churn HistGradientBoosting (default) or, `rf`, a
+    RandomForestClassifier(n_estimators=50) on 8 numeric features (issue 19's case)."""
+    global MODEL, FEATURES, V2_TYPES
+    if kind == "rf":
+        MODEL, FEATURES, V2_TYPES = "rf", RF_FEATURES, dict.fromkeys(RF_FEATURES, "FP64")
+
+
+def rf_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """8 standard normal features; y from a noisy linear rule of the first four."""
+    x = rng.normal(size=(n, len(RF_FEATURES)))
+    frame = pd.DataFrame(x, columns=RF_FEATURES)
+    noise = rng.normal(scale=0.5, size=n)
+    frame["y"] = (x[:, 0] + 0.5 * x[:, 1] - x[:, 2] * x[:, 3] + noise > 0).astype(int)
+    return frame
 
 
 # Environment ---------------------------------------------------------------------------------
@@ -182,7 +219,7 @@ def bootstrap(work: Path, home: Path) -> tuple[str, str]:
     is measured here). Returns (version, run_id)."""
     import mlflow
     from mlflow.models import infer_signature
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
     from driftloop.cli.demo import customers
     from driftloop.shared import registry
@@ -192,14 +229,17 @@ def bootstrap(work: Path, home: Path) -> tuple[str, str]:
     from driftloop.shared.registry import CHAMPION, configure_mlflow, experiment_id
     from driftloop.trainer.domain.training import make_pipeline
 
-    frame = customers(np.random.default_rng(7), 3000, drifted=False)
-    frame.to_csv(work / "churn.csv", index=False)
+    if MODEL == "rf":
+        frame, target = rf_frame(np.random.default_rng(7), 3000), "y"
+        estimator: Any = RandomForestClassifier(n_estimators=50, random_state=0)
+    else:
+        frame, target = customers(np.random.default_rng(7), 3000, drifted=False), "churned"
+        estimator = HistGradientBoostingClassifier(max_iter=100, random_state=0)
+    frame.to_csv(work / f"{MODEL}.csv", index=False)
     settings = Settings(home=home)
     client = configure_mlflow(settings)
-    pipeline = make_pipeline(
-        frame, FEATURES, HistGradientBoostingClassifier(max_iter=100, random_state=0)
-    )
-    pipeline.fit(prepare(frame, FEATURES), frame["churned"])
+    pipeline = make_pipeline(frame, FEATURES, estimator)
+    pipeline.fit(prepare(frame, FEATURES), frame[target])
     raw = frame[FEATURES].head(20)
     signature = infer_signature(raw, pipeline.predict(prepare(raw, FEATURES)))
     with mlflow.start_run(experiment_id=experiment_id(client, settings, MODEL)) as run:
@@ -237,7 +277,8 @@ async def _publish_champion(settings: Any, version: str, run_id: str) -> None:
     from driftloop.shared.spec import parse_spec
 
     async with connect_bus(settings, service="bench") as bus:
-        await (await bus.kv(SPECS_BUCKET)).put(MODEL, parse_spec(DEMO_SPEC).to_json())
+        spec = RF_SPEC if MODEL == "rf" else DEMO_SPEC
+        await (await bus.kv(SPECS_BUCKET)).put(MODEL, parse_spec(spec).to_json())
         routes = Routes(model=MODEL, champion=Served(version=version, run_id=run_id), revision=1)
         await (await bus.kv(ROUTES_BUCKET)).put(MODEL, routes.to_json())
 
@@ -245,6 +286,11 @@ async def _publish_champion(settings: Any, version: str, run_id: str) -> None:
 def rows(n: int = 64) -> list[dict[str, Any]]:
     from driftloop.cli.demo import customers
 
+    if MODEL == "rf":
+        numbers: list[dict[str, Any]] = (
+            rf_frame(np.random.default_rng(11), n).drop(columns="y").to_dict(orient="records")
+        )
+        return numbers
     frame = customers(np.random.default_rng(11), n, drifted=False).drop(columns="churned")
     out: list[dict[str, Any]] = frame.to_dict(orient="records")
     return [
@@ -273,7 +319,7 @@ def bodies(server: str, data: list[dict[str, Any]]) -> list[Any]:
             {"dataframe_split": {"columns": FEATURES, "data": [[r[f] for f in FEATURES]]}}
             for r in data
         ]
-    if server in ("MLServer V2", MS0):
+    if server in MLSERVERS:
         return [
             {"parameters": {"content_type": "pd"}, "inputs": v2_inputs(r, mlserver=True)}
             for r in data
@@ -284,16 +330,23 @@ def bodies(server: str, data: list[dict[str, Any]]) -> list[Any]:
 def first_prediction(server: str, answer: Any) -> Any:
     if server == "driftloop /v1":
         return answer["predictions"][0]
-    if server in ("driftloop OIP V2", "MLServer V2", MS0):
+    if server in ("driftloop OIP V2", *MLSERVERS):
         return answer["outputs"][0]["data"][0]
     return answer["predictions"][0]
 
 
 def export_for_mlserver(
-    work: Path, tracking_uri: str, version: str, port: int, name: str, **extra: Any
+    work: Path,
+    tracking_uri: str,
+    version: str,
+    port: int,
+    name: str,
+    model_extra: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Path:
     """The registered pipeline as MLServer's sklearn runtime reads it: model.joblib + settings
-    (`extra`: more server settings, such as parallel_workers)."""
+    (`extra`: more server settings, such as parallel_workers; `model_extra`: more model
+    settings, such as max_batch_size)."""
     import joblib
     import mlflow
 
@@ -310,6 +363,7 @@ def export_for_mlserver(
                 "implementation": "mlserver_sklearn.SKLearnModel",
                 "parameters": {"uri": "./model.joblib", "version": version},
             }
+            | (model_extra or {})
         )
     )
     (repo / "settings.json").write_text(
@@ -345,20 +399,22 @@ def floor(tracking_uri: str, version: str, data: list[dict[str, Any]], n: int) -
     run_id = mlflow.MlflowClient().get_model_version(MODEL, version).run_id
     loaded = load_version(MODEL, Served(version=version, run_id=str(run_id)))
     frame = prepare(
-        pd.DataFrame([data[0]]), FEATURES, numeric={"tenure", "monthly_charges", "support_calls"}
+        pd.DataFrame([data[0]]),
+        FEATURES,
+        numeric={f for f, t in V2_TYPES.items() if t != "BYTES"},
     )
 
     estimator = loaded.pipeline[-1]
     encoded = loaded.pipeline[:-1].transform(frame)
 
-    def best(call: Any) -> float:
+    def best(call: Any, pick: Any = min) -> float:
         call()
         times = []
         for _ in range(n):
             t = time.perf_counter()
             call()
             times.append(time.perf_counter() - t)
-        return min(times) * 1000
+        return float(pick(times)) * 1000
 
     with threadpool_limits(limits=1):
         return {
@@ -366,6 +422,11 @@ def floor(tracking_uri: str, version: str, data: list[dict[str, Any]], n: int) -
             "pipeline.predict_proba": best(lambda: loaded.pipeline.predict_proba(frame)),
             "estimator.predict_proba (row)": best(lambda: estimator.predict_proba(encoded)),
             "gateway LoadedModel.predict": best(lambda: loaded.predict([data[0]])),
+            "gateway LoadedModel.predict, 16 rows": best(lambda: loaded.predict(data[:16])),
+            # the same call's median: what a busy shared machine makes of it
+            "gateway LoadedModel.predict, median": best(
+                lambda: loaded.predict([data[0]]), pick=np.median
+            ),
         }
 
 
@@ -428,7 +489,7 @@ def wait_shadow(gateway: str, version: str | None, timeout: float = 30) -> None:
                 if status.get("champion") and shown == version:
                     return
             elif resp.status_code >= 500:
-                row = {"tenure": 1.0, "monthly_charges": 50.0, "plan": "basic", "support_calls": 0}
+                row = rows(1)[0]
                 answer = httpx.post(
                     f"{gateway}/v1/models/{MODEL}/predict", json={"instances": [row]}, timeout=5
                 )
@@ -480,6 +541,23 @@ def shadow_counts(gateway: str, pid: int) -> dict[str, float]:
         elif line.startswith("driftloop_shadow_dropped_total{"):
             counts["dropped"] += float(line.rsplit(" ", 1)[1])
     return counts
+
+
+def gateway_sums(gateway: str) -> dict[str, float]:
+    """Running totals from the gateway's /metrics: predict latency (seconds, as run_model
+    times it: queueing for a batch included) and rows per model call."""
+    sums = dict.fromkeys(("latency_s", "requests", "rows", "calls"), 0.0)
+    names = {
+        "driftloop_predict_seconds_sum{": "latency_s",
+        "driftloop_predict_seconds_count{": "requests",
+        "driftloop_batch_rows_sum{": "rows",
+        "driftloop_batch_rows_count{": "calls",
+    }
+    for line in httpx.get(f"{gateway}/metrics", timeout=5).text.splitlines():
+        for prefix, key in names.items():
+            if line.startswith(prefix):
+                sums[key] += float(line.rsplit(" ", 1)[1])
+    return sums
 
 
 def measure_shadow_modes(
@@ -626,7 +704,7 @@ def report(
 ) -> list[str]:
     lines = [
         f"{'server':<18} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-        f" {'x mlflow':>8} {'x MLServer':>10}"
+        f" {'x mlflow':>8} {'x MLServer':>10} {'x MS batch':>10}"
     ]
     servers = list(dict.fromkeys(s for s, _ in table))
     for c in conns:
@@ -636,9 +714,11 @@ def report(
                 continue
             ml = table.get(("mlflow serve", c), {}).get("rps", float("nan"))
             ms = table.get(("MLServer V2", c), {}).get("rps", float("nan"))
+            msb = table.get((MSB, c), {}).get("rps", float("nan"))
             lines.append(
                 f"{s:<18} {c:>5} {row['rps']:>8.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
                 f" {row['errors']:>6.0f} {row['rps'] / ml:>8.2f} {row['rps'] / ms:>10.2f}"
+                f" {row['rps'] / msb:>10.2f}"
             )
     lines.append("")
     lines.append(f"prediction-only floor (one row, best of {args.floor_n}, one thread):")
@@ -690,6 +770,26 @@ def report(
             f"  16 conn: p99 <= {ms_name}'s: {dl16['p99_ms']:.2f} vs {ms16['p99_ms']:.2f} ms "
             f"{'met' if ok else 'MISSED'}"
         )
+    lines.append("goals (issue 19, goal 1: adaptive batching), driftloop /v1:")
+    msb16 = table.get((MSB, 16))
+    if dl16 and msb16:
+        ratio = dl16["rps"] / msb16["rps"]
+        lines.append(
+            f"  16 conn: >= 2x {MSB} req/s: {ratio:.2f}x {'met' if ratio >= 2 else 'MISSED'}"
+        )
+        ok = dl16["p99_ms"] <= msb16["p99_ms"]
+        lines.append(
+            f"  16 conn: p99 <= {MSB}'s: {dl16['p99_ms']:.2f} vs {msb16['p99_ms']:.2f} ms "
+            f"{'met' if ok else 'MISSED'}"
+        )
+    dl1 = table.get(("driftloop /v1", 1))
+    own = floors.get("gateway LoadedModel.predict")
+    if dl1 and own is not None:
+        gap = dl1["p50_ms"] - own
+        lines.append(
+            f"   1 conn: p50 within 1 ms of the prediction-only floor ({own:.2f} ms): "
+            f"+{gap:.2f} ms {'met' if gap <= 1 else 'MISSED'}"
+        )
     if 1 in shadow:
         s = shadow[1]
         change = s["p50_on"] / s["p50_off"] - 1
@@ -710,8 +810,18 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every run; medians shown")
     parser.add_argument("--floor-n", type=int, default=2000)
+    parser.add_argument(
+        "--model",
+        choices=["churn", "rf"],
+        default="churn",
+        help="churn: the demo's HistGradientBoosting; rf: RandomForestClassifier(n_estimators=50)"
+        " on 8 numeric features (issue 19)",
+    )
     parser.add_argument("--work", type=Path, help="work dir (default: a new temp dir)")
     parser.add_argument("--only", default="", help="comma list of servers to run (default all)")
+    parser.add_argument(
+        "--no-shadow", action="store_true", help="skip the champion-with-a-shadow runs"
+    )
     parser.add_argument(
         "--shadow-only",
         action="store_true",
@@ -731,6 +841,7 @@ def main() -> None:
         help="extra environment for `driftloop up` (e.g. OTEL_TRACES_SAMPLER=always_off)",
     )
     args = parser.parse_args()
+    use_model(args.model)
     conns = [int(c) for c in args.connections.split(",")]
     if not args.shadow_only:
         ensure_venv()
@@ -768,9 +879,17 @@ def run(
     print("prediction-only floor ...", flush=True)
     floors = floor(tracking, version, data, args.floor_n)
     ml_port, ms_port, trivial_port = free_port(), free_port(), free_port()
-    ms0_port = free_port()
+    ms0_port, msb_port = free_port(), free_port()
     repo = export_for_mlserver(work, tracking, version, ms_port, "mlserver")
     repo0 = export_for_mlserver(work, tracking, version, ms0_port, "mlserver-0", parallel_workers=0)
+    repob = export_for_mlserver(
+        work,
+        tracking,
+        version,
+        msb_port,
+        "mlserver-batch",
+        model_extra={"max_batch_size": 32, "max_batch_time": 0.002},
+    )
     base = env | ({} if args.native_threads else ONE_THREAD)
     ml_env = base | {  # it execs `uvicorn` from PATH
         "MLFLOW_TRACKING_URI": tracking,
@@ -810,6 +929,12 @@ def run(
             cwd=repo0,
         ) as ms0_proc,
         process(
+            [str(VENV / "bin" / "mlserver"), "start", str(repob)],
+            env=ms_env,
+            log=work / "mlserver-batch.log",
+            cwd=repob,
+        ) as msb_proc,
+        process(
             [str(VENV_PY), str(LOAD), "--serve", str(trivial_port)],
             env=env,
             log=work / "trivial.log",
@@ -828,6 +953,12 @@ def run(
             work / "mlserver-0.log",
             120,
         )
+        wait_http(
+            f"http://127.0.0.1:{msb_port}/v2/models/{MODEL}/ready",
+            msb_proc,
+            work / "mlserver-batch.log",
+            120,
+        )
         time.sleep(0.5)
         urls = {
             "driftloop /v1": f"{gateway}/v1/models/{MODEL}/predict",
@@ -835,6 +966,7 @@ def run(
             "mlflow serve": f"http://127.0.0.1:{ml_port}/invocations",
             "MLServer V2": f"http://127.0.0.1:{ms_port}/v2/models/{MODEL}/infer",
             MS0: f"http://127.0.0.1:{ms0_port}/v2/models/{MODEL}/infer",
+            MSB: f"http://127.0.0.1:{msb_port}/v2/models/{MODEL}/infer",
         }
         if args.only:
             keep = set(args.only.split(","))
@@ -864,15 +996,27 @@ def run(
             order = order[rnd % len(order) :] + order[: rnd % len(order)]  # no fixed slot
             for c in conns:
                 for server, url in order:
+                    own = server.startswith("driftloop")
+                    before = gateway_sums(gateway) if own else {}
                     r = load(url, files[server], c, args) | {"server": server, "round": rnd}
+                    inside = ""
+                    if own:  # the gateway's own view: time in run_model, rows per model call
+                        d = {k: v - before[k] for k, v in gateway_sums(gateway).items()}
+                        r["gateway_ms"] = 1000 * d["latency_s"] / max(d["requests"], 1)
+                        r["rows_per_call"] = d["rows"] / max(d["calls"], 1)
+                        inside = (
+                            f" (in run_model {r['gateway_ms']:.2f} ms, "
+                            f"{r['rows_per_call']:.1f} rows/call)"
+                        )
                     results.append(r)
                     print(
                         f"round {rnd} {server:<17} {c:>2} conn: {r['rps']:7.0f} req/s "
-                        f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms errors {r['errors']}",
+                        f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms errors {r['errors']}"
+                        f"{inside}",
                         flush=True,
                     )
         shadow: dict[int, dict[str, float]] = {}
-        if "driftloop /v1" in urls:
+        if "driftloop /v1" in urls and not args.no_shadow:
             for c in conns:
                 shadow[c] = measure_shadow(
                     urls["driftloop /v1"],

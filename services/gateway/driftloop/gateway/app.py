@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,10 +28,12 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from driftloop.gateway.adapters.batcher import Batcher
 from driftloop.gateway.adapters.models import LoadedModel, RouteTable
 from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher
 from driftloop.gateway.adapters.shadow import ShadowWorker
 from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.domain.batching import BatchBounds
 from driftloop.gateway.domain.validation import (
     choose_route,
     validate_ids,
@@ -114,10 +115,6 @@ def _too_many(field: str, count: int, limit: int) -> HTTPException:
             }
         ],
     )
-
-
-def _finite(values: list[Any]) -> bool:
-    return all(not isinstance(v, float) or math.isfinite(v) for v in values)
 
 
 class ModelStatus(BaseModel):
@@ -258,7 +255,18 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         ["model", "endpoint", "reason"],
         registry=registry,
     )
+    batch_rows = Histogram(
+        "driftloop_batch_rows",
+        "rows per model call (adaptive batching: concurrent requests predicted together)",
+        ["model", "version"],
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+        registry=registry,
+    )
     own = settings if isinstance(settings, GatewaySettings) else GatewaySettings.model_construct()
+    batcher = Batcher(
+        BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000),
+        observe=lambda m, v, n: batch_rows.labels(m, v).observe(n),
+    )
     table = RouteTable()
     state: dict[str, Any] = {}
     tokens = TokenSet(settings.api_tokens)  # kept as SHA-256 digests, compared in constant time
@@ -346,14 +354,15 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             raise HTTPException(503, f"model {model!r} has no champion yet")
         return serving
 
-    def run_model(
+    async def run_model(
         model: str,
         chosen: LoadedModel,
         route: Literal["champion", "canary"],
         instances: list[dict[str, Any]],
         ids: list[str] | None,
     ) -> tuple[list[str], list[Any], list[list[float]] | None]:
-        """Validate, predict, count, and record (off the request path) one request."""
+        """Validate, predict (with concurrent requests for the same version: Batcher),
+        count, and record (off the request path) one request."""
         problems = validate_instances(instances, chosen.schema)
         if problems:
             errors.labels(model, chosen.version, route, "422").inc()
@@ -361,9 +370,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         ids = ids or [ordered_id() for _ in instances]
         started = time.perf_counter()
         try:
-            predictions, probabilities = chosen.predict(instances)
-            if not _finite(predictions) or not all(_finite(p) for p in probabilities or []):
-                raise ValueError("the model answered NaN or Infinity")
+            predictions, probabilities = await batcher.predict(chosen, instances)
         except Exception as exc:
             errors.labels(model, chosen.version, route, "500").inc()
             logger.exception("predict failed", extra={"model": model, "version": chosen.version})
@@ -435,14 +442,18 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             raise HTTPException(422, [p.as_dict() for p in problems])
         given = body.ids or [ordered_id() for _ in body.instances]
         try:
-            ids, predictions, probabilities = run_model(model, chosen, route, body.instances, given)
+            ids, predictions, probabilities = await run_model(
+                model, chosen, route, body.instances, given
+            )
         except HTTPException as exc:
             if exc.status_code != 500 or route != "canary":
                 raise
             # The canary failed (counted against it, and in its live stats): the request is
             # still answered, by the champion. A bad canary costs its errors, not the clients'.
             chosen, route = serving.champion, "champion"
-            ids, predictions, probabilities = run_model(model, chosen, route, body.instances, given)
+            ids, predictions, probabilities = await run_model(
+                model, chosen, route, body.instances, given
+            )
         return PredictResponse(
             model=model,
             version=chosen.version,

@@ -34,3 +34,22 @@ class GatewaySettings(Settings):
             "bytes each); when full, predict answers 503 rather than lose a record"
         ),
     )
+    batch_max_rows: int = Field(
+        default=32,
+        ge=0,
+        description=(
+            "adaptive batching: concurrent requests for the same model version are predicted "
+            "in one call of at most this many rows (a bigger request is predicted alone); "
+            "0 or 1 turns batching off (every request predicted alone, at once)"
+        ),
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "the longest a batch's first request waits for requests already received to join "
+            "it (it stops sooner once a few event-loop turns add none, so a lone request does "
+            "not wait); 0: no waiting, a batch is what queued in the same event-loop turn"
+        ),
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -63,7 +63,7 @@ IDS = "ids"  # the request parameter of the rows' prediction ids (as /v1's `ids`
 IDS_LOC = ("body", "parameters", IDS)
 RunModel = Callable[
     [str, LoadedModel, Literal["champion", "canary"], list[dict[str, Any]], list[str] | None],
-    tuple[list[str], list[Any], list[list[float]] | None],
+    Awaitable[tuple[list[str], list[Any], list[list[float]] | None]],
 ]
 
 
@@ -354,7 +354,7 @@ def register_oip(
         problems = [] if given is None else validate_ids(given, len(rows), IDS_LOC)
         if problems:
             raise HTTPException(422, [p.as_dict() for p in problems])
-        ids, predictions, probabilities = run_model(model, chosen, route, rows, given)
+        ids, predictions, probabilities = await run_model(model, chosen, route, rows, given)
         outputs = [
             Tensor(
                 name="predict",
