@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SERVICES = ("gateway", "monitor", "trainer", "evaluator", "deployer")
 TRACE_EXPORTERS = ("otlp", "console", "file", "none")  # file: HOME/traces/<service>.jsonl
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
-ALERT_ENV_PREFIX = "DRIFTLOOP_ALERT_"  # spec.py's: a spec's alerts name these variables
+ALERT_ENV_PREFIX = "DRIFTLOOP_ALERT_"  # a spec's alerts name these variables (spec.py)
 
 
 def _alert_urls_from_environment() -> dict[str, str]:

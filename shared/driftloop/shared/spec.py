@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from driftloop.shared.config import ALERT_ENV_PREFIX
 from driftloop.shared.estimators import estimator_name_problem
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -385,7 +386,6 @@ AlertEvent = Literal[
 ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
 # Everything that asks a person to look or act; Deployed (good news) only when asked for.
 DEFAULT_ALERT_EVENTS: tuple[AlertEvent, ...] = tuple(e for e in ALERT_EVENTS if e != "Deployed")
-ALERT_ENV_PREFIX = "DRIFTLOOP_ALERT_"
 _ALERT_ENV = re.compile(r"^DRIFTLOOP_ALERT_[A-Z0-9_]+$")
 
 
