@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,18 +42,6 @@ def _slow_and_refusing_bad_rows() -> Callable[[Any], Any]:
 def db_url() -> None:
     """No service here uses a database."""
     return None
-
-
-@pytest.fixture
-async def records(bus: Bus) -> AsyncIterator[list[PredictionBatch]]:
-    seen: list[PredictionBatch] = []
-
-    async def keep(msg: Any) -> None:
-        seen.append(PredictionBatch.model_validate_json(msg.data))
-
-    sub = await bus.nc.subscribe("driftloop.predictions.>", cb=keep)
-    yield seen
-    await sub.unsubscribe()
 
 
 async def serve_slow_champion(settings: Settings, bus: Bus) -> None:

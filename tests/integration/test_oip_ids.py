@@ -7,7 +7,6 @@ wrong ids are refused naming the field. A real gateway over HTTP (and the offici
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -37,18 +36,6 @@ INPUTS = [
 def db_url() -> None:
     """The monitor on its SQLite file."""
     return None
-
-
-@pytest.fixture
-async def records(bus: Bus) -> AsyncIterator[list[PredictionBatch]]:
-    seen: list[PredictionBatch] = []
-
-    async def keep(msg: Any) -> None:
-        seen.append(PredictionBatch.model_validate_json(msg.data))
-
-    sub = await bus.nc.subscribe("driftloop.predictions.>", cb=keep)
-    yield seen
-    await sub.unsubscribe()
 
 
 def infer_binary(url: str, ids: list[str]) -> dict[str, Any]:

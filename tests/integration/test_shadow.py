@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,19 +121,6 @@ def start_gateway(settings: Settings, running: Any) -> Callable[..., Any]:
         return gateway
 
     return start
-
-
-@pytest.fixture
-async def records(bus: Bus) -> AsyncIterator[list[PredictionBatch]]:
-    """Every prediction record the gateway publishes from now on."""
-    seen: list[PredictionBatch] = []
-
-    async def keep(msg: Any) -> None:
-        seen.append(PredictionBatch.model_validate_json(msg.data))
-
-    sub = await bus.nc.subscribe("driftloop.predictions.>", cb=keep)  # served and shadow
-    yield seen
-    await sub.unsubscribe()
 
 
 async def route(bus: Bus, champion: Served, shadow: Served | None, revision: int) -> None:
