@@ -123,11 +123,9 @@ async def on_predictions(
     the version that answered (the champion's, or a canary's own) and judge the window when it
     closes: once it has `monitor.window` rows (this batch included), or, when
     `monitor.window_time` has passed since its first row, before this batch joins."""
-    spec = await specs.get(batch.model)
+    spec_of = {batch.model: await specs.get(batch.model)}
     async with uow.handling() as tx:
-        loaded = Loaded(tx.conn)
-        _served(tx, loaded, batch, spec, profiles or Profiles(), now=now())
-        loaded.flush(at=now())
+        _served(tx, [batch], spec_of, profiles or Profiles(), now=now)
 
 
 async def on_all_predictions(
@@ -139,44 +137,56 @@ async def on_all_predictions(
     profiles: Profiles | None = None,
 ) -> None:
     """A fetch of prediction records at once: what `on_predictions` does for each in turn,
-    in one transaction, with each model's row and each version's stats read once and written
-    once (`Loaded`), and consecutive champion records added to the window together (`_Run`):
-    a window closes after the same record as when each is handled alone. The bus falls back
-    to `on_predictions` one by one if this fails."""
+    in one transaction (`_served`). The bus falls back to `on_predictions` one by one if this
+    fails."""
     models = dict.fromkeys(batch.model for _, batch in records)
     spec_of = {model: await specs.get(model) for model in models}
-    profiles = profiles or Profiles()
     async with uow.handling_all(records) as (tx, fresh):
-        loaded = Loaded(tx.conn)
-        runs: dict[str, list[PredictionBatch]] = {}
-        for batch in fresh:
-            spec = spec_of[batch.model]
-            state = _counted(tx, loaded, batch, spec, now=now())
-            if spec is None or state is None:
-                continue
-            if batch.route != "champion":
-                _version_batch(tx, batch, spec, state, profiles, now=now())
-                continue
-            run = runs.setdefault(batch.model, [])
-            if run and window_due(
-                pending_window(loaded.window(batch.model), _rows(run), run[0].at),
-                spec.monitor,
-                at=batch.at,
-            ):  # the window closes by time before this record: the run so far joins first
-                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
-                run.clear()
-            run.append(batch)
-            window = loaded.window(batch.model)
-            if window.rows + _rows(run) >= spec.monitor.window or window_due(
-                window, spec.monitor, at=run[0].at
-            ):  # it closes after this record, or before the run's first: judged now
-                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
-                run.clear()
-        for model, run in runs.items():
-            state, spec = loaded.state(model), spec_of[model]
-            if run and state is not None and spec is not None:  # a run has both
-                _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
-        loaded.flush(at=now())
+        _served(tx, fresh, spec_of, profiles or Profiles(), now=now)
+
+
+def _served(
+    tx: Tx,
+    batches: list[PredictionBatch],
+    spec_of: dict[str, ModelSpec | None],
+    profiles: Profiles,
+    *,
+    now: Callable[[], datetime],
+) -> None:
+    """Served batches in turn, with each model's row and each version's stats read once and
+    written once (`Loaded`), and consecutive champion batches of a model added to its window
+    together (a run): a run is cut wherever the window closes, so it closes after the same
+    batch as when each is handled alone."""
+    loaded = Loaded(tx.conn)
+    runs: dict[str, list[PredictionBatch]] = {}
+    for batch in batches:
+        spec = spec_of[batch.model]
+        state = _counted(tx, loaded, batch, now=now())
+        if spec is None or state is None:
+            continue
+        if batch.route != "champion":
+            _version_batch(tx, batch, spec, state, profiles, now=now())
+            continue
+        run = runs.setdefault(batch.model, [])
+        if run and window_due(
+            pending_window(loaded.window(batch.model), _rows(run), run[0].at),
+            spec.monitor,
+            at=batch.at,
+        ):  # the window closes by time before this batch: the run so far joins first
+            _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+            run.clear()
+        run.append(batch)
+        window = loaded.window(batch.model)
+        if window.rows + _rows(run) >= spec.monitor.window or window_due(
+            window, spec.monitor, at=run[0].at
+        ):  # it closes after this batch, or before the run's first: judged now
+            _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+            run.clear()
+    for model, run in runs.items():
+        state, spec = loaded.state(model), spec_of[model]
+        if run and state is not None and spec is not None:  # a run has both
+            _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+    loaded.flush(at=now())
 
 
 def _rows(run: list[PredictionBatch]) -> int:
@@ -184,7 +194,7 @@ def _rows(run: list[PredictionBatch]) -> int:
 
 
 def _counted(
-    tx: Tx, loaded: Loaded, batch: PredictionBatch, spec: ModelSpec | None, *, now: datetime
+    tx: Tx, loaded: Loaded, batch: PredictionBatch, *, now: datetime
 ) -> dict[str, Any] | None:
     """Count a served batch and keep its answers; the model's row when its inputs go on to a
     window (not a shadow's, not a failure's)."""
@@ -193,25 +203,6 @@ def _counted(
         return None
     record_served(tx.conn, batch)
     return loaded.state(batch.model)
-
-
-def _served(
-    tx: Tx,
-    loaded: Loaded,
-    batch: PredictionBatch,
-    spec: ModelSpec | None,
-    profiles: Profiles,
-    *,
-    now: datetime,
-) -> None:
-    """One served batch, on the rows `loaded` keeps."""
-    state = _counted(tx, loaded, batch, spec, now=now)
-    if spec is None or state is None:
-        return
-    if batch.route == "champion":
-        _champion_batch(tx, loaded, [batch], spec, state, profiles, now=now)
-    else:
-        _version_batch(tx, batch, spec, state, profiles, now=now)
 
 
 def _champion_batch(
