@@ -155,6 +155,7 @@ def test_status_reports_everything_down_when_nothing_runs(tmp_path: Path) -> Non
     )
     assert doc["models"] == []
     assert doc["nats_url"] is None
+    assert doc["metrics"]["monitor"] is None  # no port recorded: `up` did not start it
 
 
 def test_up_refuses_a_gateway_port_in_use(tmp_path: Path) -> None:

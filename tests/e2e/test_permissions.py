@@ -267,6 +267,12 @@ ONE_DAY_NS = 86_400 * 10**9
             {"batch": 1},
         ),
         ("gateway", f"$JS.API.CONSUMER.DELETE.{EVENTS_STREAM}.monitor-Deployed", {}),
+        # the console's ephemeral consumers: never another service's durable
+        (
+            "gateway",
+            f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.monitor-Deployed",
+            {"stream_name": EVENTS_STREAM, "config": {"durable_name": "monitor-Deployed"}},
+        ),
         ("evaluator", f"$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.deployer-EvaluationPassed", {}),
     ],
 )
@@ -332,6 +338,12 @@ async def test_the_whole_loop_runs_with_each_service_held_to_its_subjects(
 
     commanded = embedded("pause", "churn", "--reason", "permission probe")
     assert "does not answer" not in commanded.stderr  # answered, whatever the answer
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{embedded.port}", timeout=30) as http:
+        timeline = await http.get("/ui/models/churn")  # the console reads the events stream
+        console_command = await http.post("/ui/models/churn/control", json={"action": "resume"})
+    assert timeline.status_code == 200, timeline.text
+    assert "Deployed" in timeline.text
+    assert "does not answer" not in console_command.text, console_command.text
     status = json.loads(embedded("status", "--json").stdout)
     assert status["models"][0]["champion"] == {"version": "1"}
     history = embedded("events", "churn")

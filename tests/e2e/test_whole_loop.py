@@ -85,10 +85,16 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert applied.returncode == 0, applied.stderr
     assert trained.returncode == 0, trained.stderr
     assert "deployed churn version 1" in trained.stdout
-    assert set(status) == {"home", "nats_url", "gateway_url", "services", "models"}
+    assert set(status) == {"home", "nats_url", "gateway_url", "services", "metrics", "models"}
     assert status["services"] == dict.fromkeys(
         ["gateway", "monitor", "trainer", "evaluator", "deployer"], "running"
     )
+    async with httpx.AsyncClient(timeout=10) as scraper:
+        for service, url in status["metrics"].items():  # each on its own port, from status
+            scraped = await scraper.get(url)
+            assert scraped.status_code == 200, (service, url)
+            assert "driftloop_" in scraped.text, service
+    assert len(set(status["metrics"].values())) == 5
     assert status["models"][0]["champion"] == {"version": "1"}
 
     rng = np.random.default_rng(4)

@@ -26,26 +26,11 @@ from driftloop.shared.bus import (
     DEADLETTER_STREAM,
     Bus,
 )
+
+# Received and events_subject live in shared.eventlog (the web console reads events too)
+from driftloop.shared.eventlog import Received as Received
+from driftloop.shared.eventlog import events_subject as events_subject
 from driftloop.shared.events import EVENTS_STREAM, TERMINAL_TYPES
-
-
-@dataclass(frozen=True)
-class Received:
-    envelope: dict[str, Any]
-    headers: dict[str, str]
-
-    @property
-    def type(self) -> str:
-        return str(self.envelope.get("type"))
-
-    @property
-    def data(self) -> dict[str, Any]:
-        data = self.envelope.get("data")
-        return data if isinstance(data, dict) else {}
-
-
-def events_subject(model: str | None) -> str:
-    return f"driftloop.events.{model}.>" if model else "driftloop.events.>"
 
 
 async def read_events(

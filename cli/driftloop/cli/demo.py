@@ -220,7 +220,7 @@ async def _follow(bus: Bus, console: Console, timeline: Timeline) -> None:
 
 
 def _on_event(received: Received, console: Console, timeline: Timeline) -> None:
-    from driftloop.cli.main import describe
+    from driftloop.shared.eventlog import describe
 
     t, d = received.type, received.data
     if t == "DriftDetected":

@@ -34,7 +34,8 @@ from driftloop.cli.client import (
 )
 from driftloop.shared.config import SERVICES, Settings, redact
 from driftloop.shared.estimators import EstimatorError, estimator_class
-from driftloop.shared.events import DEPLOYER_CONTROL, SPECS_BUCKET, RetrainRequested
+from driftloop.shared.eventlog import describe
+from driftloop.shared.events import SPECS_BUCKET, RetrainRequested
 from driftloop.shared.permissions import inbox_prefix
 from driftloop.shared.spec import SpecError, parse_spec
 
@@ -416,48 +417,6 @@ async def _print_progress(queue: asyncio.Queue[Received]) -> None:
         queue.task_done()
 
 
-def describe(received: Received) -> str:
-    """One line saying what an event means."""
-    d = received.data
-    t = received.type
-    if t == "RetrainRequested":
-        return f"trigger={d.get('trigger')} {d.get('reason', '')}"
-    if t == "ModelTrained":
-        metrics = ", ".join(
-            f"{k}={v:.3f}"
-            for k, v in sorted(d.get("metrics", {}).items())
-            if isinstance(v, int | float)
-        )
-        return f"version {d.get('version')} dataset {d.get('dataset_version')} {metrics}"
-    if t in ("EvaluationPassed", "EvaluationFailed"):
-        return f"version {d.get('version')}: {d.get('reason')}"
-    if t == "Deployed":
-        return f"version {d.get('version')} (was {d.get('previous_version') or 'none'})"
-    if t == "DriftDetected":
-        return f"{d.get('rows')} rows, drifted: {', '.join(d.get('drifted_features', []))}"
-    if t in ("TrainingFailed", "DataRejected"):
-        return str(d.get("reason"))
-    if t == "RolledBack":
-        check = d.get("check") or {}
-        figures = (
-            f" ({check.get('name')} {check.get('figure')} > {check.get('threshold')})"
-            if check
-            else ""
-        )
-        return (
-            f"version {d.get('version')} -> {d.get('restored_version')}: {d.get('reason')}{figures}"
-        )
-    if t == "RolloutAdvanced":
-        paused = " (paused)" if d.get("paused") else ""
-        why = f" - {d['reason']}" if d.get("reason") else ""
-        return f"version {d.get('version')} {d.get('stage')} {d.get('weight')}%{paused}{why}"
-    if t == "ApprovalRequired":
-        return f"version {d.get('version')}: driftloop approve {d.get('model')} {d.get('version')}"
-    if t == "Approved":
-        return f"version {d.get('version')} by {d.get('by')}"
-    return json.dumps(d)[:200]
-
-
 # Releases ------------------------------------------------------------------------------------
 
 
@@ -470,15 +429,13 @@ def _control(action: str, model: str, **fields: Any) -> None:
     async def ask(bus: Any) -> dict[str, Any]:
         import nats.errors
 
-        request = {
-            "action": action,
-            "model": model,
-            "actor": os.environ.get("DRIFTLOOP_ACTOR") or getpass.getuser(),
-            "token": s.api_token,
-            **{k: v for k, v in fields.items() if v is not None},
-        }
+        from driftloop.shared.eventlog import ask_deployer
+
+        actor = os.environ.get("DRIFTLOOP_ACTOR") or getpass.getuser()
         try:
-            answer: dict[str, Any] = await bus.request(DEPLOYER_CONTROL, request, timeout=30)
+            answer = await ask_deployer(
+                bus, action, model, actor=actor, token=s.api_token, **fields
+            )
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             raise FailedError("the deployer does not answer: is `driftloop up` running?") from exc
         return answer
@@ -587,14 +544,17 @@ def status(
                     "nats_url": _nats_url_or_none(s),
                     "gateway_url": s.gateway_url(),
                     "services": states,
+                    "metrics": supervisor.metrics_urls(s),
                     "models": models,
                 }
             )
         return
     out.print(f"home      {s.home}\nnats      {_nats_url_or_none(s)}\ngateway   {s.gateway_url()}")
+    metrics = supervisor.metrics_urls(s)
     for name, state in states.items():
         colour = "green" if state == "running" else "red"
-        out.print(f"  {name:<10} [{colour}]{state}[/{colour}]")
+        where = f"  metrics {metrics[name]}" if metrics.get(name) else ""
+        out.print(f"  {name:<10} [{colour}]{state}[/{colour}]{where}")
     for m in models:
         champion = (m.get("champion") or {}).get("version", "-")
         drift = m.get("last_drift") or {}

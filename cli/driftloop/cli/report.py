@@ -2,7 +2,8 @@
 
 The figures come from `driftloop.monitor.domain.stats.drift_report`, the monitor's own code;
 this module only reads the files, picks the features and renders. The HTML page is one
-self-contained file (inline CSS and SVG, no scripts, no external assets).
+self-contained file (inline CSS and SVG, no scripts, no external assets); its charts are
+`driftloop.shared.charts`, which the web console draws too.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from driftloop.monitor.domain.stats import (
     drift_report,
     numeric_sample,
 )
+from driftloop.shared.charts import CURRENT_COLOUR, REFERENCE_COLOUR, histogram_svg
 from driftloop.shared.registry import read_table
 from driftloop.shared.spec import parse_spec
 
 HISTOGRAM_BINS = 20
 MAX_BARS = 20  # categories shown per feature; the rest are summed into one bar
-REFERENCE_COLOUR = "#4c78a8"
-CURRENT_COLOUR = "#f58518"
 PIPED_WIDTH = 160
 
 
@@ -200,56 +200,18 @@ def _categorical_bars(ref: pd.Series, cur: pd.Series) -> tuple[list[str], np.nda
     )
 
 
-def _svg(labels: list[str], ref: np.ndarray, cur: np.ndarray, *, numeric: bool) -> str:
-    width, height, bottom = 640, 180, 30
-    top = max(float(ref.max(initial=0)), float(cur.max(initial=0))) or 1.0
-    slot = (width - 20) / max(len(labels), 1)
-    bar = slot * 0.4
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + bottom}" '
-        f'role="img"><line x1="10" y1="{height}" x2="{width - 10}" y2="{height}" '
-        'stroke="#888"/>',
-        f'<text x="12" y="10" font-size="10" fill="#666">{top:.1%} of rows</text>',
-    ]
-    for i, (label, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
-        x = 10 + i * slot + slot * 0.1
-        pair = ((0.0, r, REFERENCE_COLOUR, "reference"), (bar, c, CURRENT_COLOUR, "current"))
-        for offset, share, colour, who in pair:
-            h = (height - 16) * float(share) / top
-            parts.append(
-                f'<rect x="{x + offset:.1f}" y="{height - h:.1f}" width="{bar:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{html.escape(label)}: {who} '
-                f"{share:.2%}</title></rect>"
-            )
-        if not numeric:
-            short = label if len(label) <= 12 else label[:11] + "…"
-            parts.append(
-                f'<text x="{x + bar:.1f}" y="{height + 14}" font-size="10" '
-                f'text-anchor="middle">{html.escape(short)}</text>'
-            )
-    if numeric and labels:
-        first, last = labels[0].split(" to ")[0], labels[-1].split(" to ")[1]
-        parts.append(f'<text x="10" y="{height + 14}" font-size="11">{html.escape(first)}</text>')
-        parts.append(
-            f'<text x="{width - 10}" y="{height + 14}" font-size="11" text-anchor="end">'
-            f"{html.escape(last)}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def _histogram(run: DriftRun, name: str, kind: str) -> str:
     if kind == "numeric":
         ref, _ = numeric_sample(run.reference[name])
         cur, _ = numeric_sample(run.current[name])
         if ref.size == 0 and cur.size == 0:
             return "<p class='note'>no values in either file</p>"
-        return _svg(*_numeric_bars(ref, cur), numeric=True)
+        return histogram_svg(*_numeric_bars(ref, cur), numeric=True)
     ref_counts, _ = category_counts(run.reference[name])
     cur_counts, _ = category_counts(run.current[name])
     if ref_counts.empty and cur_counts.empty:
         return "<p class='note'>no values in either file</p>"
-    return _svg(*_categorical_bars(ref_counts, cur_counts), numeric=False)
+    return histogram_svg(*_categorical_bars(ref_counts, cur_counts), numeric=False)
 
 
 STYLE = """

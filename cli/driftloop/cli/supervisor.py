@@ -220,16 +220,28 @@ class Supervisor:
             # default) starve each other; passive waiting keeps a busy machine responsive.
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         }
+        env.pop("DRIFTLOOP_METRICS_PORT", None)  # one port per process: chosen below
         for name in self.services:
+            own = {**env, "DRIFTLOOP_NATS_URL": with_user(nats_url, name, self.passwords)}
+            if name != "gateway":  # the gateway serves /metrics on its HTTP port
+                own |= self._metrics_port(name)
             child = Child(
                 name,
                 [sys.executable, "-m", f"driftloop.{name}"],
-                {**env, "DRIFTLOOP_NATS_URL": with_user(nats_url, name, self.passwords)},
+                own,
                 self.settings.log_dir / f"{name}.log",
             )
             child.start()
             self.children[name] = child
             write_pid(self.settings.run_dir / f"{name}.pid", child.proc.pid if child.proc else 0)
+
+    def _metrics_port(self, name: str) -> dict[str, str]:
+        """A free port for the service's Prometheus metrics, recorded under HOME/run for
+        `driftloop status`; kept across the service's restarts (same environment)."""
+        host = self.settings.metrics_host
+        port = free_port("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+        (self.settings.run_dir / f"{name}.metrics").write_text(f"{host}:{port}")
+        return {"DRIFTLOOP_METRICS_PORT": str(port), "DRIFTLOOP_METRICS_HOST": host}
 
     def watch(self) -> None:
         """Restart crashed services until asked to stop."""
@@ -281,8 +293,27 @@ class Supervisor:
         run = self.settings.run_dir
         for name in [*self.services, "nats", "supervisor"]:
             (run / f"{name}.pid").unlink(missing_ok=True)
+            (run / f"{name}.metrics").unlink(missing_ok=True)
         for name in ("nats.url", "gateway.url", "nats.conf"):
             (run / name).unlink(missing_ok=True)
+
+
+def metrics_urls(settings: Settings) -> dict[str, str | None]:
+    """Where each service serves its Prometheus metrics under `driftloop up` (the gateway on
+    its HTTP port; the others on the port `up` chose for them); None: not recorded."""
+    urls: dict[str, str | None] = {}
+    for name in SERVICES:
+        if name == "gateway":
+            urls[name] = f"{settings.gateway_url()}/metrics"
+            continue
+        try:
+            host, port = (settings.run_dir / f"{name}.metrics").read_text().strip().rsplit(":", 1)
+        except (OSError, ValueError):
+            urls[name] = None
+            continue
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # any address: loopback
+        urls[name] = f"http://{shown}:{port}/metrics"
+    return urls
 
 
 def stop(settings: Settings, *, timeout: float = 40.0) -> bool:

@@ -76,6 +76,7 @@ from driftloop.shared.events import (
     parse_envelope,
     subject_for,
 )
+from driftloop.shared.metrics import ConsumerCollector, ConsumerInfo
 from driftloop.shared.permissions import inbox_prefix
 from driftloop.shared.telemetry import extract_context, inject_headers, process_span, send_span
 
@@ -150,6 +151,8 @@ STREAMS = (
 )
 
 
+# How often each durable consumer asks JetStream for its lag (the metrics read the answer).
+CONSUMER_INFO_SECONDS = 5.0
 # How often a consumer that was handed records past a jump in stream sequences asks the stream
 # whether the records in between were discarded (shared/discards.py).
 GAP_CHECK_SECONDS = 1.0
@@ -183,7 +186,7 @@ class Bus:
     js: JetStreamContext
     service: str
     streams: tuple[StreamConfig, ...] = STREAMS
-    metrics_port: int | None = None  # serve `metrics` there once records are consumed
+    metrics_port: int | None = None  # serve `metrics` there (run_until_stopped)
     metrics_host: str = "127.0.0.1"
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -200,6 +203,32 @@ class Bus:
             registry=self.metrics,
         )
         self.discarded: dict[str, int] = {}  # durable -> records lost since this bus started
+        self._redeliveries_total = Counter(
+            "driftloop_consumer_redeliveries",
+            "messages this process was handed again (delivered before: a handler failed, "
+            "timed out or its process stopped)",
+            ["stream", "consumer"],
+            registry=self.metrics,
+        )
+        self._dead_letters_total = Counter(
+            "driftloop_dead_letters",
+            "messages this process gave up on and published to the dead-letter stream",
+            ["stream", "consumer"],
+            registry=self.metrics,
+        )
+        self.consumers: dict[str, ConsumerInfo] = {}  # durable -> JetStream's last word on it
+        self.metrics.register(ConsumerCollector(lambda: self.consumers))
+
+    def serve_metrics(self) -> None:
+        """Serve the registry (`metrics`) on `metrics_port`, once; no port: nothing."""
+        if self.metrics_port is not None and self._exporter is None:
+            self._exporter = start_http_server(
+                self.metrics_port, addr=self.metrics_host, registry=self.metrics
+            )
+            logger.info(
+                "serving metrics",
+                extra={"service": self.service, "port": self.metrics_port},
+            )
 
     # Topology ----------------------------------------------------------------------------
 
@@ -314,10 +343,7 @@ class Bus:
         name = f"{self.service}-{durable}"
         self.discarded.setdefault(name, 0)
         self._discarded_total.labels(stream=stream, consumer=name)  # the series exists at 0
-        if self.metrics_port is not None and self._exporter is None:
-            self._exporter = start_http_server(
-                self.metrics_port, addr=self.metrics_host, registry=self.metrics
-            )
+        self.serve_metrics()
         self._start(
             stream,
             subject,
@@ -397,6 +423,11 @@ class Bus:
         )
         sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
         logger.info("consuming", extra={"durable": durable, "subject": subject})
+        for counted in (self._redeliveries_total, self._dead_letters_total):
+            counted.labels(stream=stream, consumer=durable)  # the series exist at 0
+        self._tasks.append(
+            asyncio.create_task(self._watch_consumer(stream, durable), name=f"{durable}-info")
+        )
         gaps = await self._sequence_gaps(stream, durable) if discards else None
         while not self._stopping.is_set():
             if gaps is not None:
@@ -444,6 +475,24 @@ class Bus:
                     )
             finally:
                 queued.cancel()
+
+    async def _watch_consumer(self, stream: str, durable: str) -> None:
+        """Ask JetStream how far behind the consumer is, every CONSUMER_INFO_SECONDS until
+        the bus stops (one small API call; a scrape reads the cached answer)."""
+        while not self._stopping.is_set():
+            try:
+                info = await self.js.consumer_info(stream, durable)
+            except Exception as exc:  # kept: the last answer stands until the next one
+                logger.debug("consumer info failed", extra={"durable": durable, "error": str(exc)})
+            else:
+                self.consumers[durable] = ConsumerInfo(
+                    stream=stream,
+                    pending=info.num_pending or 0,
+                    ack_pending=info.num_ack_pending or 0,
+                    redelivered=info.num_redelivered or 0,
+                )
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=CONSUMER_INFO_SECONDS)
 
     async def _sequence_gaps(self, stream: str, durable: str) -> SequenceGaps | None:
         """Where the consumer stands in the stream: the last sequence it was handed (before
@@ -528,6 +577,8 @@ class Bus:
         except UnknownEventError as exc:
             await self._dead_letter(msg, durable, exc)
             return None
+        if msg.metadata.num_delivered > 1:
+            self._redeliveries_total.labels(stream=msg.metadata.stream, consumer=durable).inc()
         if msg.metadata.num_delivered > max_deliver:
             await self._dead_letter(msg, durable, f"no outcome after {max_deliver} deliveries")
             return None
@@ -728,6 +779,7 @@ class Bus:
             logger.exception("dead-lettering failed", extra={"durable": durable})
             await msg.nak(delay=backoff(meta.num_delivered))  # the spare delivery tries again
             return
+        self._dead_letters_total.labels(stream=meta.stream, consumer=durable).inc()
         await msg.term()
 
     # Outbox relay ------------------------------------------------------------------------
@@ -779,6 +831,7 @@ class Bus:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        self.serve_metrics()
         await self.respond(f"driftloop.rpc.ping.{self.service}", _pong(self.service))
         logger.info("ready", extra={"service": self.service})
         await self._stopping.wait()

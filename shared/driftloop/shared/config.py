@@ -67,8 +67,9 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=65535,
-        description="a consumer service's Prometheus port (the gateway serves /metrics on its own "
-        "port); unset: none",
+        description="the Prometheus port of a monitor, trainer, evaluator or deployer (the "
+        "gateway serves /metrics on its own port; `driftloop up` sets one per service); unset: "
+        "none",
     )
     metrics_host: str = "127.0.0.1"
     # Alerts (the monitor sends them; `driftloop alerts test` too): each destination of a

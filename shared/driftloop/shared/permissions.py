@@ -79,7 +79,13 @@ RECORDS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # Other subjects each account publishes to: records, KV writes, requests.
 PUBLISHES: dict[str, tuple[str, ...]] = {
-    "gateway": ("driftloop.predictions.>", "driftloop.feedback.>", MONITOR_STATUS),
+    # the console's controls: a person's command, with the token they typed (gateway/console)
+    "gateway": (
+        "driftloop.predictions.>",
+        "driftloop.feedback.>",
+        MONITOR_STATUS,
+        DEPLOYER_CONTROL,
+    ),
     "monitor": (),
     "trainer": (),
     "evaluator": (),
@@ -94,7 +100,9 @@ READS: dict[str, tuple[str, ...]] = {
     "evaluator": (SPECS_BUCKET,),
     "deployer": (ROUTES_BUCKET, SPECS_BUCKET),
 }
-# Streams a service reads single messages of (the gateway: the last verdict of a model).
+# Streams a service reads single messages of, and the info of (where they end): the gateway,
+# a model's last verdict and its web console's timeline, read message by message (no consumer:
+# a consumer-create right on the stream would let it rewrite another service's durable).
 GETS: dict[str, tuple[str, ...]] = {"gateway": (EVENTS_STREAM,)}
 # Request subjects each service answers (beside its ping): only it may subscribe to them.
 RESPONDS: dict[str, tuple[str, ...]] = {
@@ -171,6 +179,7 @@ def allowed(account: str) -> list[str]:
             *(api for pair in durables(account) for api in _consumer_api(*pair)),
             *(api for bucket in READS.get(account, ()) for api in _bucket_api(bucket)),
             *(f"$JS.API.STREAM.MSG.GET.{stream}" for stream in GETS.get(account, ())),
+            *(f"$JS.API.STREAM.INFO.{stream}" for stream in GETS.get(account, ())),
         ]
     dead = [d for _, d in durables(account)] + list(DEAD_LETTERS.get(account, ()))
     return [

@@ -15,6 +15,7 @@ from driftloop.deployer.adapters.observer import MonitorStats
 from driftloop.deployer.adapters.routes import RouteWriter
 from driftloop.deployer.adapters.store import SERVICE, VERSIONS, messaging
 from driftloop.deployer.handlers import Deployer
+from driftloop.deployer.metrics import deployer_collector
 from driftloop.shared import service
 from driftloop.shared.auth import TokenSet
 from driftloop.shared.bus import connect_bus
@@ -46,6 +47,7 @@ async def serve(settings: Settings, *, look_every: float = LOOK_EVERY) -> None:
     # no await between opening the store and `closing` it: a cancel cannot leak its pool
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
+        bus.metrics.register(deployer_collector(uow.engine))
         deployer = Deployer(
             uow=uow,
             specs=service.SpecSource(bus),

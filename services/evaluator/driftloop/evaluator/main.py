@@ -8,6 +8,7 @@ from functools import partial
 
 from driftloop.evaluator import handlers
 from driftloop.evaluator.adapters.store import SERVICE, VERSIONS, messaging
+from driftloop.evaluator.metrics import evaluator_collector
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
@@ -24,6 +25,7 @@ async def serve(settings: Settings) -> None:
     # no await between opening the store and `closing` it: a cancel cannot leak its pool
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
+        bus.metrics.register(evaluator_collector(uow.engine))
         bus.subscribe(
             ModelTrained,
             partial(

@@ -33,6 +33,7 @@ from driftloop.gateway.adapters.models import LoadedModel, RouteTable
 from driftloop.gateway.adapters.records import MirrorJob, RecordPublisher
 from driftloop.gateway.adapters.shadow import ShadowWorker
 from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.console.routes import console_router
 from driftloop.gateway.domain.batching import BatchBounds
 from driftloop.gateway.domain.validation import (
     choose_route,
@@ -554,6 +555,18 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     @app.get("/v1/models")
     async def list_models() -> dict[str, list[str]]:
         return {"models": sorted(set(table.serving) | table.specs)}
+
+    app.include_router(  # the web console at /ui (console/routes.py)
+        console_router(
+            settings,
+            models=list_models,
+            status=model_status,
+            bus=lambda: state["bus"],
+            require_token=require_token,
+            tokens_required=tokens.required,
+            route_class=app.router.route_class,
+        )
+    )
 
     register_oip(
         app,

@@ -16,6 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
+from driftloop.monitor.adapters.cycles import cycle_ended, cycle_started
 from driftloop.monitor.adapters.loaded import Loaded, stored_window
 from driftloop.monitor.adapters.store import (
     Profiles,
@@ -802,6 +803,9 @@ async def on_retrain_requested(event: RetrainRequested, *, uow: SqlUnitOfWork) -
     and count new labels for the volume trigger from here. One we started is remembered
     already (with the decision): its end may even have come first."""
     async with uow.handling() as tx:
+        cycle_started(
+            tx.conn, event.model, event.cycle_id, trigger=event.trigger, at=event.requested_at
+        )
         if decided(tx.conn, event.model, event.cycle_id):
             return
         save(tx.conn, event.model, open_cycle_id=event.cycle_id, labels_since_retrain=0)
@@ -885,16 +889,19 @@ async def on_deployed(
     uow: SqlUnitOfWork,
     client: MlflowClient,
     now: Callable[[], datetime],
+    outcome: str = "Deployed",
 ) -> None:
     """The new champion's training profile becomes the reference; the window restarts and
     every episode ends (the new champion's are judged afresh). A deploy that replaced a
     champion starts the cooldown: the next time-gated retrain counts from the new version's
-    first answer, not from when its cycle was requested."""
+    first answer, not from when its cycle was requested. The cycle ended with `outcome`
+    (a rollback that restored an earlier champion comes here too)."""
     if uow.already_handled():
         return
     raw = await asyncio.to_thread(read_json_artifact, client, event.run_id, PROFILE_ARTIFACT)
     profile = ReferenceProfile.model_validate(raw)
     async with uow.handling() as tx:
+        cycle_ended(tx.conn, event.model, event.cycle_id, outcome=outcome, at=now())
         state = load(tx.conn, event.model) or {}
         values: dict[str, Any] = {
             "reference_version": event.version,
@@ -989,7 +996,7 @@ async def on_rolled_back(
             previous_version=event.version,
             run_id=event.restored_run_id,
         )
-        await on_deployed(restored, uow=uow, client=client, now=now)
+        await on_deployed(restored, uow=uow, client=client, now=now, outcome="RolledBack")
         return
     await on_cycle_ended(event, uow=uow, now=now, specs=specs)
 
@@ -1008,6 +1015,8 @@ async def on_cycle_ended(
     spec = await specs.get(event.model) if specs is not None else None
     policy = spec.monitor if spec is not None else MonitorSpec()
     async with uow.handling() as tx:
+        if cycle_id is not None:
+            cycle_ended(tx.conn, event.model, cycle_id, outcome=event.event_type(), at=now())
         state = load(tx.conn, event.model)
         if state is None:
             return
@@ -1087,6 +1096,7 @@ async def status(
             "known": True,
             "reference_version": state["reference_version"],
             "window_rows": window.get("rows", 0),
+            "window_counts": window.get("counts") or {},  # per reference bin (the console)
             "rows_seen": state["rows_seen"],
             "last_drift": state["last_drift"],
             "versions": {

@@ -13,6 +13,7 @@ from driftloop.monitor import handlers
 from driftloop.monitor.adapters.specs import CachedSpecSource
 from driftloop.monitor.adapters.store import SERVICE, VERSIONS, Profiles, messaging
 from driftloop.monitor.alerts import AlertWorker, alerting
+from driftloop.monitor.metrics import monitor_collector
 from driftloop.shared import service
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
@@ -55,6 +56,7 @@ async def serve(settings: Settings) -> None:
     # no await between opening the store and `closing` it: a cancel cannot leak its pool
     uow = service.open_store(settings, service=SERVICE, messaging=messaging, versions=VERSIONS)
     async with service.closing(uow), connect_bus(settings, service=SERVICE) as bus:
+        bus.metrics.register(monitor_collector(uow.engine))
         specs = service.SpecSource(bus)
         cached = CachedSpecSource(bus)  # read per batch: at most once a second
         profiles = Profiles()

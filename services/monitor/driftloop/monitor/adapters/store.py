@@ -155,6 +155,17 @@ alerts = sa.Table(
     sa.UniqueConstraint("event_id", "destination", name="uq_monitor_alerts_event_destination"),
 )
 sa.Index("ix_monitor_alerts_pending", alerts.c.sent_at, alerts.c.given_up_at)
+# The cycles the monitor saw start and end (migration 0013; queries in adapters/cycles.py).
+cycles = sa.Table(
+    "monitor_cycles",
+    metadata,
+    sa.Column("cycle_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(32), nullable=True),
+    sa.Column("started_at", UtcDateTime(), nullable=True),  # RetrainRequested.requested_at
+    sa.Column("ended_at", UtcDateTime(), nullable=True),  # when its end was handled
+    sa.Column("outcome", sa.String(32), nullable=True),  # the ending event's type
+)
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 
 
