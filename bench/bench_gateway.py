@@ -545,9 +545,12 @@ def shadow_counts(gateway: str, pid: int) -> dict[str, float]:
 
 def gateway_sums(gateway: str) -> dict[str, float]:
     """Running totals from the gateway's /metrics: predict latency (seconds, as run_model
-    times it: queueing for a batch included) and rows per model call."""
-    sums = dict.fromkeys(("latency_s", "requests", "rows", "calls"), 0.0)
+    times it: queueing for a batch included), rows per model call, the process's CPU seconds
+    and the CPU seconds spent in the model's own predict."""
+    sums = dict.fromkeys(("latency_s", "requests", "rows", "calls", "cpu_s", "model_s"), 0.0)
     names = {
+        "process_cpu_seconds_total ": "cpu_s",
+        "driftloop_model_cpu_seconds_total{": "model_s",
         "driftloop_predict_seconds_sum{": "latency_s",
         "driftloop_predict_seconds_count{": "requests",
         "driftloop_batch_rows_sum{": "rows",
@@ -689,6 +692,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, 
             "p50_ms": median([r["p50_ms"] for r in rs]),
             "p99_ms": median([r["p99_ms"] for r in rs]),
             "errors": float(sum(r["errors"] for r in rs)),
+            "outside_ms": median([r.get("outside_ms", float("nan")) for r in rs]),
         }
         for k, rs in keyed.items()
     }
@@ -782,6 +786,15 @@ def report(
             f"  16 conn: p99 <= {MSB}'s: {dl16['p99_ms']:.2f} vs {msb16['p99_ms']:.2f} ms "
             f"{'met' if ok else 'MISSED'}"
         )
+    lines.append("goals (issue 19, goal 2: a lean request path), driftloop /v1:")
+    for c in conns:
+        row = table.get(("driftloop /v1", c))
+        if row:
+            ok = row["outside_ms"] <= 1
+            lines.append(
+                f"  {c:>2} conn: gateway CPU per request outside the model <= 1 ms: "
+                f"{row['outside_ms']:.2f} ms {'met' if ok else 'MISSED'}"
+            )
     dl1 = table.get(("driftloop /v1", 1))
     own = floors.get("gateway LoadedModel.predict")
     if dl1 and own is not None:
@@ -1004,9 +1017,13 @@ def run(
                         d = {k: v - before[k] for k, v in gateway_sums(gateway).items()}
                         r["gateway_ms"] = 1000 * d["latency_s"] / max(d["requests"], 1)
                         r["rows_per_call"] = d["rows"] / max(d["calls"], 1)
+                        # CPU per request, and the part of it outside the model's predict
+                        r["cpu_ms"] = 1000 * d["cpu_s"] / max(d["requests"], 1)
+                        r["outside_ms"] = 1000 * (d["cpu_s"] - d["model_s"]) / max(d["requests"], 1)
                         inside = (
                             f" (in run_model {r['gateway_ms']:.2f} ms, "
-                            f"{r['rows_per_call']:.1f} rows/call)"
+                            f"{r['rows_per_call']:.1f} rows/call, CPU {r['cpu_ms']:.2f} "
+                            f"ms/request, {r['outside_ms']:.2f} outside the model)"
                         )
                     results.append(r)
                     print(

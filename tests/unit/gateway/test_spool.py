@@ -105,3 +105,62 @@ async def test_spooled_records_are_published_together_and_a_failed_one_again(
     assert len(bus.refused) == 1
     assert bus.most_in_flight == 5  # not one ack round trip per record
     spool.close()
+
+
+async def test_records_kept_in_one_turn_are_written_together_each_before_its_answer(
+    tmp_path: Path,
+) -> None:
+    spool = publisher(tmp_path / "spool.sqlite", capacity=10)
+    assert spool.spool is not None
+    writes: list[int] = []
+    append_all = spool.spool.append_all
+    spool.spool.append_all = lambda rows: (writes.append(len(rows)), append_all(rows))[1]  # type: ignore[method-assign]
+    on_disk: list[int] = []
+
+    async def request(n: int) -> bool:
+        kept = await spool.keep(record(n))
+        on_disk.append(await asyncio.to_thread(count_rows, tmp_path / "spool.sqlite"))
+        return kept
+
+    kept = await asyncio.gather(*(request(n) for n in range(5)))
+    kept.append(await spool.keep(record(5)))  # a later turn: a group of its own
+
+    assert kept == [True] * 6
+    assert writes == [5, 1]  # one transaction per turn, not one per record
+    assert min(on_disk) >= 5  # no request went on before its record was on disk
+    assert spool.pending == 6
+    spool.close()
+
+
+async def test_keep_refuses_past_capacity_counting_the_group_not_yet_written(
+    tmp_path: Path,
+) -> None:
+    dropped = Counter("dropped", "", ["model"], registry=CollectorRegistry())
+    spool = publisher(tmp_path / "spool.sqlite", capacity=2, dropped=dropped)
+
+    kept = await asyncio.gather(*(spool.keep(record(n)) for n in range(3)))
+
+    assert kept == [True, True, False]
+    assert dropped.labels("churn")._value.get() == 1
+    assert spool.pending == 2
+    spool.close()
+
+
+async def test_a_failed_group_write_fails_each_of_its_requests(tmp_path: Path) -> None:
+    spool = publisher(tmp_path / "spool.sqlite", capacity=10)
+    assert spool.spool is not None
+    spool.spool.db.close()  # the disk write fails (as a full disk would)
+
+    outcomes = await asyncio.gather(
+        *(spool.keep(record(n)) for n in range(3)), return_exceptions=True
+    )
+
+    assert all(isinstance(o, Exception) for o in outcomes)
+    assert spool.pending == 0
+
+
+def count_rows(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT count(*) FROM records").fetchone()[0])

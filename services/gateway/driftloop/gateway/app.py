@@ -22,7 +22,9 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field
@@ -263,10 +265,35 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         registry=registry,
     )
+    model_seconds = Histogram(
+        "driftloop_model_call_seconds",
+        "time in the model's own predict, per call (a batch of requests is one call)",
+        ["model", "version"],
+        registry=registry,
+    )
+    model_cpu = Counter(
+        "driftloop_model_cpu_seconds",
+        "CPU time of the model's own predict (its thread's): the rest of "
+        "process_cpu_seconds_total is the gateway's own work",
+        ["model", "version"],
+        registry=registry,
+    )
+    spool_depth = Gauge(
+        "driftloop_record_spool_depth",
+        "prediction records on disk, answered but not yet acknowledged by JetStream "
+        "(predict answers 503 once DRIFTLOOP_RECORD_SPOOL_CAPACITY is reached)",
+        registry=registry,
+    )
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, ...
+
+    def observe(model: str, version: str, rows: int, seconds: float, cpu: float) -> None:
+        batch_rows.labels(model, version).observe(rows)
+        model_seconds.labels(model, version).observe(seconds)
+        model_cpu.labels(model, version).inc(cpu)
+
     own = settings if isinstance(settings, GatewaySettings) else GatewaySettings.model_construct()
     batcher = Batcher(
-        BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000),
-        observe=lambda m, v, n: batch_rows.labels(m, v).observe(n),
+        BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000), observe=observe
     )
     table = RouteTable()
     state: dict[str, Any] = {}
@@ -298,6 +325,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
             table.on_shadow = mirror.set_shadow
             this.state.shadow = mirror  # for tests and operators: its worker's pid
             this.state.records = publisher  # for tests and operators: the spool's depth
+            spool_depth.set_function(lambda: publisher.pending)
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
                 asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
@@ -375,7 +403,8 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         except Exception as exc:
             errors.labels(model, chosen.version, route, "500").inc()
             logger.exception("predict failed", extra={"model": model, "version": chosen.version})
-            state["publisher"].offer(  # a failure is a live figure of the version too
+            # a failure is a live figure of the version too
+            await state["publisher"].keep(
                 PredictionBatch(
                     model=model,
                     version=chosen.version,
@@ -394,7 +423,7 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         elapsed = time.perf_counter() - started
         requests.labels(model, chosen.version, route).inc()
         latency.labels(model, chosen.version, route).observe(elapsed)
-        queued = state["publisher"].offer(
+        queued = await state["publisher"].keep(
             PredictionBatch(
                 model=model,
                 version=chosen.version,

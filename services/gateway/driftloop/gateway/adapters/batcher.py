@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,9 +50,11 @@ class Batcher:
     or bounds.max_wait_s at once), predicts it in one call and hands each request its share.
     A failed or non-finite batch is predicted again request by request, so only a bad request
     fails. Bounds off: each request is predicted at once, alone. `observe(model, version,
-    rows)` is told of every predict call."""
+    rows, seconds, cpu_seconds)` is told of every predict call."""
 
-    def __init__(self, bounds: BatchBounds, *, observe: Callable[[str, str, int], None]) -> None:
+    def __init__(
+        self, bounds: BatchBounds, *, observe: Callable[[str, str, int, float, float], None]
+    ) -> None:
         self.bounds = bounds
         self.observe = observe
         self._queues: dict[tuple[str, str], _Queue] = {}
@@ -130,8 +133,17 @@ class Batcher:
             _settle(w, (share, chance))
 
     def _call(self, chosen: LoadedModel, rows: list[dict[str, Any]]) -> Answer:
-        self.observe(chosen.model, chosen.version, len(rows))
-        return chosen.predict(rows)
+        started, cpu = time.perf_counter(), time.thread_time()
+        try:
+            return chosen.predict(rows)
+        finally:
+            self.observe(
+                chosen.model,
+                chosen.version,
+                len(rows),
+                time.perf_counter() - started,
+                time.thread_time() - cpu,
+            )
 
 
 def _checked(answer: Answer) -> Answer:
