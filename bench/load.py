@@ -66,6 +66,8 @@ BENCH_EVALUATOR = (
 )
 FLAT_MIB = 16.0  # RSS growth start -> end called flat when within this or FLAT_PCT
 FLAT_PCT = 10.0
+GOAL_RATE = 1000  # issue 19, goal 4: one-row requests/s through the whole loop on 2 cores
+GOAL_P99_MS = 100.0  # ... with p99 from the due time under this
 
 
 # Figures (pure) ------------------------------------------------------------------------------
@@ -191,6 +193,25 @@ def goals(figures: dict[str, Any]) -> list[tuple[str, str, bool]]:
             cycle.get("ended") is not None,
         )
     )
+    # issue 19, goal 4: the whole loop at 1,000 one-row requests/s
+    sent_rps = load["sent"] / load["duration_s"] if load.get("duration_s") else 0.0
+    out += [
+        (
+            f"rate >= {GOAL_RATE:,} req/s",
+            f"{sent_rps:.0f} req/s sent",
+            sent_rps >= GOAL_RATE * 0.99,
+        ),
+        (
+            f"p99 from due < {GOAL_P99_MS:.0f} ms",
+            f"{load['p99_ms']:.1f} ms",
+            load["p99_ms"] < GOAL_P99_MS,
+        ),
+        (
+            "the cycle Deployed",
+            str(cycle.get("ended") or "not ended"),
+            cycle.get("ended") == "Deployed",
+        ),
+    ]
     return out
 
 
@@ -663,7 +684,7 @@ def report(figures: dict[str, Any]) -> list[str]:
             f"({r['growth_mib']:+.1f}, {r['growth_pct']:+.1f} %) peak {r['peak_mib']:.1f}  "
             f"restarts {r['restarts']}  {'flat' if r['flat'] else 'GREW'}  {r['series_mib']}"
         )
-    lines += ["", "goals (issue 8):"]
+    lines += ["", "goals (issue 8; the last three issue 19's, goal 4):"]
     for goal, measured, met in goals(figures):
         lines.append(f"  {goal:<40} {measured:<50} {'met' if met else 'MISSED'}")
     lines.append(

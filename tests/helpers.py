@@ -7,8 +7,10 @@ import inspect
 import json
 import logging
 import os
+import random
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import pytest
 from click.testing import Result
 from nats.js.api import DeliverPolicy
 
+from driftloop.cli.supervisor import free_port
 from driftloop.shared.events import EVENTS_STREAM, EvaluationPassed
 from driftloop.shared.permissions import inbox_prefix
 
@@ -380,3 +383,24 @@ def cpu_seconds() -> float:
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def fixed_port() -> int:
+    """A free port below the kernel's ephemeral range, for a server a test stops and starts
+    again on the same port (MLflow's outage, the fault tests' gateway): every other port the
+    suite picks (`free_port`: bind to port 0, e.g. the services' metrics ports in other
+    workers) comes from that range, so this one cannot be taken while its server is away (an
+    MLflow port was, once, in CI)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    for _ in range(100):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
-
-from driftloop.cli.supervisor import free_port
+from helpers import fixed_port
 
 
 class MlflowServer:
@@ -23,7 +22,7 @@ class MlflowServer:
 
     def __init__(self, root: Path, *, serve_artifacts: bool = False) -> None:
         self.root = root
-        self.port = free_port()
+        self.port = fixed_port()
         self.serve_artifacts = serve_artifacts
         self.artifacts = root / ("server-artifacts" if serve_artifacts else "artifacts")
         self.proc: subprocess.Popen[bytes] | None = None

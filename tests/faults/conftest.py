@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 import pytest
 from faults.harness import FAULT_SPEC, SERVICES, Loop, PrivatePostgres, postgres_bindir
-from helpers import churn, failed
+from helpers import churn, failed, fixed_port
 
 from driftloop.cli.supervisor import free_port, pid_alive, port_open
 
@@ -22,7 +22,7 @@ from driftloop.cli.supervisor import free_port, pid_alive, port_open
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     """`driftloop up`, the spec applied and version 1 deployed; `down` afterwards."""
     tmp = tmp_path_factory.mktemp("faults")
-    loop = Loop(tmp / "home", free_port())
+    loop = Loop(tmp / "home", fixed_port())  # its gateway is killed and restarted on it
     up = loop.cli("up", "--detach")
     assert up.returncode == 0, up.stderr
     loop.nats_url = (loop.home / "run" / "nats.url").read_text().strip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -236,6 +237,22 @@ async def test_every_bus_consumer_reports_its_lag_and_its_redeliveries(
 
 
 CONSUMERS = {"monitor-predictions", "monitor-feedback", "monitor-Deployed"}
+
+
+async def test_a_service_whose_metrics_port_is_taken_runs_on_without_metrics(
+    settings: Settings, bus: Bus, running: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:  # another process listens on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        occupied = settings.model_copy(update={"metrics_port": taken.getsockname()[1]})
+
+        await start_monitor(occupied, bus, running, MONITOR_YAML)  # it answers its status
+
+        assert any(
+            r.getMessage() == "metrics not served: cannot listen on their port"
+            for r in caplog.records
+        )
 
 
 # The whole loop: the canary weight, and every metric the dashboards name ---------------------

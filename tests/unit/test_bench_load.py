@@ -125,3 +125,45 @@ def test_the_cycle_id_is_read_from_what_retrain_prints(load: ModuleType) -> None
 
     assert load.cycle_id_from(printed) == "0b7c6c1e-58a4-4bd8-9d38-1a2b3c4d5e6f"
     assert load.cycle_id_from("error: unknown model") is None
+
+
+def figures_of(*, sent: int, duration: float, p99: float, ended: str | None) -> dict[str, Any]:
+    flat = {"flat": True}
+    return {
+        "load": {"statuses": {"200": sent}, "sent": sent, "duration_s": duration, "p99_ms": p99},
+        "lost": dict.fromkeys(
+            (
+                "records_live_stats",
+                "records_monitor_samples",
+                "records_trainer_samples",
+                "labels_monitor",
+                "labels_trainer",
+            ),
+            0,
+        ),
+        "rss": {"gateway": flat},
+        "cycle": {"ended": ended},
+    }
+
+
+def test_issue_19_goals_are_the_rate_the_p99_from_due_and_a_deployed_cycle(
+    load: ModuleType,
+) -> None:
+    met = {
+        g: ok
+        for g, _, ok in load.goals(
+            figures_of(sent=600_000, duration=600, p99=80.0, ended="Deployed")
+        )
+    }
+    assert all(met.values())
+
+    missed = {
+        g: ok
+        for g, _, ok in load.goals(
+            figures_of(sent=480_000, duration=600, p99=140.0, ended="RolledBack")
+        )
+    }
+    assert not missed["rate >= 1,000 req/s"]
+    assert not missed["p99 from due < 100 ms"]
+    assert not missed["the cycle Deployed"]
+    assert missed["the cycle ends under load (Deployed, RolledBack, ...)"]

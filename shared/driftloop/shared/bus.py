@@ -222,9 +222,17 @@ class Bus:
     def serve_metrics(self) -> None:
         """Serve the registry (`metrics`) on `metrics_port`, once; no port: nothing."""
         if self.metrics_port is not None and self._exporter is None:
-            self._exporter = start_http_server(
-                self.metrics_port, addr=self.metrics_host, registry=self.metrics
-            )
+            try:
+                self._exporter = start_http_server(
+                    self.metrics_port, addr=self.metrics_host, registry=self.metrics
+                )
+            except OSError as exc:  # the port taken: the service goes on, without metrics
+                self._exporter = False
+                logger.error(
+                    "metrics not served: cannot listen on their port",
+                    extra={"port": self.metrics_port, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                return
             logger.info(
                 "serving metrics",
                 extra={"service": self.service, "port": self.metrics_port},
@@ -842,7 +850,7 @@ class Bus:
         they are redelivered at once; a handler still running at the bound is cancelled, its
         transaction rolls back and its message, never acked, is redelivered."""
         self._stopping.set()
-        if self._exporter is not None:
+        if self._exporter:  # False: it could not listen
             server, _thread = self._exporter
             server.shutdown()
             server.server_close()
