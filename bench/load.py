@@ -480,6 +480,21 @@ def sample_counts(home: Path, prefix: str) -> dict[str, int]:
     return out
 
 
+def wait_labels(
+    home: Path, prefix: str, *, expect: int, timeout: float
+) -> tuple[dict[str, int], float]:
+    """The samples tables' counts once the monitor and the trainer both hold `expect` labels
+    of the run (their feedback consumers may still be behind when the traffic stops), or at
+    `timeout`; and the seconds waited."""
+    started = time.monotonic()
+    while True:
+        counts = sample_counts(home, prefix)
+        waited = time.monotonic() - started
+        if min(counts["monitor_labels"], counts["trainer_labels"]) >= expect or waited > timeout:
+            return counts, waited
+        time.sleep(2)
+
+
 def read_log(settings: Any) -> list[dict[str, Any]]:
     """The model's event log, oldest first (what `driftloop events churn --json` prints)."""
     from driftloop.cli.client import read_events
@@ -590,7 +605,8 @@ def drive(
     after, caught_up_s = wait_caught_up(
         settings, versions, expect=counted_before + accepted, timeout=args.catch_up
     )
-    counts = sample_counts(settings.home, prefix)
+    labels = int(load["labels_accepted"])
+    counts, labels_s = wait_labels(settings.home, prefix, expect=labels, timeout=args.catch_up)
     samples.append(sample_rss(run_dir, time.monotonic() - t0))
     counted_after = counted_rows(after)
     return {
@@ -607,6 +623,7 @@ def drive(
             "counted_before": counted_before,
             "counted_after": counted_after,
             "caught_up_wait_s": round(caught_up_s, 1),
+            "labels_caught_up_wait_s": round(labels_s, 1),
             "per_version": after,
         },
         "samples_tables": counts,
@@ -662,6 +679,8 @@ def report(figures: dict[str, Any]) -> list[str]:
         f"{'answers by version':<28} {load['versions']}",
         f"{'labels sent / accepted':<28} {load['labels_sent']:>10} {load['labels_accepted']}",
         f"{'monitor caught up in':<28} {figures['monitor']['caught_up_wait_s']:>9.0f}s",
+        f"{'  its labels, and the trainer':<28} "
+        f"{figures['monitor'].get('labels_caught_up_wait_s', 0):>9.0f}s",
         "",
         "records and labels lost (accepted minus stored):",
     ]

@@ -88,6 +88,13 @@ async def test_the_console_lists_a_model_and_shows_a_drift_cycle_live(
         return shown if "DriftDetected" in shown else None
 
     live = await eventually(drift_shown, timeout=60, interval=0.5)  # no reload in between
+
+    async def stats_shown() -> str | None:  # the champion's live stats, as the monitor counts
+        await page.open(url(gateway, "/ui/models/churn"))
+        [rows] = await page.texts('#live-stats tr[data-version="1"] td.rows') or ["0"]
+        return rows if int(rows) >= 400 else None
+
+    served_rows = await eventually(stats_shown, timeout=30, interval=0.5)
     await page.shot("console-model.png")
     await page.script("document.getElementById('timeline-section').scrollIntoView()")
     await page.shot("console-timeline.png")
@@ -97,8 +104,18 @@ async def test_the_console_lists_a_model_and_shows_a_drift_cycle_live(
         ".map(s => [s.dataset.feature, s.querySelectorAll('svg.chart').length])"
     )
     await page.shot("console-drift.png")
+    drawn = await page.script(  # each chart's "current" bars: the judged window's share per bin
+        "return Object.fromEntries([...document.querySelectorAll('#features section.feature')]"
+        ".map(s => [s.dataset.feature, [...s.querySelectorAll('svg.chart rect title')]"
+        ".map(t => t.textContent).filter(t => t.includes(': current '))"
+        ".map(t => parseFloat(t.split(': current ')[1]))]))"
+    )
+    judged = (await gateway.get("/v1/models/churn")).json()["monitor"]["last_drift"]["counts"]
 
     assert listed == ["churn"]
+    assert served_rows == "400"  # the drifted customers the test sent, counted by the monitor
+    for feature, counts in judged.items():  # drawn from the judged window's counts
+        assert drawn[feature] == pytest.approx([100 * c / sum(counts) for c in counts], abs=0.01)
     assert "Deployed" in before
     assert "DriftDetected" not in before
     assert live[0] in ("DriftDetected", "RetrainRequested")  # newest first, added live

@@ -251,6 +251,11 @@ async def test_falling_accuracy_without_input_drift_triggers_a_performance_cycle
     assert started[0]["envelope"]["data"]["cause_id"] == degraded[0]["envelope"]["id"]
     assert types(cycle) == BOOTSTRAP_TYPES, cycle[-1]["envelope"]["data"]
     await serving(gateway, "2")
+    history = (await gateway.get("/v1/models/churn")).json()["monitor"]["performance_history"]
+    low = [h for h in history if h["version"] == "1" and h["figure"] < 0.7]  # the console's chart
+    assert low
+    assert {(h["metric"], h["floor"]) for h in low} == {("accuracy", 0.7)}
+    assert [h["at"] for h in history] == sorted(h["at"] for h in history)
 
 
 async def test_a_regression_model_on_public_data_is_trained_judged_and_served(

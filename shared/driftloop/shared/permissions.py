@@ -84,6 +84,7 @@ PUBLISHES: dict[str, tuple[str, ...]] = {
         "driftloop.predictions.>",
         "driftloop.feedback.>",
         MONITOR_STATUS,
+        MONITOR_VERSION,  # the console's live stats per serving version
         DEPLOYER_CONTROL,
     ),
     "monitor": (),

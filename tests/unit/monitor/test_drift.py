@@ -258,6 +258,7 @@ def test_report_carries_missing_counts_and_retrain_crossings() -> None:
     assert report.features[0].missing == 10
     assert report.drifted == ["plan"]
     assert report.past_retrain() == ["plan"]
+    assert report.counts == {"plan": [10, 90, 0]}  # what the console draws per bin
 
 
 def test_report_of_an_empty_window_has_zero_psi() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sklearn.metrics import f1_score, mean_squared_error
 
-from driftloop.monitor.domain.performance import live_metric
+from driftloop.monitor.domain.performance import live_metric, with_evaluation
 from driftloop.monitor.domain.policy import (
     TriggerState,
     decide_on_performance,
@@ -118,3 +118,11 @@ def test_schedule_trigger_counts_from_the_last_retraining_or_the_reference() -> 
     assert retrained is None
     assert running is not None
     assert not running.fire
+
+
+def test_the_evaluation_history_keeps_the_newest_in_order() -> None:
+    history = None
+    for n in range(5):
+        history = with_evaluation(history, {"figure": n / 10}, kept=3)
+
+    assert history == [{"figure": 0.2}, {"figure": 0.3}, {"figure": 0.4}]

@@ -77,6 +77,7 @@ from driftloop.monitor.domain.performance import (
     live_metric,
     metric_standard_error,
     onset_of_drop,
+    with_evaluation,
 )
 from driftloop.monitor.domain.policy import (
     RetrainDecision,
@@ -392,6 +393,7 @@ def _summary(report: DriftReport, *, now: datetime) -> dict[str, Any]:
                 f.feature: f.model_dump(mode="json", exclude={"feature"}) for f in report.features
             },
             "prediction": report.prediction.model_dump(mode="json") if report.prediction else None,
+            "counts": report.counts,  # rows per reference bin, per feature (the console)
         }
     )
     return summary
@@ -763,7 +765,11 @@ def _judge_performance(
         "labels": len(rows),
         "at": now.isoformat(),
         "version": state["reference_version"],
+        "floor": policy.min,
     }
+    values["performance_history"] = with_evaluation(
+        state.get("performance_history"), values["last_performance"]
+    )
     values |= _episode_window(
         tx,
         batch.model,
@@ -1096,7 +1102,6 @@ async def status(
             "known": True,
             "reference_version": state["reference_version"],
             "window_rows": window.get("rows", 0),
-            "window_counts": window.get("counts") or {},  # per reference bin (the console)
             "rows_seen": state["rows_seen"],
             "last_drift": state["last_drift"],
             "versions": {
@@ -1107,6 +1112,7 @@ async def status(
             "label_window_rows": (labels.get("window") or {}).get("rows", 0),
             "last_label_drift": labels.get("last_drift"),
             "last_performance": state["last_performance"],
+            "performance_history": state.get("performance_history") or [],
             "open_cycle_id": state["open_cycle_id"],
             "last_retrain_at": state["last_retrain_at"],
             "episodes": {

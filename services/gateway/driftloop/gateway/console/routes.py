@@ -21,6 +21,7 @@ from driftloop.gateway.console import views
 from driftloop.shared.bus import Bus
 from driftloop.shared.config import Settings
 from driftloop.shared.eventlog import CONTROL_ACTIONS, ask_deployer, follow_events, last_events
+from driftloop.shared.permissions import MONITOR_VERSION
 from driftloop.shared.registry import read_json_artifact, version_ref
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,26 @@ def console_router(
             profiles[(model, version)] = await asyncio.to_thread(load)
         return profiles[(model, version)]
 
+    async def live_stats(model: str, current: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each serving version's live stats per route and its metric on labelled traffic, as
+        the monitor answers the deployer's analysis (none when it does not answer)."""
+        serving = [
+            (role, str(current[role]["version"]))
+            for role in ("champion", "canary", "shadow")
+            if current.get(role)
+        ]
+
+        async def ask(role: str, version: str) -> dict[str, Any]:
+            try:
+                answer = await bus().request(
+                    MONITOR_VERSION, {"model": model, "version": version}, timeout=1.0
+                )
+            except Exception:  # the monitor is away: the rest of the page still shows
+                answer = {}
+            return {"routes": {}, "metric": None, **answer, "role": role, "version": version}
+
+        return list(await asyncio.gather(*(ask(role, v) for role, v in serving)))
+
     @router.get("", response_class=RedirectResponse)
     async def home() -> RedirectResponse:
         return RedirectResponse("/ui/models", status_code=303)
@@ -119,8 +140,11 @@ def console_router(
             live=before is None,
             after=events[-1].sequence if events else 0,
             lineage=views.lineage(events),
-            metric_svg=views.metric_chart(events, monitor.get("last_performance")),
+            metric_svg=views.metric_chart(
+                events, monitor.get("last_performance"), monitor.get("performance_history")
+            ),
             versions=monitor.get("versions") or {},
+            live_stats=await live_stats(model, current),
             actions=CONTROL_ACTIONS,
         )
 
@@ -133,7 +157,7 @@ def console_router(
         charts = views.feature_charts(
             last.get("features") or {},
             await profile(model, str(reference) if reference is not None else None),
-            monitor.get("window_counts") or {},
+            last.get("counts") or {},
         )
         return page(
             "drift.html",

@@ -123,10 +123,29 @@ def _number(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (0, version)
 
 
-def metric_chart(events: list[Received], last_performance: dict[str, Any] | None) -> str:
-    """The served metric on labelled traffic over time (the monitor's degraded windows in the
-    timeline, then its newest figure) against the floor."""
-    points: list[tuple[datetime, float]] = []
+def metric_chart(
+    events: list[Received],
+    last_performance: dict[str, Any] | None,
+    history: list[dict[str, Any]] | None = None,
+) -> str:
+    """The served metric on labelled traffic over time against the floor: the monitor's
+    evaluations (`history`, its newest 200), else its degraded windows in the timeline and its
+    newest figure."""
+    if history:
+        dated = [(when(h.get("at")), h) for h in history]
+        points = [
+            (at, float(h["figure"]))
+            for at, h in dated
+            if at is not None and isinstance(h.get("figure"), int | float)
+        ]
+        newest = history[-1]
+        floor_value = newest.get("floor")
+        return series_svg(
+            points,
+            floor=float(floor_value) if isinstance(floor_value, int | float) else None,
+            label=str(newest.get("metric", "")),
+        )
+    points = []
     floor: float | None = None
     name = ""
     for event in events:
@@ -174,7 +193,8 @@ def feature_charts(
     counts: dict[str, list[int]],
 ) -> list[FeatureChart]:
     """One chart per feature of the last judged window: the reference's share of rows per bin
-    (the profile's quantile bins, or categories) against the open window's."""
+    (the profile's quantile bins, or categories) against that window's (`counts`: its rows per
+    bin, kept by the monitor with the window's figures)."""
     by_name = {f["name"]: f for f in (profile or {}).get("features") or []}
     names = list(figures) or list(by_name)
     charts = []

@@ -40,6 +40,8 @@ models = sa.Table(
     sa.Column("reference_at", UtcDateTime(), nullable=True),
     # the champion's open drift/performance episodes (domain.episode.Episodes), migration 0010
     sa.Column("episodes", sa.JSON(none_as_null=True), nullable=True),
+    # the live metric's newest evaluations, oldest first (migration 0014; the console's chart)
+    sa.Column("performance_history", sa.JSON(none_as_null=True), nullable=True),
 )
 samples = samples_table(metadata, SERVICE)
 # the retention's order (migration 0005): newest answers first, per model

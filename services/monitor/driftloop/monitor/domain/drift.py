@@ -262,6 +262,8 @@ class DriftReport:
     end: datetime | None
     features: list[FeatureDrift] = field(default_factory=list)
     prediction: FeatureDrift | None = None  # reported, not part of `drifted`
+    # the window's rows per reference bin of each feature (what the console draws)
+    counts: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
@@ -300,7 +302,8 @@ def drift_report(profile: ReferenceProfile, window: Window, policy: DriftPolicy)
     prediction = None
     if profile.prediction is not None:
         prediction = _column_drift(profile, profile.prediction, window.prediction, policy)
-    return DriftReport(window.rows, window.start, window.end, features, prediction)
+    counts = {fp.name: list(window.counts.get(fp.name, [])) for fp in profile.features}
+    return DriftReport(window.rows, window.start, window.end, features, prediction, counts)
 
 
 def label_report(

@@ -91,3 +91,14 @@ def onset_of_drop(metric: str, rows: list[tuple[datetime, Any, Any]]) -> datetim
     ordered = sorted(rows, key=lambda r: r[0])
     scores = row_scores(metric, [r[1] for r in ordered], [r[2] for r in ordered])
     return ordered[change_point(scores)][0]
+
+
+HISTORY_KEPT = 200  # evaluations of the live metric kept per model (the console's chart)
+
+
+def with_evaluation(
+    history: list[dict[str, Any]] | None, evaluation: dict[str, Any], *, kept: int = HISTORY_KEPT
+) -> list[dict[str, Any]]:
+    """The model's evaluations of its live metric, oldest first, with `evaluation` added and
+    only the newest `kept` left."""
+    return [*(history or []), evaluation][-kept:]
