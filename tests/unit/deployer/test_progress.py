@@ -79,6 +79,16 @@ def test_a_canary_without_traffic_is_rolled_back_past_the_deadline_with_the_reas
     assert machine.routes_for(transition.rollout, None).canary is None
 
 
+def test_a_deadline_passed_by_a_fraction_of_a_millisecond_shows_a_figure_past_it() -> None:
+    transition = progress.look(canary(), seen(0), SPEC, now=later(DEADLINE + 0.0002))
+
+    assert transition is not None
+    (rolled,) = transition.events
+    assert isinstance(rolled, RolledBack)
+    assert rolled.check is not None
+    assert rolled.check.figure > rolled.check.threshold == DEADLINE  # 600.001 > 600
+
+
 def test_the_pause_action_pauses_with_the_reason_and_a_resume_restarts_the_clock() -> None:
     pausing = spec(progress_deadline_action="pause")
     rollout = canary(pausing)

@@ -21,6 +21,7 @@ person (its clock restarts when resumed).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 from driftloop.deployer.domain.rollout import (
@@ -84,7 +85,9 @@ def overdue(
     seconds = waited.total_seconds()
     check = CheckResult(
         name=DEADLINE_CHECK,
-        figure=round(seconds, 3),
+        # to the millisecond, rounded up: a deadline passed by a fraction of one still shows
+        # a figure past the threshold (rounding it to the nearest made them equal)
+        figure=math.ceil(seconds * 1000) / 1000,
         threshold=deadline.total_seconds(),
         passed=False,
         detail=detail,
