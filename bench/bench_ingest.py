@@ -66,7 +66,7 @@ import pandas as pd
 from driftloop.cli.supervisor import start_nats
 from driftloop.shared.bus import connect_bus
 from driftloop.shared.config import Settings
-from driftloop.shared.events import PREDICTIONS_STREAM, SPECS_BUCKET, Deployed
+from driftloop.shared.events import FEEDBACK_STREAM, PREDICTIONS_STREAM, SPECS_BUCKET, Deployed
 from driftloop.shared.profile import build_profile
 from driftloop.shared.spec import parse_spec
 
@@ -111,12 +111,18 @@ def uuid7() -> str:
     )
 
 
-def record(seq: int, rows: int, pool: list[tuple[str, str]], kind: str) -> bytes:
+def record(
+    seq: int, rows: int, pool: list[tuple[str, str]], kind: str, kept: list[str] | None = None
+) -> bytes:
     """One PredictionBatch as the gateway publishes it (JSON built by hand: the publisher
     must not be the bottleneck). Ids: random uuid4 strings, what the gateway generates when
-    the client sends none, or time-ordered uuid7 ones (what it could generate instead)."""
+    the client sends none, or time-ordered uuid7 ones (what it could generate instead);
+    appended to `kept` when given (the labels phase labels them)."""
     make = uuid.uuid4 if kind == "uuid4" else uuid7
-    ids = ",".join(f'"{make()}"' for _ in range(rows))
+    made = [str(make()) for _ in range(rows)]
+    if kept is not None:
+        kept.extend(made)
+    ids = ",".join(f'"{i}"' for i in made)
     instances, predictions = pool[seq % len(pool)]
     at = datetime.now(UTC).isoformat()
     return (
@@ -160,20 +166,35 @@ class Run:
     hwm_kib: int = 0
 
 
-def spec_yaml(window: int, keep: int) -> str:
+def spec_yaml(window: int, keep: int, min_labels: int = 200) -> str:
     return (
         f"model: {MODEL}\ntarget: y\nmonitor:\n  window: {window}\n  keep_samples: {keep}\n"
         "  drift: {psi_warn: 0.2, psi_retrain: 0.25}\n"
+        f"  performance: {{metric: accuracy, min: 0.2, min_labels: {min_labels}}}\n"
     )
 
 
-def log_reference(settings: Settings, frame: pd.DataFrame) -> str:
-    """A run holding the reference profile, as the trainer logs it; returns the run id."""
+def log_reference(
+    settings: Settings, frame: pd.DataFrame, rng: np.random.Generator, *, labelled: bool
+) -> str:
+    """A run holding the reference profile, as the trainer logs it (`labelled`: with the
+    profile of its predictions and labels, which the label window needs); returns the run
+    id."""
     from driftloop.shared.registry import configure_mlflow, experiment_id
 
     client = configure_mlflow(settings)
     run = client.create_run(experiment_id(client, settings, MODEL))
-    profile = build_profile(MODEL, frame, list(frame.columns))
+    profile = (
+        build_profile(
+            MODEL,
+            frame.assign(y=rng.integers(0, 2, len(frame))),
+            list(frame.columns),
+            predictions=rng.integers(0, 2, len(frame)),
+            target="y",
+        )
+        if labelled
+        else build_profile(MODEL, frame, list(frame.columns))
+    )
     client.log_dict(run.info.run_id, profile.model_dump(mode="json"), "data/reference_profile.json")
     client.set_terminated(run.info.run_id)
     return str(run.info.run_id)
@@ -240,7 +261,8 @@ async def bench(args: argparse.Namespace) -> None:
                 js = bus.js
                 kv = await bus.kv(SPECS_BUCKET)
                 await kv.put(MODEL, parse_spec(spec_yaml(args.window, args.keep)).to_json())
-                run_id = log_reference(settings, features_frame(rng, 20_000, args.features))
+                frame = features_frame(rng, 20_000, args.features)
+                run_id = log_reference(settings, frame, rng, labelled=bool(args.labels))
                 pool = batch_pool(rng, args.batch, args.features)
 
                 monitor = start_monitor(home, url, tmp / "monitor.log", args.service)
@@ -268,7 +290,7 @@ async def bench(args: argparse.Namespace) -> None:
                     for seq in range(count):
                         await bus.nc.publish(
                             f"driftloop.predictions.{MODEL}",
-                            record(seq, args.batch, pool, args.ids),
+                            record(seq, args.batch, pool, args.ids, kept),
                             headers={"Nats-Msg-Id": f"{prefix}-{seq}"},
                         )
                         if seq % 200 == 199:
@@ -278,6 +300,7 @@ async def bench(args: argparse.Namespace) -> None:
                                 await advanced.wait()  # the poller saw the consumer move
                     await bus.nc.flush()
 
+                kept: list[str] | None = [] if args.labels else None
                 consumed = [0]  # records acknowledged so far
                 advanced = asyncio.Event()
                 if mode == "before":
@@ -326,11 +349,95 @@ async def bench(args: argparse.Namespace) -> None:
                 if publisher is not None:
                     await publisher
                 report(args, mode, result, first)
+                if kept is not None:
+                    stop(monitor)
+                    monitor = await labels_phase(args, bus, kept, rng, home, url, tmp)
         finally:
             if monitor is not None:
                 stop(monitor)
             nats_proc.terminate()
             nats_proc.wait(10)
+
+
+def feedback_record(ids: list[str], labels: list[int]) -> bytes:
+    """One FeedbackBatch as the gateway publishes it (built by hand, as `record`)."""
+    items = ",".join(f'{{"id":"{i}","label":{y}}}' for i, y in zip(ids, labels, strict=True))
+    at = datetime.now(UTC).isoformat()
+    return (
+        f'{{"batch_id":"{uuid.uuid4()}","model":"{MODEL}","labels":[{items}],"at":"{at}"}}'
+    ).encode()
+
+
+async def labels_phase(
+    args: argparse.Namespace,
+    bus: Any,
+    ids: list[str],
+    rng: np.random.Generator,
+    home: Path,
+    url: str,
+    tmp: Path,
+) -> subprocess.Popen[bytes]:
+    """The labels of every predicted row, `--labels` per FeedbackBatch record, published
+    with the service stopped; then the service consumes that backlog, measured as the
+    predictions were. Returns the restarted service (the caller stops it)."""
+    js = bus.js
+    base = (await js.stream_info(FEEDBACK_STREAM)).state.last_seq
+    labels = rng.integers(0, 2, len(ids)).tolist()
+    count = 0
+    for start in range(0, len(ids), args.labels):
+        await bus.nc.publish(
+            f"driftloop.feedback.{MODEL}",
+            feedback_record(ids[start : start + args.labels], labels[start : start + args.labels]),
+        )
+        count += 1
+        if count % 200 == 0:
+            await bus.nc.flush()
+    await bus.nc.flush()
+    print(f"published {count:,} feedback records of {args.labels} labels")
+    service = start_monitor(home, url, tmp / "monitor.log", args.service)
+    durable = f"{args.service}-feedback"
+    result = Run()
+    first: Sample | None = None
+    while True:
+        await asyncio.sleep(POLL_SECONDS)
+        if service.poll() is not None:
+            raise RuntimeError(f"the {args.service} exited; see {tmp / 'monitor.log'}")
+        try:
+            info = await js.consumer_info(FEEDBACK_STREAM, durable)
+        except Exception:  # not created yet
+            continue
+        floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
+        rss, hwm = rss_kib(service.pid)
+        result.hwm_kib = hwm
+        sample = Sample(
+            time.perf_counter(),
+            min((floor - base) * args.labels, len(ids)),
+            rss,
+            disk_bytes(home / "db"),
+            cpu_seconds(service.pid),
+        )
+        if first is None:
+            if floor > base:
+                first = sample
+            continue
+        result.samples.append(sample)
+        if floor >= base + count:
+            break
+    assert first is not None
+    end = result.samples[-1]
+    labelled, seconds, cpu = end.rows - first.rows, end.at - first.at, end.cpu - first.cpu
+    records = labelled / args.labels
+    print(
+        f"labels consumed: {labelled:,} in {seconds:.1f} s, {labelled / seconds:,.0f} labels/s; "
+        f"{args.service} CPU {cpu:.1f} s: {labelled / cpu:,.0f} labels per CPU second, "
+        f"{1000 * cpu / records:.3f} ms per record of {args.labels} labels, "
+        f"{1000 * cpu / labelled:.4f} ms per label"
+    )
+    print(
+        f"RSS MiB: start {first.rss_kib / 1024:.1f}, end {end.rss_kib / 1024:.1f}, "
+        f"peak (VmHWM) {result.hwm_kib / 1024:.1f}"
+    )
+    return service
 
 
 def report(args: argparse.Namespace, mode: str, run: Run, first: Sample | None) -> None:
@@ -389,6 +496,14 @@ def main() -> None:
         "--keep", type=int, default=200_000, help="monitor.keep_samples: the retention"
     )
     parser.add_argument("--ids", choices=["uuid4", "uuid7"], default="uuid4", help="prediction ids")
+    parser.add_argument(
+        "--labels",
+        type=int,
+        default=0,
+        help="then label every row, this many labels per FeedbackBatch record, and measure "
+        "the feedback consumer on that backlog (0: predictions only); the spec judges the "
+        "live accuracy every 200 labels",
+    )
     parser.add_argument("--seed", type=int, default=7)
     asyncio.run(bench(parser.parse_args()))
 

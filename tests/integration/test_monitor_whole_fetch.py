@@ -35,7 +35,7 @@ from driftloop.shared.db import (
     delivering_all,
     delivering_batch,
 )
-from driftloop.shared.events import PredictionBatch
+from driftloop.shared.events import FeedbackBatch, Label, PredictionBatch
 from driftloop.shared.profile import build_profile
 from driftloop.shared.spec import ModelSpec, parse_spec
 
@@ -207,3 +207,129 @@ async def test_handling_all_takes_only_the_records_the_bus_handed_over(tmp_path:
         assert outcome(uow)["inbox"] == 0
     finally:
         uow.engine.dispose()
+
+
+LABELLED_SPEC = parse_spec(
+    f"model: {MODEL}\ntarget: churned\nmonitor:\n  window: 25\n"
+    "  performance: {metric: accuracy, min: 0.7, min_labels: 10}\n"
+)
+
+
+class LabelledSpecs:
+    async def get(self, model: str) -> ModelSpec | None:
+        return LABELLED_SPEC if model == MODEL else None
+
+
+def labelled_store(home: Path) -> SqlUnitOfWork:
+    """A reference with a label profile (the label window needs one) and 60 one-row champion
+    records answered: the first 30 right, the last 30 wrong (the live accuracy falls through
+    the floor)."""
+    uow = store(home)
+    rng = np.random.default_rng(1)
+    reference = frame(rng, 2000, 12.0).assign(churned=rng.integers(0, 2, 2000))
+    profile = build_profile(
+        MODEL,
+        reference,
+        ["tenure", "plan"],
+        predictions=rng.integers(0, 2, 2000),
+        target="churned",
+    )
+    with uow.engine.begin() as conn:
+        save_profile(conn, MODEL, profile.model_dump(mode="json"))
+    return uow
+
+
+def truth(n: int) -> int:
+    return n % 2
+
+
+async def answered(uow: SqlUnitOfWork) -> None:
+    rng = np.random.default_rng(2)
+    rows = frame(rng, 60, 12.0).to_dict("records")
+    given = [
+        (
+            f"p{n}",
+            PredictionBatch(
+                model=MODEL,
+                version="1",
+                route="champion",
+                ids=[f"r{n}"],
+                instances=[row],
+                predictions=[truth(n) if n < 30 else 1 - truth(n)],
+                latency_ms=1.0,
+                at=T0 + timedelta(seconds=n),
+            ),
+        )
+        for n, row in enumerate(rows)
+    ]
+    await one_by_one(uow, given)
+
+
+def label_records() -> list[tuple[str, FeedbackBatch]]:
+    """The 60 rows' labels in 13 records of 5 (in order, a minute after their answers), and
+    one more: a repeated label (the first wins) and one for an id never answered."""
+    out = [
+        (
+            f"f{k}",
+            FeedbackBatch(
+                model=MODEL,
+                labels=[Label(id=f"r{n}", label=truth(n)) for n in range(5 * k, 5 * k + 5)],
+                at=T0 + timedelta(seconds=60 + 5 * k),
+            ),
+        )
+        for k in range(12)
+    ]
+    odd = FeedbackBatch(
+        model=MODEL,
+        labels=[Label(id="r3", label=1 - truth(3)), Label(id="nobody", label=1)],
+        at=T0 + timedelta(seconds=130),
+    )
+    return [*out[:7], ("odd", odd), *out[7:]]
+
+
+async def labels_one_by_one(uow: SqlUnitOfWork, given: list[tuple[str, FeedbackBatch]]) -> None:
+    for message_id, batch in given:
+        with delivering(message_id):
+            await handlers.on_feedback(batch, uow=uow, specs=LabelledSpecs(), now=lambda: T0)
+
+
+async def labels_whole(uow: SqlUnitOfWork, given: list[tuple[str, FeedbackBatch]]) -> None:
+    with delivering_batch() as batch, delivering_all([m for m, _ in given]):
+        await handlers.on_all_feedback(given, uow=uow, specs=LabelledSpecs(), now=lambda: T0)
+        batch.commit()
+
+
+async def test_a_fetch_of_labels_handled_whole_decides_what_its_records_decide_one_by_one(
+    tmp_path: Path,
+) -> None:
+    given = label_records()
+    alone, together = labelled_store(tmp_path / "alone"), labelled_store(tmp_path / "together")
+    try:
+        await answered(alone)
+        await answered(together)
+        await labels_one_by_one(alone, given)
+        await labels_whole(together, given[:6])  # two fetches: one evaluation's labels in each
+        await labels_whole(together, given[6:])
+
+        expected = await handlers.status(MODEL, uow=alone)
+        got = await handlers.status(MODEL, uow=together)
+        assert same(got, expected), (got, expected)
+        # every 10 new labels an evaluation (the odd record's: one, of the unknown id): 6 of
+        # the 61, on the newest 25 labelled answers once there are; the newest are the wrong
+        history = got["performance_history"]
+        assert [h["labels"] for h in history] == [10, 20, 25, 25, 25, 25]
+        assert history[-1]["figure"] == 0.0
+        # the label window of 25 judged after 25 labels, then after 26 (the odd record's one
+        # joined before a record of 5 made 26); 10 wait
+        assert got["last_label_drift"]["rows"] == 26
+        assert got["label_window_rows"] == 10
+        events = outcome(together)["events"]
+        assert same(events, outcome(alone)["events"])
+        assert [e["figure"] for e in events if "figure" in e] == [
+            h["figure"] for h in history if h["figure"] < 0.7
+        ][:1]  # the episode's first evaluation is reported (event_every folds the next)
+        assert any(e.get("trigger") == "performance" for e in events)  # and it retrains
+        assert outcome(together)["inbox"] == 60 + 13
+    finally:
+        alone.engine.dispose()
+        together.engine.dispose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sklearn.metrics import f1_score, mean_squared_error
 
@@ -14,6 +15,7 @@ from driftloop.monitor.domain.policy import (
     decide_on_schedule,
     decide_on_volume,
 )
+from driftloop.shared.modeling import prediction_metrics
 from driftloop.shared.spec import MonitorSpec, PerformancePolicy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,6 +33,31 @@ def test_binary_f1_takes_the_larger_label_as_positive() -> None:
     figure = live_metric("f1", y_true, y_pred)
 
     assert figure == pytest.approx(f1_score(y_true, y_pred, pos_label=1), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("task", "metrics"),
+    [
+        ("classification", ["accuracy", "f1", "precision", "recall"]),
+        ("regression", ["rmse", "mae", "r2"]),
+    ],
+)
+def test_one_metric_alone_is_the_figure_of_all_of_them(task: str, metrics: list[str]) -> None:
+    rng = np.random.default_rng(3)
+    if task == "classification":
+        y_true, y_pred = (
+            [str(v) for v in rng.integers(0, 3, 300)],
+            [str(v) for v in rng.integers(0, 3, 300)],
+        )
+    else:
+        y_true, y_pred = rng.normal(size=300).tolist(), rng.normal(size=300).tolist()
+    every = prediction_metrics(task, y_true, y_pred)
+
+    alone = {m: prediction_metrics(task, y_true, y_pred, only=m) for m in metrics}
+
+    assert sorted(every) == sorted(metrics)
+    assert alone == {m: {m: every[m]} for m in metrics}
+    assert len(set(every.values())) == len(metrics)  # distinct figures: none stands for another
 
 
 def test_rmse_matches_sklearn() -> None:

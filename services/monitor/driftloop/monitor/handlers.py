@@ -17,7 +17,7 @@ from opentelemetry import trace
 from sqlalchemy.engine import Connection
 
 from driftloop.monitor.adapters.cycles import cycle_ended, cycle_started
-from driftloop.monitor.adapters.loaded import Loaded, stored_window
+from driftloop.monitor.adapters.loaded import LabelWindows, Loaded, stored_window
 from driftloop.monitor.adapters.store import (
     Profiles,
     append_window_samples,
@@ -637,15 +637,50 @@ async def on_feedback(
     """Join labels to predictions; add the new ones to the label window (judged, reported
     only, at `monitor.window` labels); every `min_labels` new labels of the champion, judge
     its live metric against the spec's floor."""
-    spec = await specs.get(batch.model)
+    spec_of = {batch.model: await specs.get(batch.model)}
     async with uow.handling() as tx:
+        _labelled(tx, [batch], spec_of, profiles or Profiles(), now=now)
+
+
+async def on_all_feedback(
+    records: list[tuple[str, FeedbackBatch]],
+    *,
+    uow: SqlUnitOfWork,
+    specs: SpecSource,
+    now: Callable[[], datetime],
+    profiles: Profiles | None = None,
+) -> None:
+    """A fetch of label records at once: what `on_feedback` does for each in turn, in one
+    transaction (`_labelled`). The bus falls back to `on_feedback` one by one if this
+    fails."""
+    models = dict.fromkeys(batch.model for _, batch in records)
+    spec_of = {model: await specs.get(model) for model in models}
+    async with uow.handling_all(records) as (tx, fresh):
+        _labelled(tx, fresh, spec_of, profiles or Profiles(), now=now)
+
+
+def _labelled(
+    tx: Tx,
+    batches: list[FeedbackBatch],
+    spec_of: dict[str, ModelSpec | None],
+    profiles: Profiles,
+    *,
+    now: Callable[[], datetime],
+) -> None:
+    """Label batches in turn, each model's row and label window read once and written once
+    (`Loaded`, `LabelWindows`): each batch's labels are stored before the next one's, so an
+    evaluation reads the same rows as when each batch is handled alone."""
+    loaded = Loaded(tx.conn)
+    windows = LabelWindows(tx.conn)
+    for batch in batches:
         added = record_labels(tx.conn, samples, batch)
-        state = load(tx.conn, batch.model)
+        spec = spec_of[batch.model]
+        state = loaded.state(batch.model)
         if spec is None or state is None or state["reference_version"] is None or not added:
-            return
-        profile = (profiles or Profiles()).get(tx.conn, batch.model, state["reference_run_id"])
+            continue
+        profile = profiles.get(tx.conn, batch.model, state["reference_run_id"])
         if profile is not None and profile.label is not None:
-            _add_labels(tx, batch, profile, spec, state, added, now=now())
+            _add_labels(tx, windows, batch, profile, spec, state, added, now=now())
         values = _judge_performance(tx, batch, spec, state, added, now=now())
         if "open_cycle_id" not in values:
             since_retrain = (state["labels_since_retrain"] or 0) + added
@@ -657,11 +692,14 @@ async def on_feedback(
                 values |= _record_decision(
                     tx, batch.model, "volume", decision, cause_id=None, now=now()
                 )
-        save(tx.conn, batch.model, **values)
+        loaded.save(batch.model, **values)
+    windows.flush()
+    loaded.flush(at=now())
 
 
 def _add_labels(
     tx: Tx,
+    windows: LabelWindows,
     batch: FeedbackBatch,
     profile: ReferenceProfile,
     spec: ModelSpec,
@@ -673,12 +711,9 @@ def _add_labels(
     """The batch's new labels join the label window, judged (reported and logged, never a
     trigger) once it has `monitor.window` labels."""
     labels = _new_labels(tx, batch, added)
-    row = load_label_window(tx.conn, batch.model) or {}
-    window = add_labels(Window.model_validate(row.get("window") or {}), profile, labels, batch.at)
+    window = add_labels(windows.get(batch.model), profile, labels, batch.at)
     if window.rows < spec.monitor.window:
-        if compaction_due(window):
-            window = compact(window)
-        save_label_window(tx.conn, batch.model, window=window.model_dump(mode="json"))
+        windows.put(batch.model, compact(window) if compaction_due(window) else window)
         return
     figures = label_report(profile, window, spec.monitor.drift)
     if figures is None:  # not reached: the profile has a label
@@ -695,12 +730,7 @@ def _add_labels(
         "label drift" if figures.drifted else "label window judged",
         extra={"model": batch.model, "psi": figures.psi, "rows": window.rows},
     )
-    save_label_window(
-        tx.conn,
-        batch.model,
-        window=Window().model_dump(mode="json"),
-        last_drift=_jsonable(last),
-    )
+    windows.put(batch.model, Window(), last_drift=_jsonable(last))
 
 
 def _new_labels(tx: Tx, batch: FeedbackBatch, added: int) -> list[Any]:

@@ -70,12 +70,16 @@ async def serve(settings: Settings) -> None:
                 handlers.on_all_predictions, uow=uow, specs=cached, now=utcnow, profiles=profiles
             ),
         )
+        labelled = Profiles()  # the feedback consumer's own: consumers are tasks of their own
         bus.subscribe_records(
             FEEDBACK_STREAM,
             "driftloop.feedback.>",
             FeedbackBatch,
-            partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow, profiles=Profiles()),
+            partial(handlers.on_feedback, uow=uow, specs=specs, now=utcnow, profiles=labelled),
             durable="feedback",
+            many=partial(
+                handlers.on_all_feedback, uow=uow, specs=specs, now=utcnow, profiles=labelled
+            ),
         )
         alerts = AlertWorker(uow, settings, now=utcnow)
         alert = partial(

@@ -16,7 +16,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from driftloop.monitor.adapters.store import load_state, load_stats, save, save_stats
+from driftloop.monitor.adapters.store import (
+    load_label_window,
+    load_state,
+    load_stats,
+    save,
+    save_label_window,
+    save_stats,
+)
 from driftloop.monitor.domain.drift import Window
 from driftloop.monitor.domain.live import VersionStats
 
@@ -103,3 +110,32 @@ class Loaded:
             save_stats(self.conn, *key, self._stats[key].model_dump(mode="json"), at)
         self._changed.clear()
         self._stats_changed.clear()
+
+
+class LabelWindows:
+    """The models' label windows of one transaction of label records (`conn`), read once
+    and written once, as `Loaded` does for the model rows."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._windows: dict[str, Window] = {}
+        self._changed: dict[str, dict[str, Any]] = {}
+
+    def get(self, model: str) -> Window:
+        """The model's open label window as the records before have left it."""
+        if model not in self._windows:
+            row = load_label_window(self.conn, model) or {}
+            self._windows[model] = Window.model_validate(row.get("window") or {})
+        return self._windows[model]
+
+    def put(self, model: str, window: Window, **values: Any) -> None:
+        """The model's label window is now `window` (with other columns of its row, such as
+        a judged window's `last_drift`), written at `flush`."""
+        self._windows[model] = window
+        self._changed.setdefault(model, {}).update(values)
+
+    def flush(self) -> None:
+        for model, values in self._changed.items():
+            window = self._windows[model].model_dump(mode="json")
+            save_label_window(self.conn, model, window=window, **values)
+        self._changed.clear()

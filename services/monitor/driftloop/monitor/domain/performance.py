@@ -17,10 +17,9 @@ def live_metric(metric: str, y_true: list[Any], y_pred: list[Any]) -> float:
     and predictions are compared as text (1 and "1" agree); binary F1/precision/recall take
     the larger label as positive."""
     if metric in REGRESSION:
-        return prediction_metrics("regression", y_true, y_pred)[metric]
-    return prediction_metrics("classification", [str(v) for v in y_true], [str(v) for v in y_pred])[
-        metric
-    ]
+        return prediction_metrics("regression", y_true, y_pred, only=metric)[metric]
+    truth, predicted = [str(v) for v in y_true], [str(v) for v in y_pred]
+    return prediction_metrics("classification", truth, predicted, only=metric)[metric]
 
 
 def metric_standard_error(metric: str, y_true: list[Any], y_pred: list[Any]) -> float | None:
