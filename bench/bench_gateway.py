@@ -66,7 +66,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,10 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path, timeout
 # The model -----------------------------------------------------------------------------------
 
 
+def home_of(env: dict[str, str]) -> Path:
+    return Path(env["DRIFTLOOP_HOME"])
+
+
 def driftloop_env(home: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "MLFLOW_"))}
     # NATS users off: the bench writes the routes bucket itself, as only the deployer may
@@ -310,7 +314,7 @@ def v2_inputs(row: dict[str, Any], *, mlserver: bool) -> list[dict[str, Any]]:
 
 
 def bodies(server: str, data: list[dict[str, Any]]) -> list[Any]:
-    if server == "driftloop /v1":
+    if server.startswith("driftloop /v1"):
         return [{"instances": [r]} for r in data]
     if server == "driftloop OIP V2":
         return [{"inputs": v2_inputs(r, mlserver=False)} for r in data]
@@ -328,7 +332,7 @@ def bodies(server: str, data: list[dict[str, Any]]) -> list[Any]:
 
 
 def first_prediction(server: str, answer: Any) -> Any:
-    if server == "driftloop /v1":
+    if server.startswith("driftloop /v1"):
         return answer["predictions"][0]
     if server in ("driftloop OIP V2", *MLSERVERS):
         return answer["outputs"][0]["data"][0]
@@ -543,13 +547,34 @@ def shadow_counts(gateway: str, pid: int) -> dict[str, float]:
     return counts
 
 
-def gateway_sums(gateway: str) -> dict[str, float]:
-    """Running totals from the gateway's /metrics: predict latency (seconds, as run_model
-    times it: queueing for a batch included), rows per model call, the process's CPU seconds
-    and the CPU seconds spent in the model's own predict."""
+def gateway_cpu(pid: int) -> float:
+    """CPU seconds of a gateway process and of its worker processes (DRIFTLOOP_GATEWAY_WORKERS
+    > 1: its children started by multiprocessing's spawn), every thread counted; not its
+    shadow workers' (the forkserver's children) nor its forkserver's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu(one: int | str) -> float:
+        stat = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(stat[11]) + int(stat[12])) / ticks
+
+    total = cpu(pid)
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            with suppress(OSError):
+                if b"multiprocessing.spawn" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    total += cpu(child)
+    return total
+
+
+def gateway_sums(gateway: str, pid: int) -> dict[str, float]:
+    """Running totals from the gateway's /metrics (summed over its workers when it has
+    several): predict latency (seconds, as run_model times it: queueing for a batch
+    included), rows per model call and the CPU seconds spent in the model's own predict; and
+    the CPU seconds of its processes (gateway_cpu: process_cpu_seconds_total is one worker's
+    with several)."""
     sums = dict.fromkeys(("latency_s", "requests", "rows", "calls", "cpu_s", "model_s"), 0.0)
+    sums["cpu_s"] = gateway_cpu(pid)
     names = {
-        "process_cpu_seconds_total ": "cpu_s",
         "driftloop_model_cpu_seconds_total{": "model_s",
         "driftloop_predict_seconds_sum{": "latency_s",
         "driftloop_predict_seconds_count{": "requests",
@@ -706,11 +731,12 @@ def report(
     shadow: dict[int, dict[str, float]],
     args: argparse.Namespace,
 ) -> list[str]:
+    servers = list(dict.fromkeys(s for s, _ in table))
+    w = max([18, *(len(s) for s in servers)])
     lines = [
-        f"{'server':<18} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'server':<{w}} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
         f" {'x mlflow':>8} {'x MLServer':>10} {'x MS batch':>10}"
     ]
-    servers = list(dict.fromkeys(s for s, _ in table))
     for c in conns:
         for s in servers:
             row = table.get((s, c))
@@ -720,7 +746,7 @@ def report(
             ms = table.get(("MLServer V2", c), {}).get("rps", float("nan"))
             msb = table.get((MSB, c), {}).get("rps", float("nan"))
             lines.append(
-                f"{s:<18} {c:>5} {row['rps']:>8.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+                f"{s:<{w}} {c:>5} {row['rps']:>8.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
                 f" {row['errors']:>6.0f} {row['rps'] / ml:>8.2f} {row['rps'] / ms:>10.2f}"
                 f" {row['rps'] / msb:>10.2f}"
             )
@@ -788,12 +814,16 @@ def report(
         )
     lines.append("goals (issue 19, goal 2: a lean request path), driftloop /v1:")
     for c in conns:
-        row = table.get(("driftloop /v1", c))
-        if row:
+        for s in [s for s in servers if s.startswith("driftloop /v1")]:
+            row = table.get((s, c))
+            if not row:
+                continue
             ok = row["outside_ms"] <= 1
+            msb = table.get((MSB, c))
+            versus = f"; {row['rps'] / msb['rps']:.2f}x {MSB} req/s" if msb else ""
             lines.append(
-                f"  {c:>2} conn: gateway CPU per request outside the model <= 1 ms: "
-                f"{row['outside_ms']:.2f} ms {'met' if ok else 'MISSED'}"
+                f"  {c:>2} conn, {s}: gateway CPU per request outside the model <= 1 ms: "
+                f"{row['outside_ms']:.2f} ms {'met' if ok else 'MISSED'}{versus}"
             )
     dl1 = table.get(("driftloop /v1", 1))
     own = floors.get("gateway LoadedModel.predict")
@@ -839,6 +869,14 @@ def main() -> None:
         "--shadow-only",
         action="store_true",
         help="only the shadow's cost: champion latency and gateway CPU without and with a shadow",
+    )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also bench a gateway of N worker processes (DRIFTLOOP_GATEWAY_WORKERS=N, on the "
+        "same bus and store; line 'driftloop /v1 N workers'), beside `driftloop up`'s single one",
     )
     parser.add_argument(
         "--native-threads",
@@ -952,7 +990,27 @@ def run(
             env=env,
             log=work / "trivial.log",
         ),
+        ExitStack() as more,
     ):
+        # server -> (gateway URL, pid) of driftloop's lines: `driftloop up`'s gateway, and one
+        # of --gateway-workers processes
+        gateways = {
+            "driftloop /v1": (gateway, int((home_of(env) / "run" / "gateway.pid").read_text())),
+        }
+        gateways["driftloop OIP V2"] = gateways["driftloop /v1"]
+        if args.gateway_workers:
+            wk_port, wk_log = free_port(), work / "gateway-workers.log"
+            wk_env = env | {
+                "DRIFTLOOP_GATEWAY_PORT": str(wk_port),
+                "DRIFTLOOP_GATEWAY_WORKERS": str(args.gateway_workers),
+            }
+            wk_proc = more.enter_context(
+                process([sys.executable, "-m", "driftloop.gateway"], env=wk_env, log=wk_log)
+            )
+            wk_url = f"http://127.0.0.1:{wk_port}"
+            wait_http(f"{wk_url}/readyz", wk_proc, wk_log, 180)
+            wait_shadow(wk_url, None)
+            gateways[f"driftloop /v1 {args.gateway_workers} workers"] = (wk_url, wk_proc.pid)
         wait_http(f"http://127.0.0.1:{ml_port}/ping", ml_proc, work / "mlflow-serve.log", 120)
         wait_http(
             f"http://127.0.0.1:{ms_port}/v2/models/{MODEL}/ready",
@@ -984,6 +1042,9 @@ def run(
         if args.only:
             keep = set(args.only.split(","))
             urls = {k: v for k, v in urls.items() if k in keep}
+        if args.gateway_workers:
+            wk_name = f"driftloop /v1 {args.gateway_workers} workers"
+            urls[wk_name] = f"{gateways[wk_name][0]}/v1/models/{MODEL}/predict"
         files: dict[str, Path] = {}
         agree: dict[str, list[Any]] = {}
         for server, url in urls.items():
@@ -1010,11 +1071,13 @@ def run(
             for c in conns:
                 for server, url in order:
                     own = server.startswith("driftloop")
-                    before = gateway_sums(gateway) if own else {}
+                    gw_url, gw_pid = gateways.get(server, (gateway, 0))
+                    before = gateway_sums(gw_url, gw_pid) if own else {}
                     r = load(url, files[server], c, args) | {"server": server, "round": rnd}
                     inside = ""
                     if own:  # the gateway's own view: time in run_model, rows per model call
-                        d = {k: v - before[k] for k, v in gateway_sums(gateway).items()}
+                        after = gateway_sums(gw_url, gw_pid)
+                        d = {k: v - before[k] for k, v in after.items()}
                         r["gateway_ms"] = 1000 * d["latency_s"] / max(d["requests"], 1)
                         r["rows_per_call"] = d["rows"] / max(d["calls"], 1)
                         # CPU per request, and the part of it outside the model's predict

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
@@ -90,11 +89,7 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     """A fresh nats-server with JetStream (file storage) on a free loopback port."""
     proc, url = start_nats(tmp_path / "nats", tmp_path / "nats.log")
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    helpers.terminate(proc)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

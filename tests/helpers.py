@@ -404,3 +404,12 @@ def fixed_port() -> int:
                 continue
             return port
     return free_port()
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a process the test started; SIGKILL it if it has not ended within `timeout` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

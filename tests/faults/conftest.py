@@ -7,13 +7,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
 from faults.harness import FAULT_SPEC, SERVICES, Loop, PrivatePostgres, postgres_bindir
-from helpers import churn, failed, fixed_port
+from helpers import churn, failed, fixed_port, terminate
 
 from driftloop.cli.supervisor import free_port, pid_alive, port_open
 
@@ -43,11 +42,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         pids = {p.stem: int(p.read_text()) for p in (loop.home / "run").glob("*.pid")}
         down = loop.cli("down")
         for proc in loop.restarted_nats:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            terminate(proc)
         assert down.returncode == 0, down.stderr
         left = [n for n, pid in pids.items() if n != "nats" and pid_alive(pid)]
         assert not left, f"down left processes: {left}"

@@ -5,14 +5,13 @@ started with max_payload 64 KiB, a real gateway over HTTP, the real monitor cons
 
 from __future__ import annotations
 
-import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually
+from helpers import eventually, terminate
 from serving import ROW, monitor_samples, serve_champion, start_gateway
 
 from driftloop.cli.supervisor import start_nats
@@ -32,11 +31,7 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     conf.write_text(f"max_payload: {MAX_PAYLOAD}\n")
     proc, url = start_nats(tmp_path / "nats", tmp_path / "nats.log", conf=conf)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    terminate(proc)
 
 
 @pytest.fixture

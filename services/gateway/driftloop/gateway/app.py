@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    multiprocess,
 )
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +53,7 @@ from driftloop.gateway.limits import (
     limited_route,
 )
 from driftloop.gateway.oip import binary_to_json, register_oip
+from driftloop.gateway.spools import WorkerSlot, adopt_orphans, lock_wait, spool_paths
 from driftloop.shared.auth import TokenSet
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -142,6 +145,13 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+async def keep_setting(gauge: Gauge, publisher: RecordPublisher) -> None:
+    """The spool depth, every SPOOL_DEPTH_EVERY s, for a gauge in multiprocess mode."""
+    while True:
+        gauge.set(publisher.pending)
+        await asyncio.sleep(SPOOL_DEPTH_EVERY)
+
+
 class InsecureBindError(RuntimeError):
     """Refusing to serve writes without tokens on a non-loopback address."""
 
@@ -216,9 +226,20 @@ def _http_attributes(scope: Scope) -> dict[str, str | int]:
     return attributes
 
 
-def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None = None) -> FastAPI:
-    """The gateway application; nothing connects until the lifespan starts."""
+SPOOL_DEPTH_EVERY = 1.0  # seconds between two updates of a worker's spool depth gauge
+
+
+def create_app(
+    settings: Settings,
+    bus_factory: Callable[[Settings], Any] | None = None,
+    *,
+    worker: WorkerSlot | None = None,
+) -> FastAPI:
+    """The gateway application; nothing connects until the lifespan starts. `worker`: this
+    process's slot among several worker processes (workers.py): its own spools, and metrics
+    in prometheus_client's multiprocess mode (summed over the workers at each scrape)."""
     check_access_mode(settings)
+    worker = worker or WorkerSlot()
     registry = CollectorRegistry()
     requests = Counter(
         "driftloop_requests", "predict requests", ["model", "version", "route"], registry=registry
@@ -281,10 +302,13 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
     spool_depth = Gauge(
         "driftloop_record_spool_depth",
         "prediction records on disk, answered but not yet acknowledged by JetStream "
-        "(predict answers 503 once DRIFTLOOP_RECORD_SPOOL_CAPACITY is reached)",
+        "(predict answers 503 once DRIFTLOOP_RECORD_SPOOL_CAPACITY is reached); with several "
+        "workers the sum of theirs, each updated every second",
         registry=registry,
+        multiprocess_mode="livesum",
     )
-    ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, ...
+    if not worker.multiprocess:  # per process: a scrape of several workers reaches any one
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, ...
 
     def observe(model: str, version: str, rows: int, seconds: float, cpu: float) -> None:
         batch_rows.labels(model, version).observe(rows)
@@ -306,33 +330,50 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         connect = bus_factory or (lambda s: connect_bus(s, service="gateway"))
         async with connect(settings) as bus:
             spools = settings.home / "spool"
+            records, shadows = spool_paths(spools, settings.gateway_port, worker.slot)
             publisher = RecordPublisher(
                 bus,
                 capacity=own.record_spool_capacity,
                 dropped=dropped,
-                spool=spools / f"gateway-{settings.gateway_port}.sqlite",
+                spool=records,
                 dead_letters=dead_lettered,
+                lock_wait=lock_wait(worker.slot),
             )
             mirror = ShadowWorker(  # publishes its records itself, from its own spool
                 tracking_uri=settings.tracking_uri(),
                 nats_url=settings.resolved_nats_url(),
-                spool=spools / f"gateway-{settings.gateway_port}-shadow.sqlite",
+                spool=shadows,
                 spool_capacity=own.record_spool_capacity,
                 capacity=own.shadow_capacity,
                 dropped=shadow_dropped,
                 priority=own.shadow_priority,
+                lock_wait=lock_wait(worker.slot),
             )
             table.on_shadow = mirror.set_shadow
             this.state.shadow = mirror  # for tests and operators: its worker's pid
             this.state.records = publisher  # for tests and operators: the spool's depth
-            spool_depth.set_function(lambda: publisher.pending)
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
             tasks = [
                 asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
                 asyncio.create_task(table.watch_specs(await bus.kv(SPECS_BUCKET))),
                 asyncio.create_task(publisher.run()),
                 asyncio.create_task(mirror.run()),
+                asyncio.create_task(  # the spools of workers that are gone (spools.py)
+                    adopt_orphans(
+                        spools,
+                        settings.gateway_port,
+                        worker,
+                        bus,
+                        publisher,
+                        capacity=own.record_spool_capacity,
+                        dead_letters=dead_lettered,
+                    )
+                ),
             ]
+            if worker.multiprocess:  # set_function is not for multiprocess mode
+                tasks.append(asyncio.create_task(keep_setting(spool_depth, publisher)))
+            else:
+                spool_depth.set_function(lambda: publisher.pending)
             freeze_heap()
             try:
                 yield
@@ -611,8 +652,9 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
         return connected and table.ready.is_set(), connected
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "alive"}
+    async def healthz() -> dict[str, str | int]:
+        # the pid tells which of several worker processes answered
+        return {"status": "alive", "pid": os.getpid()}
 
     @app.get(
         "/readyz",
@@ -628,7 +670,11 @@ def create_app(settings: Settings, bus_factory: Callable[[Settings], Any] | None
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        if not worker.multiprocess:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        every = CollectorRegistry()  # every worker's files under PROMETHEUS_MULTIPROC_DIR
+        multiprocess.MultiProcessCollector(every)  # type: ignore[no-untyped-call]  # untyped lib
+        return Response(generate_latest(every), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if is_loopback(settings.gateway_host):  # elsewhere its public names are not known here

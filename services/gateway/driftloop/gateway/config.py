@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -13,6 +14,17 @@ ShadowPriority = Literal["idle", "low", "normal"]
 
 
 class GatewaySettings(Settings):
+    gateway_workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "gateway worker processes serving the one host:port (SO_REUSEPORT; each with its "
+            "own record spool and shadow worker; metrics summed over them): 1 is a single "
+            "process as before, 0 one per core. More than the cores left beside the model's "
+            "other services only adds contention (docs/benchmarks.md, issue 19 goal 2)"
+        ),
+    )
     shadow_capacity: int = Field(
         default=256,
         ge=1,
@@ -53,3 +65,7 @@ class GatewaySettings(Settings):
             "not wait); 0: no waiting, a batch is what queued in the same event-loop turn"
         ),
     )
+
+    def worker_count(self) -> int:
+        """DRIFTLOOP_GATEWAY_WORKERS, 0 resolved to the number of cores."""
+        return self.gateway_workers or os.cpu_count() or 1

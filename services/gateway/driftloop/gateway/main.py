@@ -9,15 +9,19 @@ from threadpoolctl import threadpool_limits
 
 from driftloop.gateway.app import create_app
 from driftloop.gateway.config import GatewaySettings
+from driftloop.gateway.spools import WorkerSlot
 from driftloop.shared import service
 from driftloop.shared.config import Settings
+from driftloop.shared.telemetry import configure_logging
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, worker: WorkerSlot | None = None) -> None:
+    """One gateway process; `worker`: one of several on the port (workers.py), which binds
+    its own SO_REUSEPORT socket rather than let uvicorn bind one."""
     # Requests are the gateway's parallelism: a model's own OpenMP/BLAS threads on small
     # batches only add overhead, and on a busy machine their spinning stalls every request.
     threadpool_limits(limits=1)
-    app = create_app(settings)
+    app = create_app(settings, worker=worker)
     config = uvicorn.Config(
         app,
         host=settings.gateway_host,
@@ -26,11 +30,24 @@ async def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    await uvicorn.Server(config).serve()
+    if worker is None or not worker.multiprocess:
+        await uvicorn.Server(config).serve()
+        return
+    from driftloop.gateway.workers import reuseport_socket
+
+    sock = reuseport_socket(settings.gateway_host, settings.gateway_port)
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 def main() -> None:
-    service.run("gateway", serve, GatewaySettings())
+    settings = GatewaySettings()
+    if settings.worker_count() == 1:
+        service.run("gateway", serve, settings)  # one process, as ever
+        return
+    from driftloop.gateway.workers import supervise
+
+    configure_logging(settings, service="gateway")
+    supervise(settings)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import time
 from contextlib import suppress
@@ -38,14 +40,47 @@ from driftloop.shared.telemetry import LogThrottle
 logger = logging.getLogger(__name__)
 
 
+class SpoolBusyError(RuntimeError):
+    """Another process holds the spool's lock."""
+
+
+def lock_spool(path: Path, wait: float) -> int:
+    """An exclusive flock on the spool file `path` (created if absent), tried for up to `wait`
+    s: its descriptor. The lock is on the file that is at `path` once held (one deleted by an
+    adopter meanwhile is let go and the new one tried). Raises SpoolBusyError."""
+    deadline = time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise SpoolBusyError(f"{path.name} is held by another process") from None
+            time.sleep(0.1)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # deleted while we waited: try the file there now
+
+
 class RecordSpool:
     """Prediction records on disk (SQLite, WAL) from before their request is answered until
     JetStream has acknowledged them: a gateway killed, or a bus away, loses none. Bounded by
-    `capacity` records; `synchronous=NORMAL` survives a killed process (not a power cut)."""
+    `capacity` records; `synchronous=NORMAL` survives a killed process (not a power cut).
 
-    def __init__(self, path: Path, *, capacity: int) -> None:
+    With `lock_wait` (seconds) the spool is held under an exclusive flock while open (a
+    gateway worker's, spools.py: no other worker adopts it meanwhile); SpoolBusyError when
+    another process keeps it that long."""
+
+    def __init__(self, path: Path, *, capacity: int, lock_wait: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity
+        self.lock = lock_spool(path, lock_wait) if lock_wait is not None else None
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -115,6 +150,9 @@ class RecordSpool:
 
     def close(self) -> None:
         self.db.close()
+        if self.lock is not None:
+            os.close(self.lock)  # lets the flock go
+            self.lock = None
 
 
 DEAD_LETTERS_KEPT = 100
@@ -151,13 +189,18 @@ class RecordPublisher:
         dropped: Counter | None = None,
         spool: Path | None = None,
         dead_letters: Counter | None = None,
+        lock_wait: float | None = None,
     ) -> None:
         self.bus = bus
         self.dead_letters = dead_letters
         self.dead_lettered = 0  # records dead-lettered since start
         self.queue: asyncio.Queue[PredictionBatch] = asyncio.Queue(maxsize=capacity)
         self.dropped = dropped
-        self.spool = RecordSpool(spool, capacity=capacity) if spool is not None else None
+        self.spool = (
+            RecordSpool(spool, capacity=capacity, lock_wait=lock_wait)
+            if spool is not None
+            else None
+        )
         self.capacity = capacity
         self._refusals = LogThrottle(every=10.0)
         self._waiting = asyncio.Event()
@@ -256,6 +299,13 @@ class RecordPublisher:
                 await self._waiting.wait()
                 continue
             await self._publish_all(spool, rows)
+
+    async def publish_spooled(self) -> None:
+        """Publish every spooled record and return (an orphaned spool's, spools.py); retried
+        while the bus is away."""
+        assert self.spool is not None
+        while rows := self.spool.oldest(IN_FLIGHT):
+            await self._publish_all(self.spool, rows)
 
     async def _publish_all(
         self, spool: RecordSpool, rows: list[tuple[int, str, str, bytes]]

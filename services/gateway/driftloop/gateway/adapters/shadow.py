@@ -29,6 +29,7 @@ import os
 import pickle
 import signal
 import struct
+import threading
 import time
 from collections import deque
 from contextlib import suppress
@@ -57,6 +58,7 @@ BATCH = 64  # jobs answered before the worker's publisher gets a turn, at most
 FRAME = struct.Struct("<I")  # each message list on the jobs pipe: its pickle's length, then it
 NICENESS = 10  # "low", and "idle" where SCHED_IDLE is not to be had
 PARENT_CHECK_S = 1.0  # how often an idle worker checks that its gateway is still alive
+EXIT_AFTER_S = 15.0  # how long its bus may take to close once its spool is closed
 
 
 # The jobs pipe: framed pickles, written without blocking ---------------------------------------
@@ -159,6 +161,7 @@ class WorkerConfig:
     spool: Path
     spool_capacity: int
     priority: ShadowPriority = "idle"
+    lock_wait: float | None = None  # RecordSpool's: a gateway worker's shadow (spools.py)
 
 
 def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -197,7 +200,9 @@ def lower_priority(priority: ShadowPriority) -> None:
 async def _serve(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
     settings = Settings.model_construct(nats_url=config.nats_url)
     async with connect_bus(settings, service="gateway-shadow", ensure=False) as bus:
-        publisher = RecordPublisher(bus, capacity=config.spool_capacity, spool=config.spool)
+        publisher = RecordPublisher(
+            bus, capacity=config.spool_capacity, spool=config.spool, lock_wait=config.lock_wait
+        )
         publishing = asyncio.create_task(publisher.run())
         inbox = FrameReader(jobs.fileno())
         asyncio.get_running_loop().add_reader(inbox.fd, inbox.on_readable)
@@ -209,6 +214,11 @@ async def _serve(jobs: Connection, results: Connection, config: WorkerConfig) ->
             with suppress(asyncio.CancelledError):
                 await publishing
             publisher.close()
+            # Its records are on disk and its spool let go: a bus that cannot close (a server
+            # frozen or gone while its gateway was killed) must not keep it alive for ever.
+            deadline = threading.Timer(EXIT_AFTER_S, os._exit, (0,))
+            deadline.daemon = True  # a clean close exits at once, without it
+            deadline.start()
 
 
 async def _work(inbox: FrameReader, publisher: RecordPublisher, results: Connection) -> None:
@@ -379,8 +389,11 @@ class ShadowWorker:
         dropped: Counter | None = None,
         restart_delay: float = 1.0,
         priority: ShadowPriority = "idle",
+        lock_wait: float | None = None,
     ) -> None:
-        self.config = WorkerConfig(tracking_uri, nats_url, spool, spool_capacity, priority)
+        self.config = WorkerConfig(
+            tracking_uri, nats_url, spool, spool_capacity, priority, lock_wait
+        )
         self.capacity = capacity
         self.dropped = dropped
         self.restart_delay = restart_delay
