@@ -165,6 +165,12 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     hwm_kib: int = 0
 
+    def take(self, pid: int, rows: int, home: Path) -> Sample:
+        """A sample of the measured process now, `rows` consumed so far (not kept: the caller
+        keeps those from the first consumed record on); its peak RSS kept."""
+        rss, self.hwm_kib = rss_kib(pid)
+        return Sample(time.perf_counter(), rows, rss, disk_bytes(home / "db"), cpu_seconds(pid))
+
 
 def spec_yaml(window: int, keep: int, min_labels: int = 200) -> str:
     return (
@@ -326,15 +332,7 @@ async def bench(args: argparse.Namespace) -> None:
                     floor = await ack_floor(js, durable)
                     consumed[0] = floor - base
                     advanced.set()
-                    rss, hwm = rss_kib(monitor.pid)
-                    result.hwm_kib = hwm
-                    sample = Sample(
-                        time.perf_counter(),
-                        (floor - base) * args.batch,
-                        rss,
-                        disk_bytes(home / "db"),
-                        cpu_seconds(monitor.pid),
-                    )
+                    sample = result.take(monitor.pid, (floor - base) * args.batch, home)
                     if first is None:
                         if floor > base:
                             first = sample
@@ -407,15 +405,7 @@ async def labels_phase(
         except Exception:  # not created yet
             continue
         floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
-        rss, hwm = rss_kib(service.pid)
-        result.hwm_kib = hwm
-        sample = Sample(
-            time.perf_counter(),
-            min((floor - base) * args.labels, len(ids)),
-            rss,
-            disk_bytes(home / "db"),
-            cpu_seconds(service.pid),
-        )
+        sample = result.take(service.pid, min((floor - base) * args.labels, len(ids)), home)
         if first is None:
             if floor > base:
                 first = sample

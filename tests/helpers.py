@@ -413,3 +413,4 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait(10)

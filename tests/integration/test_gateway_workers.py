@@ -104,12 +104,7 @@ class Gateway:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(40)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        terminate(self.proc, 40)  # its workers stop gracefully first
 
     async def predict(self, http: httpx.AsyncClient, n: int) -> int | str:
         """One request of two rows with ids of its own: its status, or the transport error

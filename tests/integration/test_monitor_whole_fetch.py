@@ -7,6 +7,7 @@ same events, figures and counters. On the monitor's real, migrated store."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -104,15 +105,27 @@ def records() -> list[tuple[str, PredictionBatch]]:
     return [*out[:21], ("s20", shadow), *out[21:31], ("c30", canary), *out[31:]]
 
 
-async def one_by_one(uow: SqlUnitOfWork, given: list[tuple[str, PredictionBatch]]) -> None:
-    for message_id, batch in given:
+async def one_by_one(
+    uow: SqlUnitOfWork,
+    given: list[tuple[str, Any]],
+    handle: Callable[..., Awaitable[None]] = handlers.on_predictions,
+    specs: Any = None,
+) -> None:
+    """Each record alone, as the bus hands it to `handle` (the predictions' by default)."""
+    for message_id, record in given:
         with delivering(message_id):
-            await handlers.on_predictions(batch, uow=uow, specs=Specs(), now=lambda: T0)
+            await handle(record, uow=uow, specs=specs or Specs(), now=lambda: T0)
 
 
-async def whole(uow: SqlUnitOfWork, given: list[tuple[str, PredictionBatch]]) -> None:
+async def whole(
+    uow: SqlUnitOfWork,
+    given: list[tuple[str, Any]],
+    handle: Callable[..., Awaitable[None]] = handlers.on_all_predictions,
+    specs: Any = None,
+) -> None:
+    """The records as one fetch, handed whole to `handle` (the predictions' by default)."""
     with delivering_batch() as batch, delivering_all([m for m, _ in given]):
-        await handlers.on_all_predictions(given, uow=uow, specs=Specs(), now=lambda: T0)
+        await handle(given, uow=uow, specs=specs or Specs(), now=lambda: T0)
         batch.commit()
 
 
@@ -288,15 +301,11 @@ def label_records() -> list[tuple[str, FeedbackBatch]]:
 
 
 async def labels_one_by_one(uow: SqlUnitOfWork, given: list[tuple[str, FeedbackBatch]]) -> None:
-    for message_id, batch in given:
-        with delivering(message_id):
-            await handlers.on_feedback(batch, uow=uow, specs=LabelledSpecs(), now=lambda: T0)
+    await one_by_one(uow, given, handlers.on_feedback, LabelledSpecs())
 
 
 async def labels_whole(uow: SqlUnitOfWork, given: list[tuple[str, FeedbackBatch]]) -> None:
-    with delivering_batch() as batch, delivering_all([m for m, _ in given]):
-        await handlers.on_all_feedback(given, uow=uow, specs=LabelledSpecs(), now=lambda: T0)
-        batch.commit()
+    await whole(uow, given, handlers.on_all_feedback, LabelledSpecs())
 
 
 async def test_a_fetch_of_labels_handled_whole_decides_what_its_records_decide_one_by_one(

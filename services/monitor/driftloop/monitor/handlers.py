@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -125,9 +125,14 @@ async def on_predictions(
     the version that answered (the champion's, or a canary's own) and judge the window when it
     closes: once it has `monitor.window` rows (this batch included), or, when
     `monitor.window_time` has passed since its first row, before this batch joins."""
-    spec_of = {batch.model: await specs.get(batch.model)}
+    spec_of = await _specs_of([batch.model], specs)
     async with uow.handling() as tx:
         _served(tx, [batch], spec_of, profiles or Profiles(), now=now)
+
+
+async def _specs_of(models: Iterable[str], specs: SpecSource) -> dict[str, ModelSpec | None]:
+    """The spec of each model a delivery names, asked once per model."""
+    return {model: await specs.get(model) for model in dict.fromkeys(models)}
 
 
 async def on_all_predictions(
@@ -141,8 +146,7 @@ async def on_all_predictions(
     """A fetch of prediction records at once: what `on_predictions` does for each in turn,
     in one transaction (`_served`). The bus falls back to `on_predictions` one by one if this
     fails."""
-    models = dict.fromkeys(batch.model for _, batch in records)
-    spec_of = {model: await specs.get(model) for model in models}
+    spec_of = await _specs_of((batch.model for _, batch in records), specs)
     async with uow.handling_all(records) as (tx, fresh):
         _served(tx, fresh, spec_of, profiles or Profiles(), now=now)
 
@@ -637,7 +641,7 @@ async def on_feedback(
     """Join labels to predictions; add the new ones to the label window (judged, reported
     only, at `monitor.window` labels); every `min_labels` new labels of the champion, judge
     its live metric against the spec's floor."""
-    spec_of = {batch.model: await specs.get(batch.model)}
+    spec_of = await _specs_of([batch.model], specs)
     async with uow.handling() as tx:
         _labelled(tx, [batch], spec_of, profiles or Profiles(), now=now)
 
@@ -653,8 +657,7 @@ async def on_all_feedback(
     """A fetch of label records at once: what `on_feedback` does for each in turn, in one
     transaction (`_labelled`). The bus falls back to `on_feedback` one by one if this
     fails."""
-    models = dict.fromkeys(batch.model for _, batch in records)
-    spec_of = {model: await specs.get(model) for model in models}
+    spec_of = await _specs_of((batch.model for _, batch in records), specs)
     async with uow.handling_all(records) as (tx, fresh):
         _labelled(tx, fresh, spec_of, profiles or Profiles(), now=now)
 
