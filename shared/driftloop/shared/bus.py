@@ -904,8 +904,8 @@ def _consumer_span(msg: Msg, message_id: str, durable: str, payload: Any) -> Any
 
 def _batch_span(taken: list[tuple[Msg, str, Any]], durable: str) -> Any:
     """The consumer span of a fetch handled whole: `process <subject>` of its first message,
-    with the batch's size and a link to each message's publisher (the conventions' batch
-    receive)."""
+    with the batch's size and a link to each message's publisher whose trace was kept (the
+    conventions' batch receive)."""
     first, message_id, payload = taken[0]
     name, attributes = process_span(first.subject, message_id, durable)
     attributes = attributes | _cycle_attr(payload)
@@ -914,7 +914,7 @@ def _batch_span(taken: list[tuple[Msg, str, Any]], durable: str) -> Any:
     links = []
     for msg, _id, _payload in taken:
         context = trace.get_current_span(extract_context(msg.headers or {})).get_span_context()
-        if context.is_valid:
+        if context.is_valid and context.trace_flags.sampled:  # no link to a dropped trace
             links.append(trace.Link(context, {"messaging.message.id": _id}))
     return _tracer.start_as_current_span(
         name, kind=SpanKind.CONSUMER, attributes=attributes, links=links

@@ -87,10 +87,23 @@ class Settings(BaseSettings):
     alerts_timeout: float = Field(
         default=15.0, gt=0, le=300, description="seconds one alert may take to send"
     )
+    trace_requests_per_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "new traces a second, per process, of the per-request traffic (prediction and "
+            "feedback requests, the records they publish); `inf`: every one. The loop's own "
+            "traces (a cycle's events) are always whole. OTEL_TRACES_SAMPLER, when set, "
+            "chooses instead"
+        ),
+    )
     # OpenTelemetry's standard variables (telemetry.py); OTEL_SERVICE_NAME and the exporter's
     # own (endpoint, headers, timeout) are read by the SDK itself.
     otel_traces_exporter: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_TRACES_EXPORTER")
+    )
+    otel_traces_sampler: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_TRACES_SAMPLER")
     )
     otel_exporter_otlp_protocol: str = Field(
         default="http/protobuf",
@@ -132,6 +145,7 @@ class Settings(BaseSettings):
         "mlflow_tracking_uri",
         "api_tokens",
         "otel_traces_exporter",
+        "otel_traces_sampler",
         "otel_exporter_otlp_endpoint",
         "console_url",
     )

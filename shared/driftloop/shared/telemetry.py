@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,15 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from driftloop.shared.config import Settings
 
@@ -134,10 +146,80 @@ def tracer_provider(settings: Settings, *, service: str) -> TracerProvider:
     resource = Resource.create({"service.name": f"driftloop-{service}"}).merge(
         OTELResourceDetector().detect()
     )
-    provider = TracerProvider(resource=resource)
+    # OTEL_TRACES_SAMPLER, when set, is the SDK's to read (sampler=None)
+    sampler = None if settings.otel_traces_sampler else loop_sampler(settings.trace_requests_per_s)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     for exporter in _exporters(settings, service):
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     return provider
+
+
+def loop_sampler(per_second: float) -> Sampler:
+    """Every trace of the loop's own work (a cycle is one trace, whole); of the per-request
+    traffic, which at a thousand requests a second would cost a quarter of the gateway's CPU
+    to trace in full (docs/benchmarks.md), at most `per_second` new traces a second. A span
+    with a parent follows its parent's choice, so a trace is kept or dropped whole."""
+    return ParentBased(root=RequestTraffic(per_second))
+
+
+# a request that carries prediction traffic: its SERVER span's path, or the record it publishes
+_REQUEST_PATH = re.compile(r"^/v[12]/models/[^/]+(/versions/[^/]+)?/(predict|infer|feedback)$")
+_RECORD_SUBJECTS = ("driftloop.predictions.", "driftloop.feedback.")
+
+
+class RequestTraffic(Sampler):
+    """Root spans: a per-request one (`_REQUEST_PATH`, `_RECORD_SUBJECTS`) sampled while a
+    token bucket of `per_second` tokens a second (holding at most one second's worth, at least
+    one; none at 0) has a token; every other root sampled. `clock`: seconds, monotonic."""
+
+    def __init__(self, per_second: float, *, clock: Any = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._capacity = max(1.0, per_second) if per_second > 0 else 0.0
+        self._tokens = self._capacity
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        keep = not per_request(kind, attributes) or self._take()
+        if keep:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
+
+    def _take(self) -> bool:
+        if math.isinf(self._capacity):
+            return True
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.per_second)
+            self._last = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+    def get_description(self) -> str:
+        return f"RequestTraffic{{{self.per_second}/s}}"
+
+
+def per_request(kind: SpanKind | None, attributes: Attributes) -> bool:
+    """Whether a root span is per-request traffic: a prediction or feedback request's SERVER
+    span, or the PRODUCER span of the record it publishes."""
+    attributes = attributes or {}
+    if kind == SpanKind.SERVER:
+        return bool(_REQUEST_PATH.match(str(attributes.get("url.path", ""))))
+    if kind == SpanKind.PRODUCER:
+        return str(attributes.get("messaging.destination.name", "")).startswith(_RECORD_SUBJECTS)
+    return False
 
 
 def configure_tracing(settings: Settings, *, service: str) -> TracerProvider:
