@@ -758,6 +758,13 @@ def main() -> None:
     parser.add_argument("--capacity-duration", type=float, default=15.0)
     parser.add_argument("--cycle-wait", type=float, default=120.0, help="for the cycle to end")
     parser.add_argument("--catch-up", type=float, default=300.0, help="for the monitor")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for `driftloop up` (e.g. DRIFTLOOP_RECORD_LINGER=0)",
+    )
     parser.add_argument("--work", type=Path, help="work dir (default: a new temp dir)")
     parser.add_argument("--out", type=Path, help="JSON of the figures (default WORK/load.json)")
     args = parser.parse_args()
@@ -767,7 +774,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     home = work / "home"
     port = free_port()
-    env = user_env(home, port)
+    env = user_env(home, port) | dict(kv.split("=", 1) for kv in args.service_env)
     settings = settings_for(home, port)
     figures: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

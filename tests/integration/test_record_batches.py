@@ -11,11 +11,13 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from helpers import consumer_settled, eventually
+from pydantic import ValidationError
 
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -228,6 +230,40 @@ async def test_a_fetch_handed_whole_is_one_call_and_leaves_out_what_was_handled_
     assert sorted(r.batch_id for r in store.rows(store.written)) == sorted(given[0])
     assert len(store.rows(store.inbox)) == 10
     assert len(store.commits) == 2  # the three inbox rows set up, then the fetch
+
+
+async def test_after_a_fetch_that_did_not_fill_the_consumer_lingers_and_takes_the_rest_with_it(
+    settings: Settings, store: Store
+) -> None:
+    records = [record(n) for n in range(10)]
+    given: list[list[str]] = []
+
+    async def handler(batch: PredictionBatch) -> None:
+        raise AssertionError("the fetch is handled whole")
+
+    async def many(fetched: list[tuple[str, PredictionBatch]]) -> None:
+        async with store.uow.handling_all(fetched) as (tx, fresh):
+            given.append([b.batch_id for b in fresh])
+            tx.conn.execute(store.written.insert(), [{"batch_id": b.batch_id} for b in fresh])
+
+    lingering = settings.model_copy(update={"record_linger": 3.0, "record_fetch": 500})
+    async with connect_bus(lingering, service="t") as bus:
+        await publish(bus, records[:1])
+        consume(bus, handler, many)
+        await asyncio.sleep(0.5)  # the first fetch took the one record and lingers
+        await publish(bus, records[1:])
+        await settled(bus, acked=10)
+
+    assert given == [[r.batch_id for r in records]]  # one transaction for the ten, in order
+    assert len(store.rows(store.written)) == 10
+    assert len(store.rows(store.inbox)) == 10
+
+
+def test_the_record_fetch_settings_are_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="record_fetch"):
+        Settings(home=tmp_path, record_fetch=5000)  # beyond the consumers' max_ack_pending
+    with pytest.raises(ValidationError, match="record_linger"):
+        Settings(home=tmp_path, record_linger=-1)
 
 
 async def test_a_fetch_whose_whole_handling_fails_is_handled_one_by_one_the_bad_record_alone(

@@ -87,6 +87,21 @@ class Settings(BaseSettings):
     alerts_timeout: float = Field(
         default=15.0, gt=0, le=300, description="seconds one alert may take to send"
     )
+    record_fetch: int = Field(
+        default=500,
+        ge=1,
+        le=1000,  # the consumers' max_ack_pending
+        description="most prediction or feedback records a consumer takes in one fetch",
+    )
+    record_linger: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description=(
+            "seconds a record consumer waits for more after a fetch that did not fill: fewer, "
+            "larger transactions; 0: none"
+        ),
+    )
     trace_requests_per_s: float = Field(
         default=10.0,
         ge=0,
