@@ -154,12 +154,12 @@ def tracer_provider(settings: Settings, *, service: str) -> TracerProvider:
     return provider
 
 
-def loop_sampler(per_second: float) -> Sampler:
+def loop_sampler(per_second: float, *, clock: Any = time.monotonic) -> Sampler:
     """Every trace of the loop's own work (a cycle is one trace, whole); of the per-request
     traffic, which at a thousand requests a second would cost a quarter of the gateway's CPU
     to trace in full (docs/benchmarks.md), at most `per_second` new traces a second. A span
     with a parent follows its parent's choice, so a trace is kept or dropped whole."""
-    return ParentBased(root=RequestTraffic(per_second))
+    return ParentBased(root=RequestTraffic(per_second, clock=clock))
 
 
 # a request that carries prediction traffic: its SERVER span's path, or the record it publishes

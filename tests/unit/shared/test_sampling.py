@@ -30,10 +30,7 @@ class Clock:
 
 
 def provider_of(per_second: float, clock: Clock) -> tuple[TracerProvider, InMemorySpanExporter]:
-    sampler = loop_sampler(per_second)
-    sampler._root._clock = clock  # type: ignore[attr-defined]
-    sampler._root._last = clock()  # type: ignore[attr-defined]
-    provider = TracerProvider(sampler=sampler)
+    provider = TracerProvider(sampler=loop_sampler(per_second, clock=clock))
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
