@@ -11,13 +11,11 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from helpers import consumer_settled, eventually
-from pydantic import ValidationError
 
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
@@ -257,13 +255,6 @@ async def test_after_a_fetch_that_did_not_fill_the_consumer_lingers_and_takes_th
     assert given == [[r.batch_id for r in records]]  # one transaction for the ten, in order
     assert len(store.rows(store.written)) == 10
     assert len(store.rows(store.inbox)) == 10
-
-
-def test_the_record_fetch_settings_are_bounded(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="record_fetch"):
-        Settings(home=tmp_path, record_fetch=5000)  # beyond the consumers' max_ack_pending
-    with pytest.raises(ValidationError, match="record_linger"):
-        Settings(home=tmp_path, record_linger=-1)
 
 
 async def test_a_fetch_whose_whole_handling_fails_is_handled_one_by_one_the_bad_record_alone(
