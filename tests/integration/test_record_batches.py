@@ -230,7 +230,7 @@ async def test_a_fetch_handed_whole_is_one_call_and_leaves_out_what_was_handled_
     assert len(store.commits) == 2  # the three inbox rows set up, then the fetch
 
 
-async def test_after_a_fetch_that_did_not_fill_the_consumer_lingers_and_takes_the_rest_with_it(
+async def test_after_a_fetch_that_did_not_fill_the_consumer_rests_then_takes_the_rest_at_once(
     settings: Settings, store: Store
 ) -> None:
     records = [record(n) for n in range(10)]
@@ -246,13 +246,18 @@ async def test_after_a_fetch_that_did_not_fill_the_consumer_lingers_and_takes_th
 
     lingering = settings.model_copy(update={"record_linger": 3.0, "record_fetch": 500})
     async with connect_bus(lingering, service="t") as bus:
-        await publish(bus, records[:1])
         consume(bus, handler, many)
-        await asyncio.sleep(0.5)  # the first fetch took the one record and lingers
-        await publish(bus, records[1:])
+        await publish(bus, records[:1])
+
+        async def first_handled() -> bool:
+            assert given == [[records[0].batch_id]], given  # at once, not after the rest
+            return True
+
+        await eventually(first_handled, timeout=2)  # well before the 3 s rest ends
+        await publish(bus, records[1:])  # one by one, while the consumer rests
         await settled(bus, acked=10)
 
-    assert given == [[r.batch_id for r in records]]  # one transaction for the ten, in order
+    assert given == [[records[0].batch_id], [r.batch_id for r in records[1:]]]  # in order
     assert len(store.rows(store.written)) == 10
     assert len(store.rows(store.inbox)) == 10
 

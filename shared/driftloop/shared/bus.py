@@ -190,7 +190,7 @@ class Bus:
     metrics_host: str = "127.0.0.1"
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     # the record consumers' fetches (Settings.record_fetch, .record_linger): at most this many
-    # messages, and after a fetch that did not fill, this long a wait for more first
+    # messages, and after a fetch that did not fill, this long a rest before the next
     record_fetch: int = 50
     record_linger: float = 0.0
 
@@ -446,8 +446,6 @@ class Bus:
                 await self._count_discards(stream, durable, gaps)
             try:
                 msgs = await sub.fetch(self.record_fetch if batched else 50, timeout=1.0)
-                if batched and self.record_linger > 0:
-                    msgs = [*msgs, *await self._linger(sub, self.record_fetch - len(msgs))]
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception:
@@ -470,6 +468,8 @@ class Bus:
                     )
                 finally:
                     queued.cancel()
+                if len(msgs) < self.record_fetch:
+                    await self._rest()
                 continue
             try:
                 for msg in msgs:
@@ -604,19 +604,16 @@ class Bus:
         )
         return message_id, payload
 
-    async def _linger(self, sub: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
-        """After a fetch with `room` left: wait `record_linger` seconds, then take what came
-        meanwhile (up to `room`), so that a steady trickle of records is handled in fewer,
-        larger transactions. Records are not requests: the wait delays what the monitor and
-        the trainer see by a fraction of a second and saves each fetch's fixed cost (its
-        transaction, inbox lookup and model row; docs/benchmarks.md)."""
-        if room <= 0:
-            return []
-        await asyncio.sleep(self.record_linger)
-        try:
-            return list(await sub.fetch(room, timeout=0.05))
-        except Exception:  # none came, or the fetch failed: the next one meets it and says so
-            return []
+    async def _rest(self) -> None:
+        """After a record fetch that did not fill: wait `record_linger` seconds (or until the
+        bus stops) before the next fetch, so that a steady trickle of records is taken in fewer,
+        larger fetches, each one transaction. Records are not requests: the wait delays what
+        the monitor and the trainer see by a fraction of a second and saves each fetch's fixed
+        cost (its transaction, inbox look-up and model row; docs/benchmarks.md). The first
+        record after a quiet spell is taken at once: the fetch waits for it."""
+        if self.record_linger > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.record_linger)
 
     async def _deliver_batch(
         self,

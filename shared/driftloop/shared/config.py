@@ -98,8 +98,8 @@ class Settings(BaseSettings):
         ge=0,
         le=5,
         description=(
-            "seconds a record consumer waits for more after a fetch that did not fill: fewer, "
-            "larger transactions; 0: none"
+            "seconds a record consumer rests after a fetch that did not fill, so the next one "
+            "takes what came meanwhile: fewer, larger transactions; 0: none"
         ),
     )
     trace_requests_per_s: float = Field(
