@@ -76,6 +76,25 @@ def run(
     configure_logging(settings, service=service)
     provider = configure_tracing(settings, service=service)
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings))
     finally:
         provider.shutdown()
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a service runs on (`DRIFTLOOP_EVENT_LOOP`): uvloop's when it is
+    installed, unless asyncio's own is asked for (None: asyncio's default). uvloop's sockets,
+    timers and callbacks are in C: the same work for less CPU per request and per message
+    (docs/benchmarks.md). Asked for by name and not installed: an error that says so."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError(
+                "DRIFTLOOP_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    return uvloop.new_event_loop
