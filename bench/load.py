@@ -141,7 +141,8 @@ def cycle_timeline(
     of the load) and a few of its fields."""
     out = []
     for env in envelopes:
-        data = env.get("data") if isinstance(env.get("data"), dict) else {}
+        given = env.get("data")
+        data: dict[str, Any] = given if isinstance(given, dict) else {}
         if str(data.get("cycle_id")) != cycle_id:
             continue
         at = datetime.fromisoformat(str(env.get("time")).replace("Z", "+00:00"))
