@@ -505,8 +505,7 @@ class Bus:
                     ack_pending=info.num_ack_pending or 0,
                     redelivered=info.num_redelivered or 0,
                 )
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=CONSUMER_INFO_SECONDS)
+            await self._pause(CONSUMER_INFO_SECONDS)
 
     async def _sequence_gaps(self, stream: str, durable: str) -> SequenceGaps | None:
         """Where the consumer stands in the stream: the last sequence it was handed (before
@@ -612,8 +611,12 @@ class Bus:
         cost (its transaction, inbox look-up and model row; docs/benchmarks.md). The first
         record after a quiet spell is taken at once: the fetch waits for it."""
         if self.record_linger > 0:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.record_linger)
+            await self._pause(self.record_linger)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the bus stops meanwhile."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _deliver_batch(
         self,
