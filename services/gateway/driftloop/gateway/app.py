@@ -30,6 +30,7 @@ from prometheus_client import (
     multiprocess,
 )
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftloop.gateway.adapters.batcher import Batcher
@@ -45,6 +46,7 @@ from driftloop.gateway.domain.validation import (
     validate_instances,
     validate_labels,
 )
+from driftloop.gateway.lane import PredictLane
 from driftloop.gateway.limits import (
     BodyLimit,
     HostCheck,
@@ -401,8 +403,6 @@ def create_app(
         max_string_length=settings.max_string_length, binary=binary_to_json
     )
 
-    app.add_middleware(Traced)
-
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
         if not tokens.required:
             return
@@ -491,30 +491,23 @@ def create_app(
             state["mirror"].offer(MirrorJob(model, shadow.version, instances, ids))
         return ids, predictions, probabilities
 
-    @app.post(
-        "/v1/models/{model}/predict",
-        response_model=PredictResponse,
-        responses=documented(404, 413, 415, 421, 422, 503),
-    )
-    async def predict(
-        model: str, body: PredictRequest, x_routing_key: Annotated[str | None, Header()] = None
-    ) -> PredictResponse:
+    async def answer(
+        model: str, instances: list[dict[str, Any]], given: list[str] | None, key: str | None
+    ) -> dict[str, Any]:
+        """A /v1 predict request's answer (PredictResponse's fields); raises HTTPException.
+        Shared by the FastAPI route and the plain request's lane (lane.py)."""
         serving = serving_for(model)
-        if len(body.instances) > settings.max_instances:
-            raise _too_many("instances", len(body.instances), settings.max_instances)
-        route = choose_route(
-            body.key or x_routing_key,
-            serving.routes.canary.weight if serving.canary else 0,
-            rng=rng,
-        )
+        if len(instances) > settings.max_instances:
+            raise _too_many("instances", len(instances), settings.max_instances)
+        route = choose_route(key, serving.routes.canary.weight if serving.canary else 0, rng=rng)
         chosen: LoadedModel = serving.canary if route == "canary" else serving.champion
-        problems = [] if body.ids is None else validate_ids(body.ids, len(body.instances), IDS)
+        problems = [] if given is None else validate_ids(given, len(instances), IDS)
         if problems:
             raise HTTPException(422, [p.as_dict() for p in problems])
-        given = body.ids or [ordered_id() for _ in body.instances]
+        given = given or [ordered_id() for _ in instances]
         try:
             ids, predictions, probabilities = await run_model(
-                model, chosen, route, body.instances, given
+                model, chosen, route, instances, given
             )
         except HTTPException as exc:
             if exc.status_code != 500 or route != "canary":
@@ -523,16 +516,28 @@ def create_app(
             # still answered, by the champion. A bad canary costs its errors, not the clients'.
             chosen, route = serving.champion, "champion"
             ids, predictions, probabilities = await run_model(
-                model, chosen, route, body.instances, given
+                model, chosen, route, instances, given
             )
+        return {
+            "model": model,
+            "version": chosen.version,
+            "route": route,
+            "ids": ids,
+            "predictions": predictions,
+            "classes": chosen.classes,
+            "probabilities": probabilities,
+        }
+
+    @app.post(
+        "/v1/models/{model}/predict",
+        response_model=PredictResponse,
+        responses=documented(404, 413, 415, 421, 422, 503),
+    )
+    async def predict(
+        model: str, body: PredictRequest, x_routing_key: Annotated[str | None, Header()] = None
+    ) -> PredictResponse:
         return PredictResponse(
-            model=model,
-            version=chosen.version,
-            route=route,
-            ids=ids,
-            predictions=predictions,
-            classes=chosen.classes,
-            probabilities=probabilities,
+            **await answer(model, body.instances, body.ids, body.key or x_routing_key)
         )
 
     @app.post(
@@ -676,6 +681,16 @@ def create_app(
         multiprocess.MultiProcessCollector(every)  # type: ignore[no-untyped-call]  # untyped lib
         return Response(generate_latest(every), media_type=CONTENT_TYPE_LATEST)
 
+    # Innermost first: the plain predict request's lane inside the server span, the body
+    # limit and the host check (lane.py).
+    app.add_middleware(
+        PredictLane,
+        answer=answer,
+        route=next(r for r in app.routes if getattr(r, "endpoint", None) is predict),
+        errors=lambda: app.exception_handlers[StarletteHTTPException],
+        max_string_length=settings.max_string_length,
+    )
+    app.add_middleware(Traced)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if is_loopback(settings.gateway_host):  # elsewhere its public names are not known here
         app.add_middleware(HostCheck, bound=settings.gateway_host)

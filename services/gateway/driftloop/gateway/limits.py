@@ -106,7 +106,7 @@ class BodyLimit:
                 return
             chunks.append(chunk)
             more = bool(message.get("more_body"))
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)
 
 
 def is_loopback(host: str) -> bool:
@@ -126,6 +126,9 @@ def host_name(header: str) -> str:
     return name.removesuffix(".")
 
 
+SEEN_HOSTS = 64  # Host headers whose verdict HostCheck keeps (a client names few)
+
+
 class HostCheck:
     """On a loopback address, refuses (421 Misdirected Request) a request addressed to any
     name but localhost, a loopback address or the one the gateway is bound to. A web page
@@ -136,10 +139,16 @@ class HostCheck:
         self.app = app
         self.bound = bound
         self.name = bound.strip("[]").lower().removesuffix(".")
+        self._seen: dict[str, bool] = {}  # Host header -> allowed, for the first SEEN_HOSTS
 
     def allowed(self, header: str) -> bool:
-        name = host_name(header)
-        return is_loopback(name) or name == self.name
+        known = self._seen.get(header)
+        if known is None:  # parsing an address costs more than the rest of the check
+            name = host_name(header)
+            known = is_loopback(name) or name == self.name
+            if len(self._seen) < SEEN_HOSTS:
+                self._seen[header] = known
+        return known
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -159,7 +168,7 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     sent = False
 
     async def replayed() -> Message:
@@ -243,7 +252,7 @@ def limited_route(*, max_string_length: int, binary: BinaryDecoder) -> type[APIR
             headers = [(k, v) for k, v in request.scope["headers"] if k not in (b"content-type",)]
             scope = {**request.scope, "headers": [*headers, (b"content-type", b"application/json")]}
             return StrictJSONRequest(
-                scope, _replay(body, request.receive), max_string_length=max_string_length
+                scope, replay(body, request.receive), max_string_length=max_string_length
             )
         if content_type is None:
             if not request.url.path.startswith(OIP_PREFIX) or _from_a_browser(request):

@@ -270,6 +270,45 @@ def validate_ids(ids: Any, rows: int, loc: tuple[str | int, ...]) -> list[FieldE
     return []
 
 
+PREDICT_FIELDS = frozenset({"instances", "ids", "key"})
+MAX_KEY_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPredict:
+    """A /v1 predict body in the shape the API documents (PredictRequest)."""
+
+    instances: list[dict[str, Any]]
+    ids: list[str] | None
+    key: str | None
+
+
+def plain_predict(document: Any) -> PlainPredict | None:
+    """`document` (parsed JSON) as a PlainPredict when it has exactly the shape PredictRequest
+    accepts (no other field; instances a non-empty list of objects; ids absent, null or a list
+    of 1-to-256-character strings; key absent, null or a string of at most 256), else None:
+    anything else is left to the full validation, which names what is wrong."""
+    if type(document) is not dict or not document.keys() <= PREDICT_FIELDS:
+        return None
+    instances = document.get("instances")
+    if type(instances) is not list or not instances:
+        return None
+    for row in instances:
+        if type(row) is not dict:
+            return None
+    ids = document.get("ids")
+    if ids is not None:
+        if type(ids) is not list:
+            return None
+        for given in ids:
+            if type(given) is not str or not 0 < len(given) <= MAX_ID_LENGTH:
+                return None
+    key = document.get("key")
+    if key is not None and (type(key) is not str or len(key) > MAX_KEY_LENGTH):
+        return None
+    return PlainPredict(instances, ids, key)
+
+
 def choose_route(
     key: str | None, canary_weight: int, *, rng: random.Random
 ) -> Literal["champion", "canary"]:
