@@ -41,6 +41,8 @@ from driftloop.gateway.config import GatewaySettings
 from driftloop.gateway.console.routes import console_router
 from driftloop.gateway.domain.batching import BatchBounds
 from driftloop.gateway.domain.validation import (
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
     choose_route,
     validate_ids,
     validate_instances,
@@ -81,10 +83,12 @@ class PredictRequest(BaseModel):
     instances: list[dict[str, Any]] = Field(
         min_length=1, description="one object per row: feature -> value (DRIFTLOOP_MAX_INSTANCES)"
     )
-    ids: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+    ids: list[Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]] | None = Field(
         default=None, description="one distinct prediction id per instance (default: generated)"
     )
-    key: str | None = Field(default=None, max_length=256, description="routing key (sticky)")
+    key: str | None = Field(
+        default=None, max_length=MAX_KEY_LENGTH, description="routing key (sticky)"
+    )
 
 
 class PredictResponse(BaseModel):

@@ -14,13 +14,12 @@ host check and the body limit (app.py adds it first)."""
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from driftloop.gateway.domain.validation import parse_json_body, plain_predict
@@ -42,13 +41,6 @@ def predict_model(path: str) -> str | None:
         return None
     model = path[len(PREFIX) : -len(SUFFIX)]
     return model if model and "/" not in model else None
-
-
-def render(answer: dict[str, Any]) -> bytes:
-    """The answer as Starlette's JSONResponse writes one."""
-    return json.dumps(
-        answer, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
 
 
 class PredictLane:
@@ -95,7 +87,7 @@ class PredictLane:
             refusal = self.errors()(Request(scope, receive), exc)
             response = await refusal if inspect.isawaitable(refusal) else refusal
         else:
-            response = Response(render(answer), media_type="application/json")
+            response = JSONResponse(answer)
         await response(scope, receive, send)
 
 
