@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -78,9 +79,7 @@ class Page:
 async def page() -> AsyncIterator[Page]:
     why = missing()
     if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(why)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from subprocess import CompletedProcess
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import nats
 import numpy as np
@@ -128,6 +128,14 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> CompletedP
 
 # Each phase's report of a test (setup, call), kept by tests/conftest.py's report hook.
 PHASES = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+def unavailable(why: str) -> NoReturn:
+    """A prerequisite of the test is missing: a skip on a developer's machine, a failure in
+    CI (CI=true), where every prerequisite is installed and a skip would hide a test."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 def failed(item: pytest.Item) -> bool:

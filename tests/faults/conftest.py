@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 import pytest
 from faults.harness import FAULT_SPEC, SERVICES, Loop, PrivatePostgres, postgres_bindir
-from helpers import churn, failed, fixed_port, terminate
+from helpers import churn, failed, fixed_port, terminate, unavailable
 
 from driftloop.cli.supervisor import free_port, pid_alive, port_open
 
@@ -72,9 +72,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     """A running PostgreSQL cluster of this test's own (see PrivatePostgres); removed after."""
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) installed")
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl) installed")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: initdb refuses root")
+        unavailable("running as root without runuser: initdb refuses root")
     cluster = PrivatePostgres(bindir, free_port())
     try:
         cluster.init()
