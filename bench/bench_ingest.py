@@ -112,12 +112,21 @@ def uuid7() -> str:
 
 
 def record(
-    seq: int, rows: int, pool: list[tuple[str, str]], kind: str, kept: list[str] | None = None
-) -> bytes:
+    seq: int,
+    rows: int,
+    pool: list[tuple[str, str]],
+    kind: str,
+    kept: list[str] | None = None,
+    *,
+    shadow: bool = False,
+) -> list[bytes]:
     """One PredictionBatch as the gateway publishes it (JSON built by hand: the publisher
     must not be the bottleneck). Ids: random uuid4 strings, what the gateway generates when
     the client sends none, or time-ordered uuid7 ones (what it could generate instead);
-    appended to `kept` when given (the labels phase labels them)."""
+    appended to `kept` when given (the labels phase labels them). With `shadow`, also the
+    shadow's record of the same requests (version 2, its answers differing on every third
+    record), before the champion's on even `seq` and after it on odd ones: the shadow's
+    worker publishes on a connection of its own, so either can reach the monitor first."""
     make = uuid.uuid4 if kind == "uuid4" else uuid7
     made = [str(make()) for _ in range(rows)]
     if kept is not None:
@@ -125,11 +134,19 @@ def record(
     ids = ",".join(f'"{i}"' for i in made)
     instances, predictions = pool[seq % len(pool)]
     at = datetime.now(UTC).isoformat()
-    return (
-        f'{{"batch_id":"{uuid.uuid4()}","model":"{MODEL}","version":"1","route":"champion",'
-        f'"ids":[{ids}],"instances":{instances},"predictions":{predictions},'
-        f'"latency_ms":3.5,"at":"{at}"}}'
-    ).encode()
+
+    def one(version: str, route: str, answers: str) -> bytes:
+        return (
+            f'{{"batch_id":"{uuid.uuid4()}","model":"{MODEL}","version":"{version}",'
+            f'"route":"{route}","ids":[{ids}],"instances":{instances},'
+            f'"predictions":{answers},"latency_ms":3.5,"at":"{at}"}}'
+        ).encode()
+
+    champion = one("1", "champion", predictions)
+    if not shadow:
+        return [champion]
+    theirs = one("2", "shadow", predictions if seq % 3 else pool[(seq + 1) % len(pool)][1])
+    return [theirs, champion] if seq % 2 == 0 else [champion, theirs]
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -293,15 +310,19 @@ async def bench(args: argparse.Namespace) -> None:
                 base = (await js.stream_info(PREDICTIONS_STREAM)).state.last_seq
 
                 async def publish(count: int, *, lead: int | None) -> None:
+                    sent = 0
                     for seq in range(count):
-                        await bus.nc.publish(
-                            f"driftloop.predictions.{MODEL}",
-                            record(seq, args.batch, pool, args.ids, kept),
-                            headers={"Nats-Msg-Id": f"{prefix}-{seq}"},
-                        )
+                        made = record(seq, args.batch, pool, args.ids, kept, shadow=args.shadow)
+                        for message in made:
+                            await bus.nc.publish(
+                                f"driftloop.predictions.{MODEL}",
+                                message,
+                                headers={"Nats-Msg-Id": f"{prefix}-{sent}"},
+                            )
+                            sent += 1
                         if seq % 200 == 199:
                             await bus.nc.flush()
-                            while lead is not None and (seq - consumed[0]) * args.batch > lead:
+                            while lead is not None and (sent - consumed[0]) * args.batch > lead:
                                 advanced.clear()
                                 await advanced.wait()  # the poller saw the consumer move
                     await bus.nc.flush()
@@ -321,7 +342,7 @@ async def bench(args: argparse.Namespace) -> None:
                 else:
                     publisher = asyncio.create_task(publish(messages, lead=args.lead))
 
-                last = base + messages
+                last = base + messages * (2 if args.shadow else 1)
                 result = Run()
                 first: Sample | None = None
                 purged_to = base
@@ -446,7 +467,7 @@ def report(args: argparse.Namespace, mode: str, run: Run, first: Sample | None) 
         f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at the end, "
         f"Python {platform.python_version()}, mode {mode}, batch {args.batch} rows, "
         f"{args.features} features, window {args.window}, keep_samples {args.keep:,}, "
-        f"{args.ids} ids"
+        f"{args.ids} ids{', every record also a shadow' if args.shadow else ''}"
     )
     print(f"rows consumed: {rows:,} in {seconds:.1f} s")
     print(
@@ -493,6 +514,12 @@ def main() -> None:
         help="then label every row, this many labels per FeedbackBatch record, and measure "
         "the feedback consumer on that backlog (0: predictions only); the spec judges the "
         "live accuracy every 200 labels",
+    )
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="a shadow stage: every record also answered by a shadow (version 2), whose "
+        "record the monitor compares with the champion's (rows and CPU count both records)",
     )
     parser.add_argument("--seed", type=int, default=7)
     asyncio.run(bench(parser.parse_args()))

@@ -46,7 +46,7 @@ from driftloop.monitor.adapters.store import (
     version_windows_of,
     window_samples_of,
 )
-from driftloop.monitor.comparisons import compare_shadow, drop_unpaired, pair_held
+from driftloop.monitor.comparisons import compare_shadows, drop_unpaired
 from driftloop.monitor.domain.drift import (
     DriftReport,
     Window,
@@ -167,7 +167,7 @@ def _served(
     runs: dict[str, list[PredictionBatch]] = {}
     for batch in batches:
         spec = spec_of[batch.model]
-        state = _counted(tx, loaded, batch, now=now())
+        state = _counted(tx, loaded, batch)
         if spec is None or state is None:
             continue
         if batch.route != "champion":
@@ -192,6 +192,7 @@ def _served(
         state, spec = loaded.state(model), spec_of[model]
         if run and state is not None and spec is not None:  # a run has both
             _champion_batch(tx, loaded, run, spec, state, profiles, now=now())
+    compare_shadows(tx, loaded, batches)  # after every served answer here is recorded
     loaded.flush(at=now())
 
 
@@ -199,12 +200,10 @@ def _rows(run: list[PredictionBatch]) -> int:
     return sum(len(batch.instances) for batch in run)
 
 
-def _counted(
-    tx: Tx, loaded: Loaded, batch: PredictionBatch, *, now: datetime
-) -> dict[str, Any] | None:
+def _counted(tx: Tx, loaded: Loaded, batch: PredictionBatch) -> dict[str, Any] | None:
     """Count a served batch and keep its answers; the model's row when its inputs go on to a
     window (not a shadow's, not a failure's)."""
-    count_served(tx, loaded, batch, at=now)
+    count_served(loaded, batch)
     if batch.route == "shadow" or batch.error:
         return None
     record_served(tx.conn, batch)
@@ -502,9 +501,9 @@ def _episode_window(
     return values | {"episodes": episodes.put(kind, episode).dump() or None}
 
 
-def count_served(tx: Tx, loaded: Loaded, batch: PredictionBatch, *, at: datetime) -> None:
-    """Per-version live stats: requests, rows, errors, latency, and for a shadow its
-    disagreement with the champion's answers to the same requests."""
+def count_served(loaded: Loaded, batch: PredictionBatch) -> None:
+    """Per-version live stats: requests, rows, errors, latency (a shadow's disagreement with
+    the champion is counted per fetch, `compare_shadows`)."""
     stats = loaded.stats(batch.model, batch.version, batch.route)
     stats = add_request(
         stats,
@@ -513,10 +512,7 @@ def count_served(tx: Tx, loaded: Loaded, batch: PredictionBatch, *, at: datetime
         failed=batch.error is not None,
         part=batch.part,
     )
-    if batch.route == "shadow" and batch.error is None:
-        stats = compare_shadow(tx, batch, stats)
     loaded.put_stats(batch.model, batch.version, batch.route, stats)
-    pair_held(tx, loaded, batch)
 
 
 async def version_status(

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -458,44 +458,77 @@ def stats_of_version(conn: Connection, model: str, version: str) -> list[sa.Row[
     )
 
 
+IN_CHUNK = 500
+"""Ids per `IN (...)` of one query: a fetch's ids are looked up in a few queries, each well
+under every driver's bound parameter limit (SQLite's 32,766, PostgreSQL's 65,535)."""
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[k : k + IN_CHUNK] for k in range(0, len(ids), IN_CHUNK)]
+
+
 def champion_answers(conn: Connection, model: str, ids: list[str]) -> dict[str, Any]:
     """The served (champion or canary) answers recorded for these prediction ids."""
-    rows = conn.execute(
-        sa.select(samples.c.id, samples.c.prediction).where(
-            samples.c.model == model, samples.c.id.in_(ids), samples.c.prediction.is_not(None)
+    found: dict[str, Any] = {}
+    for part in _chunks(list(dict.fromkeys(ids))):
+        rows = conn.execute(
+            sa.select(samples.c.id, samples.c.prediction).where(
+                samples.c.model == model,
+                samples.c.id.in_(part),
+                samples.c.prediction.is_not(None),
+            )
         )
-    )
-    return {r.id: r.prediction for r in rows}
+        found.update((r.id, r.prediction) for r in rows)
+    return found
 
 
-def hold_shadow_answers(
-    conn: Connection, model: str, version: str, answers: list[tuple[str, Any]], at: datetime
-) -> None:
-    """Keep a shadow's answers whose champion answers have not come yet (a repeat of an id
-    replaces its answer)."""
-    if not answers:
+class HeldAnswer(NamedTuple):
+    """A shadow's answer waiting for the champion's answer to the same request."""
+
+    id: str
+    version: str
+    prediction: Any
+    at: datetime
+
+
+def hold_shadow_answers(conn: Connection, model: str, answers: list[HeldAnswer]) -> None:
+    """Keep shadow answers whose champion answers have not come yet (a repeat of an id
+    replaces its answer, in this call as across calls)."""
+    latest = {a.id: a for a in answers}
+    if not latest:
         return
-    ids = [i for i, _ in answers]
-    conn.execute(
-        shadow_answers.delete().where(shadow_answers.c.model == model, shadow_answers.c.id.in_(ids))
-    )
+    for part in _chunks(list(latest)):
+        conn.execute(
+            shadow_answers.delete().where(
+                shadow_answers.c.model == model, shadow_answers.c.id.in_(part)
+            )
+        )
     conn.execute(
         shadow_answers.insert(),
         [
-            {"model": model, "id": i, "version": version, "prediction": p, "at": at}
-            for i, p in answers
+            {
+                "model": model,
+                "id": a.id,
+                "version": a.version,
+                "prediction": a.prediction,
+                "at": a.at,
+            }
+            for a in latest.values()
         ],
     )
 
 
 def take_shadow_answers(conn: Connection, model: str, ids: list[str]) -> list[sa.Row[Any]]:
     """The held shadow answers to these requests (id, version, prediction), deleted."""
-    where = (shadow_answers.c.model == model, shadow_answers.c.id.in_(ids))
     columns = (shadow_answers.c.id, shadow_answers.c.version, shadow_answers.c.prediction)
-    rows: list[sa.Row[Any]] = list(conn.execute(sa.select(*columns).where(*where)))
-    if rows:
-        conn.execute(shadow_answers.delete().where(*where))
-    return rows
+    taken: list[sa.Row[Any]] = []
+    for part in _chunks(list(dict.fromkeys(ids))):
+        where = (shadow_answers.c.model == model, shadow_answers.c.id.in_(part))
+        rows: list[sa.Row[Any]] = list(conn.execute(sa.select(*columns).where(*where)))
+        if rows:
+            conn.execute(shadow_answers.delete().where(*where))
+            taken.extend(rows)
+    return taken
 
 
 def holds_shadow_answers(conn: Connection, model: str) -> bool:
