@@ -547,3 +547,16 @@ def test_the_degraded_steps_are_the_specs_or_its_steps_from_50_percent_on(
 def test_degraded_steps_must_increase() -> None:
     with pytest.raises(ValueError, match="degraded_steps must increase"):
         spec(canary={"degraded_steps": [50, 50]})
+
+
+def test_the_champion_is_judged_over_the_stage_while_it_answers_a_part_of_it() -> None:
+    """A drifting stream's metric moves between stages: the champion's figure is taken over
+    the canary's own stage while it still answers some of it, and over the rollout at 100 %."""
+    shadow = started()
+    assert shadow.stage is Stage.SHADOW
+    assert machine.champion_since(shadow) == NOW
+    stage = later(180)
+    canary = replace(shadow, stage=Stage.CANARY, weight=50, stage_started_at=stage)
+    assert machine.champion_since(canary) == stage
+    assert machine.champion_since(replace(canary, weight=10)) == stage
+    assert machine.champion_since(replace(canary, weight=100)) == NOW  # it answers none then

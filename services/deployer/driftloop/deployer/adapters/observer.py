@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from driftloop.deployer.domain.rollout import Counters, Observation, Rollout
+from driftloop.deployer.domain.rollout import Counters, Observation, Rollout, champion_since
 from driftloop.shared.bus import Bus
 
 logger = logging.getLogger(__name__)
@@ -83,5 +83,7 @@ class MonitorStats:
         if rollout.route is None or rollout.previous is None:
             return None
         challenger = await self.version(rollout.model, rollout.version, rollout.stage_started_at)
-        champion = await self.version(rollout.model, rollout.previous.version, rollout.started_at)
+        champion = await self.version(
+            rollout.model, rollout.previous.version, champion_since(rollout)
+        )
         return observation(rollout, challenger, champion)
