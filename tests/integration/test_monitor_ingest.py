@@ -64,7 +64,9 @@ async def test_samples_beyond_the_retention_are_pruned_and_kept_ones_join_labels
         assert {r.id for r in rows} == newest, len(rows)
         return rows
 
-    rows = await eventually(pruned, timeout=30)
+    # generous: on a loaded CI machine the in-process monitor shares its event loop with the
+    # publishes (one run took 190 s before this wait began, and its 30 s ran out mid-ingest)
+    rows = await eventually(pruned, timeout=120)
     labels = [Label(id=i, label=1) for i in batches[-1]]
     await bus.publish_record(
         f"driftloop.feedback.{MODEL}",
