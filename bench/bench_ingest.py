@@ -335,7 +335,8 @@ async def bench(args: argparse.Namespace) -> None:
                     started = time.perf_counter()
                     await publish(messages, lead=None)
                     print(
-                        f"published {messages:,} records in {time.perf_counter() - started:.1f} s"
+                        f"published {messages * (2 if args.shadow else 1):,} records in "
+                        f"{time.perf_counter() - started:.1f} s"
                     )
                     monitor = start_monitor(home, url, tmp / "monitor.log", args.service)
                     publisher = None

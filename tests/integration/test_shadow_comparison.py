@@ -136,13 +136,9 @@ async def test_a_fetch_compares_its_shadow_answers_as_its_records_one_by_one_do(
     comparisons and hold the same answers as the records handled one at a time."""
     monkeypatch.setattr(monitor_store, "IN_CHUNK", 4)  # every fetch's lookups in several chunks
     batches = interleaved()
-    if db_url:  # one PostgreSQL database: the two runs one after the other, on a clean store
-        runs = [("alone", None), ("fetches", None)]
-    else:
-        runs = [("alone", tmp_path / "alone"), ("fetches", tmp_path / "fetches")]
     found = {}
-    for how, home in runs:
-        store = open_store(home or tmp_path / how, db_url)
+    for how in ("alone", "fetches"):  # on PostgreSQL one schema: cleaned after each run
+        store = open_store(tmp_path / how, db_url)
         try:
             if how == "alone":
                 for batch in batches:

@@ -464,13 +464,15 @@ under every driver's bound parameter limit (SQLite's 32,766, PostgreSQL's 65,535
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[k : k + IN_CHUNK] for k in range(0, len(ids), IN_CHUNK)]
+    """The distinct ids, IN_CHUNK at a time."""
+    distinct = list(dict.fromkeys(ids))
+    return [distinct[k : k + IN_CHUNK] for k in range(0, len(distinct), IN_CHUNK)]
 
 
 def champion_answers(conn: Connection, model: str, ids: list[str]) -> dict[str, Any]:
     """The served (champion or canary) answers recorded for these prediction ids."""
     found: dict[str, Any] = {}
-    for part in _chunks(list(dict.fromkeys(ids))):
+    for part in _chunks(ids):
         rows = conn.execute(
             sa.select(samples.c.id, samples.c.prediction).where(
                 samples.c.model == model,
@@ -522,7 +524,7 @@ def take_shadow_answers(conn: Connection, model: str, ids: list[str]) -> list[sa
     """The held shadow answers to these requests (id, version, prediction), deleted."""
     columns = (shadow_answers.c.id, shadow_answers.c.version, shadow_answers.c.prediction)
     taken: list[sa.Row[Any]] = []
-    for part in _chunks(list(dict.fromkeys(ids))):
+    for part in _chunks(ids):
         where = (shadow_answers.c.model == model, shadow_answers.c.id.in_(part))
         rows: list[sa.Row[Any]] = list(conn.execute(sa.select(*columns).where(*where)))
         if rows:
