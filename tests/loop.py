@@ -157,7 +157,8 @@ async def ended_cycle(
 
 async def serving(gateway: httpx.AsyncClient, version: str) -> None:
     async def check() -> bool:
-        return (await gateway.get("/v1/models/churn")).json()["champion"] == {"version": version}
+        champion = (await gateway.get("/v1/models/churn")).json()["champion"] or {}
+        return champion.get("version") == version
 
     await eventually(check)
 

@@ -345,7 +345,7 @@ async def test_the_whole_loop_runs_with_each_service_held_to_its_subjects(
     assert "Deployed" in timeline.text
     assert "does not answer" not in console_command.text, console_command.text
     status = json.loads(embedded("status", "--json").stdout)
-    assert status["models"][0]["champion"] == {"version": "1"}
+    assert status["models"][0]["champion"]["version"] == "1"
     history = embedded("events", "churn")
     assert history.returncode == 0, history.stderr
     assert "Deployed" in history.stdout

@@ -95,7 +95,7 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
             assert scraped.status_code == 200, (service, url)
             assert "driftloop_" in scraped.text, service
     assert len(set(status["metrics"].values())) == 5
-    assert status["models"][0]["champion"] == {"version": "1"}
+    assert status["models"][0]["champion"]["version"] == "1"
 
     rng = np.random.default_rng(4)
 
@@ -175,7 +175,7 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
         degraded
     )
     assert all(e["specversion"] == "1.0" and e["source"].startswith("/services/") for e in lines)
-    assert json.loads(shown.stdout)["champion"] == {"version": "2"}
+    assert json.loads(shown.stdout)["champion"]["version"] == "2"
     assert json.loads(shown.stdout)["last_drift"]["drifted_features"]
     assert json.loads(shown.stdout)["last_verdict"]["version"] == "2"
     assert json.loads(shown.stdout)["last_verdict"]["verdict"] == "passed"
@@ -212,7 +212,7 @@ async def test_drift_cycle_end_to_end_through_cli_and_rest(cli: Cli, tmp_path: P
     assert "no rollout of churn is running" in nothing_to_approve.stderr
     assert rolled.returncode == 0, rolled.stderr
     assert "churn version 2: rolled_back - end-to-end test" in rolled.stdout
-    assert json.loads(again.stdout)["champion"] == {"version": "1"}
+    assert json.loads(again.stdout)["champion"]["version"] == "1"
     history = cli("events", "churn")
     assert "RolledBack" in history.stdout
     assert "end-to-end test" in history.stdout

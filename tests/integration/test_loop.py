@@ -181,7 +181,8 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
     await wait_for(settings, await bootstrap(settings, bus, tmp_path), "Deployed")
 
     async def serving_v1() -> bool:
-        return (await gateway.get("/v1/models/churn")).json()["champion"] == {"version": "1"}
+        champion = (await gateway.get("/v1/models/churn")).json()["champion"] or {}
+        return champion.get("version") == "1"
 
     await eventually(serving_v1)
     rng = np.random.default_rng(2)
@@ -214,7 +215,7 @@ async def test_drift_retrains_and_the_gateway_serves_the_new_version(
     assert types(cycle_events) == BOOTSTRAP_TYPES, cycle_events[-1]["envelope"]["data"]
     await serving(gateway, "2")
     status = (await gateway.get("/v1/models/churn")).json()
-    assert status["champion"] == {"version": "2"}
+    assert status["champion"] == {"version": "2", "predictor": "treelite"}
     assert status["last_drift"]["drifted_features"]
 
 

@@ -325,7 +325,7 @@ def create_app(
     batcher = Batcher(
         BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000), observe=observe
     )
-    table = RouteTable()
+    table = RouteTable(compile_trees=own.compiled_trees)
     state: dict[str, Any] = {}
     tokens = TokenSet(settings.api_tokens)  # kept as SHA-256 digests, compared in constant time
     rng = random.Random()
@@ -353,6 +353,7 @@ def create_app(
                 capacity=own.shadow_capacity,
                 dropped=shadow_dropped,
                 priority=own.shadow_priority,
+                compile_trees=own.compiled_trees,
                 lock_wait=lock_wait(worker.slot),
             )
             table.on_shadow = mirror.set_shadow
@@ -621,15 +622,24 @@ def create_app(
         return ModelStatus(
             last_verdict=await last_verdict(model),
             model=model,
-            champion={"version": routes.champion.version} if routes and routes.champion else None,
-            canary={"version": routes.canary.version, "weight": routes.canary.weight}
-            if routes and routes.canary
+            champion={"version": routes.champion.version, **predictor(serving.champion)}
+            if serving and routes and routes.champion
+            else None,
+            canary={
+                "version": routes.canary.version,
+                "weight": routes.canary.weight,
+                **predictor(serving.canary),
+            }
+            if serving and routes and routes.canary
             else None,
             shadow={"version": routes.shadow.version} if routes and routes.shadow else None,
             rollout=routes.rollout if routes else None,
             last_drift=(monitor or {}).get("last_drift"),
             monitor=monitor,
         )
+
+    def predictor(loaded: LoadedModel | None) -> dict[str, str]:
+        return {"predictor": loaded.predictor} if loaded is not None else {}
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, list[str]]:

@@ -15,6 +15,8 @@ import numpy.typing as npt
 import pandas as pd
 from nats.js.kv import KeyValue
 
+from driftloop.gateway.adapters.trees import CompiledTrees
+from driftloop.gateway.adapters.trees import compile_trees as compile_trees_of
 from driftloop.gateway.domain.validation import NUMERIC_TYPES
 from driftloop.shared.modeling import prepare
 from driftloop.shared.registry import load_model
@@ -177,10 +179,19 @@ class LoadedModel:
     classes: list[Any] | None
     rows: RowEncoder | None = None  # the preprocessing without pandas, when it is exact
     argmax: bool = False  # the estimator's predict is classes_[argmax(predict_proba)]
+    trees: CompiledTrees | None = None  # the estimator's trees in treelite (adapters/trees.py)
 
     @property
     def features(self) -> list[str]:
         return list(self.schema)
+
+    @property
+    def predictor(self) -> str:
+        """What predicts: "treelite" (the compiled trees), "scikit-learn rows" (the estimator
+        on rows encoded without pandas) or "scikit-learn pipeline" (the whole pipeline)."""
+        if self.trees is not None:
+            return "treelite"
+        return "scikit-learn rows" if self.rows is not None else "scikit-learn pipeline"
 
     def predict(
         self, instances: list[dict[str, Any]]
@@ -204,6 +215,10 @@ class LoadedModel:
         estimator = self.pipeline[-1]
         if self.classes is None or not hasattr(estimator, "predict_proba"):
             return [_plain(p) for p in estimator.predict(x)], None
+        if self.trees is not None:  # checked on load: scikit-learn's answers, in microseconds
+            proba = self.trees.predict_proba(x)
+            predictions = estimator.classes_[np.argmax(proba, axis=1)]
+            return [_plain(p) for p in predictions], proba.round(6).tolist()
         proba = estimator.predict_proba(x)
         if self.argmax:
             predictions = estimator.classes_[np.argmax(proba, axis=1)]
@@ -216,8 +231,10 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def load_version(model: str, served: Served) -> LoadedModel:
-    """Load a registered version with its signature (blocking: call in a thread)."""
+def load_version(model: str, served: Served, *, compile_trees: bool = True) -> LoadedModel:
+    """Load a registered version with its signature (blocking: call in a thread). With
+    `compile_trees`, a tree-ensemble classifier behind an exact row encoder is predicted by
+    treelite when it gives scikit-learn's answers (adapters/trees.py)."""
     uri = f"models:/{model}/{served.version}"
     info = mlflow.models.get_model_info(uri)
     if info.signature is None or info.signature.inputs is None:
@@ -230,19 +247,21 @@ def load_version(model: str, served: Served) -> LoadedModel:
     pipeline = load_model(model, served.version)
     classes = [_plain(c) for c in pipeline.classes_] if hasattr(pipeline, "classes_") else None
     rows = RowEncoder.compile(pipeline, schema)
+    argmax = rows is not None and _predicts_argmax(pipeline[-1])
+    trees = None
+    if rows is not None and argmax and compile_trees:
+        trees = compile_trees_of(pipeline[-1], rows.width)
     logger.info(
         "model loaded",
-        extra={"model": model, "version": served.version, "row_encoder": rows is not None},
+        extra={
+            "model": model,
+            "version": served.version,
+            "row_encoder": rows is not None,
+            "compiled_trees": trees is not None,
+        },
     )
     return LoadedModel(
-        model,
-        served.version,
-        served.run_id,
-        pipeline,
-        schema,
-        classes,
-        rows,
-        argmax=rows is not None and _predicts_argmax(pipeline[-1]),
+        model, served.version, served.run_id, pipeline, schema, classes, rows, argmax, trees
     )
 
 
@@ -277,6 +296,7 @@ class RouteTable:
     specs: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     on_shadow: Callable[[str, Served | None], None] | None = None
+    compile_trees: bool = True  # GatewaySettings.compiled_trees
     _cache: dict[tuple[str, str], LoadedModel] = field(default_factory=dict)
 
     def known(self, model: str) -> bool:
@@ -287,7 +307,9 @@ class RouteTable:
             return None
         key = (model, served.version)
         if key not in self._cache:
-            self._cache[key] = await asyncio.to_thread(load_version, model, served)
+            self._cache[key] = await asyncio.to_thread(
+                load_version, model, served, compile_trees=self.compile_trees
+            )
             gc.freeze()  # the model is long-lived: see freeze_heap in app.py
         return self._cache[key]
 

@@ -162,6 +162,7 @@ class WorkerConfig:
     spool_capacity: int
     priority: ShadowPriority = "idle"
     lock_wait: float | None = None  # RecordSpool's: a gateway worker's shadow (spools.py)
+    compile_trees: bool = True  # GatewaySettings.compiled_trees
 
 
 def _worker(jobs: Connection, results: Connection, config: WorkerConfig) -> None:
@@ -207,7 +208,7 @@ async def _serve(jobs: Connection, results: Connection, config: WorkerConfig) ->
         inbox = FrameReader(jobs.fileno())
         asyncio.get_running_loop().add_reader(inbox.fd, inbox.on_readable)
         try:
-            await _work(inbox, publisher, results)
+            await _work(inbox, publisher, results, compile_trees=config.compile_trees)
         finally:
             await publisher.flush()  # what is left stays in the spool for the next worker
             publishing.cancel()
@@ -221,7 +222,9 @@ async def _serve(jobs: Connection, results: Connection, config: WorkerConfig) ->
             deadline.start()
 
 
-async def _work(inbox: FrameReader, publisher: RecordPublisher, results: Connection) -> None:
+async def _work(
+    inbox: FrameReader, publisher: RecordPublisher, results: Connection, *, compile_trees: bool
+) -> None:
     parent = multiprocessing.parent_process()
     shadows: dict[str, LoadedModel] = {}
     while True:
@@ -239,7 +242,7 @@ async def _work(inbox: FrameReader, publisher: RecordPublisher, results: Connect
             group = []
             if message[0] == "stop":
                 return
-            _apply(message[1], message[2], shadows, results)
+            _apply(message[1], message[2], shadows, results, compile_trees=compile_trees)
         _record_all(group, shadows, publisher, results)
         await asyncio.sleep(0)  # the publisher's turn
 
@@ -266,7 +269,12 @@ def _record_all(
 
 
 def _apply(
-    model: str, served_json: str | None, shadows: dict[str, LoadedModel], results: Connection
+    model: str,
+    served_json: str | None,
+    shadows: dict[str, LoadedModel],
+    results: Connection,
+    *,
+    compile_trees: bool = True,
 ) -> None:
     if served_json is None:
         shadows.pop(model, None)
@@ -276,7 +284,7 @@ def _apply(
         return
     shadows.pop(model, None)
     try:
-        shadows[model] = load_version(model, served)
+        shadows[model] = load_version(model, served, compile_trees=compile_trees)
     except Exception as exc:  # TamperedArtifactError included: refused, and said so
         results.send(("refused", model, served.version, f"{type(exc).__name__}: {exc}"[:500]))
 
@@ -390,9 +398,10 @@ class ShadowWorker:
         restart_delay: float = 1.0,
         priority: ShadowPriority = "idle",
         lock_wait: float | None = None,
+        compile_trees: bool = True,
     ) -> None:
         self.config = WorkerConfig(
-            tracking_uri, nats_url, spool, spool_capacity, priority, lock_wait
+            tracking_uri, nats_url, spool, spool_capacity, priority, lock_wait, compile_trees
         )
         self.capacity = capacity
         self.dropped = dropped
