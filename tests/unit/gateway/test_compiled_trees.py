@@ -46,6 +46,12 @@ def fitted(estimator: Any, *, classes: int = 2) -> Any:
     return make_pipeline(frame, FEATURES, estimator).fit(frame[FEATURES], target)
 
 
+def width(pipeline: Any) -> int:
+    encoder = RowEncoder.compile(pipeline, SCHEMA)
+    assert encoder is not None
+    return encoder.width
+
+
 def served(pipeline: Any, *, compiled: bool) -> LoadedModel:
     encoder = RowEncoder.compile(pipeline, SCHEMA)
     assert encoder is not None
@@ -134,7 +140,7 @@ def test_estimators_treelite_is_not_used_for_keep_scikit_learn() -> None:
     categorical = HistGradientBoostingClassifier(max_iter=5, categorical_features=[1])
     categorical.fit(x, (x[:, 0] > 0).astype(int))
 
-    assert compile_trees(logistic[-1], 4) is None
+    assert compile_trees(logistic[-1], width(logistic)) is None
     assert compile_trees(categorical, 2) is None
     assert served(logistic, compiled=False).predictor == "scikit-learn rows"
 
@@ -145,6 +151,41 @@ def test_an_import_that_fails_keeps_scikit_learn(monkeypatch: pytest.MonkeyPatch
     def refuse(_estimator: Any) -> Any:
         raise NotImplementedError("not this one")
 
+    assert compile_trees(pipeline[-1], width(pipeline)) is not None
     monkeypatch.setattr(treelite.sklearn, "import_model", refuse)
-    assert compile_trees(pipeline[-1], 4) is None
-    assert trees_module.PROBE_SEED  # the probes are seeded: the same on every load
+    assert compile_trees(pipeline[-1], width(pipeline)) is None
+
+
+def test_missing_values_are_refused_where_scikit_learn_refuses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An estimator that does not accept missing values is checked on complete rows only, and
+    its compiled trees refuse a row with one, as scikit-learn's predict does (the request gets
+    its error, not an answer scikit-learn would not give)."""
+    pipeline = fitted(RandomForestClassifier(n_estimators=10, random_state=0))
+    monkeypatch.setattr(trees_module, "_accepts_missing", lambda _estimator: False)
+    encoder = RowEncoder.compile(pipeline, SCHEMA)
+    assert encoder is not None
+
+    compiled = compile_trees(pipeline[-1], encoder.width)
+
+    assert compiled is not None
+    assert not compiled.missing
+    complete = encoder.encode([{"tenure": 3.0, "monthly_charges": 50.0, "plan": "pro"}])
+    np.testing.assert_array_equal(
+        compiled.predict_proba(complete), pipeline[-1].predict_proba(complete)
+    )
+    with pytest.raises(ValueError, match="NaN"):
+        compiled.predict_proba(encoder.encode([{"tenure": None, "monthly_charges": 50.0}]))
+
+
+def test_the_ensembles_used_here_accept_missing_values() -> None:
+    for estimator in (
+        RandomForestClassifier(n_estimators=3),
+        ExtraTreesClassifier(n_estimators=3),
+        HistGradientBoostingClassifier(max_iter=3),
+    ):
+        pipeline = fitted(estimator)
+        compiled = compile_trees(pipeline[-1], width(pipeline))
+        assert compiled is not None
+        assert compiled.missing

@@ -39,10 +39,13 @@ class CompiledTrees:
     model: Any  # treelite.Model
     n_classes: int
     float32: bool  # scikit-learn's `tree_` compares the row cast to float32
+    missing: bool = True  # the estimator accepts missing values (NaN) in its rows
 
     def predict_proba(self, x: FloatArray) -> FloatArray:
         import treelite.gtil
 
+        if not self.missing and np.isnan(x).any():  # refused as scikit-learn refuses it
+            raise ValueError(f"Input X contains NaN; {type(self).__name__} does not accept it")
         rows = x.astype(np.float32) if self.float32 else x
         out = np.asarray(treelite.gtil.predict(self.model, rows, nthread=1), dtype=np.float64)
         proba = out.reshape(len(x), -1)
@@ -65,12 +68,13 @@ def compile_trees(estimator: Any, width: int) -> CompiledTrees | None:
             treelite.sklearn.import_model(estimator),
             n_classes=len(estimator.classes_),
             float32=hasattr(estimator, "estimators_"),
+            missing=_accepts_missing(estimator),
         )
         probes = probe_matrix(
             _thresholds(estimator, width),
             rows=PROBE_ROWS,
             rng=np.random.default_rng(PROBE_SEED),
-            missing=True,
+            missing=compiled.missing,
         )
         proba = compiled.predict_proba(probes)
         reason = disagreement(
@@ -104,6 +108,17 @@ def _unsupported(estimator: Any) -> str | None:
     if categorical is not None and np.any(categorical):
         return "categorical splits"
     return None
+
+
+def _accepts_missing(estimator: Any) -> bool:
+    """Whether scikit-learn predicts rows with missing values for this fitted estimator (its
+    `allow_nan` tag) rather than refusing them."""
+    from sklearn.utils import get_tags
+
+    try:
+        return bool(get_tags(estimator).input_tags.allow_nan)
+    except Exception:
+        return False
 
 
 def _thresholds(estimator: Any, width: int) -> list[FloatArray]:
