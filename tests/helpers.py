@@ -209,6 +209,23 @@ async def eventually(
     raise AssertionError(f"condition not met within {timeout}s: {last}")
 
 
+def churn_requests(n: int, features: list[str], *, seed: int = 3) -> list[dict[str, Any]]:
+    """Drifted churn rows as predict instances, with gaps: tenure missing in every 7th row,
+    monthly_charges in every 17th, plan a category never trained on in every 11th and missing
+    in every 13th."""
+    rows = churn(np.random.default_rng(seed), n, drifted=True)[features].to_dict(orient="records")
+    for i, row in enumerate(rows):
+        if i % 7 == 0 and "tenure" in row:
+            row["tenure"] = None
+        if i % 17 == 0 and "monthly_charges" in row:
+            row["monthly_charges"] = None
+        if i % 11 == 0 and "plan" in row:
+            row["plan"] = "enterprise"
+        if i % 13 == 0 and "plan" in row:
+            row["plan"] = None
+    return rows
+
+
 def churn(rng: np.random.Generator, n: int, *, drifted: bool = False) -> pd.DataFrame:
     """Customers with numeric, categorical and boolean features; `drifted` ones differ in both
     inputs and in what makes them churn."""

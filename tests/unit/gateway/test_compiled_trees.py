@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import treelite.sklearn
-from helpers import churn
+from helpers import churn, churn_requests
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
@@ -23,18 +23,6 @@ from driftloop.trainer.domain.training import make_pipeline
 
 FEATURES = ["tenure", "monthly_charges", "plan"]
 SCHEMA = {"tenure": "double", "monthly_charges": "double", "plan": "string"}
-
-
-def instances(n: int, seed: int = 3) -> list[dict[str, Any]]:
-    rows = churn(np.random.default_rng(seed), n, drifted=True)[FEATURES].to_dict(orient="records")
-    for i, row in enumerate(rows):  # missing values and a category never trained on
-        if i % 7 == 0:
-            row["tenure"] = None
-        if i % 11 == 0:
-            row["plan"] = "enterprise"
-        if i % 13 == 0:
-            row["monthly_charges"] = None
-    return rows
 
 
 def fitted(estimator: Any, *, classes: int = 2) -> Any:
@@ -76,7 +64,7 @@ def served(pipeline: Any, *, compiled: bool) -> LoadedModel:
 def test_compiled_trees_answer_what_scikit_learn_answers(estimator: Any, classes: int) -> None:
     pipeline = fitted(estimator, classes=classes)
     compiled = served(pipeline, compiled=True)
-    rows = instances(2000)
+    rows = churn_requests(2000, FEATURES)
 
     assert compiled.predictor == "treelite"
     labels, proba = compiled.predict(rows)

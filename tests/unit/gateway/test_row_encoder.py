@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import churn
+from helpers import churn, churn_requests
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import FunctionTransformer
@@ -17,19 +17,6 @@ from driftloop.trainer.domain.training import make_pipeline
 
 FEATURES = ["tenure", "monthly_charges", "plan"]  # booleans keep the pandas path (below)
 SCHEMA = {"tenure": "double", "monthly_charges": "double", "plan": "string", "autopay": "boolean"}
-
-
-def instances(n: int) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(3)
-    rows = churn(rng, n, drifted=True)[FEATURES].to_dict(orient="records")
-    for i, row in enumerate(rows):  # missing values and a category never trained on
-        if i % 7 == 0:
-            row["tenure"] = None
-        if i % 11 == 0:
-            row["plan"] = "enterprise"
-        if i % 13 == 0:
-            row["plan"] = None
-    return rows
 
 
 @pytest.mark.parametrize(
@@ -50,7 +37,7 @@ def test_the_fast_path_answers_what_the_pipeline_answers(estimator: Any, target:
     encoder = RowEncoder.compile(pipeline, schema)
     fast = LoadedModel("m", "1", "r", pipeline, schema, classes, rows=encoder)
     slow = LoadedModel("m", "1", "r", pipeline, schema, classes, rows=None)
-    rows = [{f: r[f] for f in features} for r in instances(300)]
+    rows = [{f: r[f] for f in features} for r in churn_requests(300, FEATURES)]
 
     assert encoder is not None
     assert fast.predict(rows) == slow.predict(rows)
