@@ -215,12 +215,10 @@ class LoadedModel:
         estimator = self.pipeline[-1]
         if self.classes is None or not hasattr(estimator, "predict_proba"):
             return [_plain(p) for p in estimator.predict(x)], None
-        if self.trees is not None:  # checked on load: scikit-learn's answers, in microseconds
-            proba = self.trees.predict_proba(x)
-            predictions = estimator.classes_[np.argmax(proba, axis=1)]
-            return [_plain(p) for p in predictions], proba.round(6).tolist()
-        proba = estimator.predict_proba(x)
-        if self.argmax:
+        # the compiled trees (only where predict is the argmax) were checked on load to give
+        # scikit-learn's answers, in microseconds
+        proba = (self.trees or estimator).predict_proba(x)
+        if self.argmax or self.trees is not None:
             predictions = estimator.classes_[np.argmax(proba, axis=1)]
         else:
             predictions = estimator.predict(x)
