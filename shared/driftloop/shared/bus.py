@@ -78,7 +78,13 @@ from driftloop.shared.events import (
 )
 from driftloop.shared.metrics import ConsumerCollector, ConsumerInfo
 from driftloop.shared.permissions import inbox_prefix
-from driftloop.shared.telemetry import extract_context, inject_headers, process_span, send_span
+from driftloop.shared.telemetry import (
+    dropped_root,
+    extract_context,
+    inject_headers,
+    process_span,
+    send_span,
+)
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -295,6 +301,9 @@ class Bus:
     async def publish_raw(self, subject: str, payload: bytes, *, msg_id: str) -> None:
         """Publish a serialised record; waits for JetStream's ack."""
         name, attributes = send_span(subject, msg_id)
+        if dropped_root(SpanKind.PRODUCER, attributes):  # no span, no trace context to pass
+            await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+            return
         with _tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes):
             headers = inject_headers({"Nats-Msg-Id": msg_id})
             await self.js.publish(subject, payload, headers=headers)

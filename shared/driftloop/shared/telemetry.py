@@ -154,12 +154,12 @@ def tracer_provider(settings: Settings, *, service: str) -> TracerProvider:
     return provider
 
 
-def loop_sampler(per_second: float, *, clock: Any = time.monotonic) -> Sampler:
+def loop_sampler(per_second: float, *, clock: Any = time.monotonic) -> LoopSampler:
     """Every trace of the loop's own work (a cycle is one trace, whole); of the per-request
     traffic, which at a thousand requests a second would cost a quarter of the gateway's CPU
     to trace in full (docs/benchmarks.md), at most `per_second` new traces a second. A span
     with a parent follows its parent's choice, so a trace is kept or dropped whole."""
-    return ParentBased(root=RequestTraffic(per_second, clock=clock))
+    return LoopSampler(RequestTraffic(per_second, clock=clock))
 
 
 # a request that carries prediction traffic: its SERVER span's path, or the record it publishes
@@ -199,16 +199,52 @@ class RequestTraffic(Sampler):
         if math.isinf(self._capacity):
             return True
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.per_second)
-            self._last = now
-            if self._tokens < 1.0:
+            if not self._refilled():
                 return False
             self._tokens -= 1.0
             return True
 
+    def would_keep(self) -> bool:
+        """Whether a per-request root started now would be kept (a token is there), taking
+        none: the span that is then made takes it."""
+        if math.isinf(self._capacity):
+            return True
+        with self._lock:
+            return self._refilled()
+
+    def _refilled(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+        return self._tokens >= 1.0
+
     def get_description(self) -> str:
         return f"RequestTraffic{{{self.per_second}/s}}"
+
+
+class LoopSampler(ParentBased):
+    """`loop_sampler`'s: ParentBased over `traffic`, the per-request traffic's rate."""
+
+    def __init__(self, traffic: RequestTraffic) -> None:
+        super().__init__(root=traffic)
+        self.traffic = traffic
+
+
+def dropped_root(kind: SpanKind, attributes: Attributes, *, provider: Any = None) -> bool:
+    """Whether a span started now, with no current span, would be a root of per-request
+    traffic that the loop's sampler drops (its rate spent): the caller may then make no span
+    at all. A dropped span still costs its ids, the sampler, its context and its end: about a
+    tenth of the gateway's CPU for a one-row request, as much again for its record's publish
+    (docs/benchmarks.md). False under a current span (a child follows its parent's choice)
+    and under any other sampler (OTEL_TRACES_SAMPLER). `provider`: the process's by default."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return False
+    sampler = getattr(provider or trace.get_tracer_provider(), "sampler", None)
+    return (
+        isinstance(sampler, LoopSampler)
+        and per_request(kind, attributes)
+        and not sampler.traffic.would_keep()
+    )
 
 
 def per_request(kind: SpanKind | None, attributes: Attributes) -> bool:

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from driftloop.gateway.app import Traced
+from driftloop.shared.telemetry import loop_sampler
 
 
 @pytest.fixture
@@ -40,14 +41,18 @@ def traced_app() -> FastAPI:
             raise HTTPException(503, "no champion")
         return {"model": model}
 
+    @app.post("/v1/models/{model}/predict")
+    async def predict(model: str) -> dict[str, str]:
+        return {"model": model}
+
     app.add_middleware(Traced)
     return app
 
 
-async def get(path: str) -> httpx.Response:
+async def get(path: str, method: str = "GET") -> httpx.Response:
     transport = httpx.ASGITransport(app=traced_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://gw.example:8000") as c:
-        return await c.get(path)
+        return await c.request(method, path)
 
 
 async def test_a_request_span_carries_the_current_http_attributes(
@@ -92,3 +97,21 @@ async def test_a_server_span_is_an_error_for_a_5xx_only(
     assert span.name == name
     assert dict(span.attributes or {})["http.response.status_code"] == status
     assert (span.status.status_code == StatusCode.ERROR) is error
+
+
+@pytest.mark.parametrize(("rate", "made"), [(0.0, 0), (1000.0, 1)], ids=["spent", "kept"])
+async def test_no_span_is_made_for_a_request_the_loop_sampler_would_drop(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, rate: float, made: int
+) -> None:
+    """The process's sampler is the loop's (telemetry.configure_tracing): a predict request
+    past its rate is served without a span; another path is traced whatever the rate."""
+    monkeypatch.setattr(trace.get_tracer_provider(), "sampler", loop_sampler(rate))
+
+    answered = await get("/v1/models/churn/predict", "POST")
+    await get("/v1/models/churn")
+
+    assert answered.status_code == 200
+    assert answered.json() == {"model": "churn"}
+    names = [s.name for s in spans.get_finished_spans()]
+    assert names.count("POST /v1/models/{model}/predict") == made
+    assert names.count("GET /v1/models/{model}") == 1

@@ -1,7 +1,8 @@
 """Traces of the per-request traffic are sampled, the loop's own are not: at most
 `DRIFTLOOP_TRACE_REQUESTS_PER_S` new prediction or feedback traces a second per process (the
 request's SERVER span, or the record's PRODUCER span), every other trace kept, and a trace
-kept or dropped whole. OTEL_TRACES_SAMPLER, when set, chooses instead."""
+kept or dropped whole; a root the sampler would drop is known before it is made, so the
+gateway makes none. OTEL_TRACES_SAMPLER, when set, chooses instead."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
 from driftloop.shared.config import Settings
-from driftloop.shared.telemetry import loop_sampler, tracer_provider
+from driftloop.shared.telemetry import dropped_root, loop_sampler, tracer_provider
 
 PREDICT = {"url.path": "/v1/models/churn/predict", "http.request.method": "POST"}
 RECORD = {"messaging.destination.name": "driftloop.predictions.churn"}
@@ -147,3 +149,33 @@ def test_a_negative_rate_is_refused_naming_the_variable(
 
     with pytest.raises(ValueError, match="trace_requests_per_s"):
         Settings(home=tmp_path)
+
+
+def test_a_root_the_sampler_would_drop_is_known_before_it_is_made() -> None:
+    clock = Clock()
+    provider, exporter = provider_of(1.0, clock)
+    tracer = provider.get_tracer("test")
+
+    before = [dropped_root(SpanKind.SERVER, PREDICT, provider=provider) for _ in range(3)]
+    request(provider)  # takes the second's one token
+    spent = dropped_root(SpanKind.SERVER, PREDICT, provider=provider)
+    record = dropped_root(SpanKind.PRODUCER, RECORD, provider=provider)
+    other = dropped_root(SpanKind.SERVER, {"url.path": "/healthz"}, provider=provider)
+    with tracer.start_as_current_span("a cycle's work"):
+        child = dropped_root(SpanKind.PRODUCER, RECORD, provider=provider)
+    clock.now += 1.0
+    refilled = dropped_root(SpanKind.SERVER, PREDICT, provider=provider)
+
+    assert before == [False, False, False]  # asking takes no token: the request was kept
+    assert len(roots(exporter.get_finished_spans())) == 2  # the request's and the cycle's
+    assert spent
+    assert record
+    assert not other  # not per-request traffic: always traced
+    assert not child  # a child follows its parent
+    assert not refilled
+
+
+def test_no_root_is_known_dropped_under_another_sampler() -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+
+    assert not dropped_root(SpanKind.SERVER, PREDICT, provider=provider)

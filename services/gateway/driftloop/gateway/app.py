@@ -71,6 +71,7 @@ from driftloop.shared.events import (
     PredictionBatch,
 )
 from driftloop.shared.registry import configure_mlflow
+from driftloop.shared.telemetry import dropped_root
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -183,6 +184,9 @@ class Traced:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if dropped_root(SpanKind.SERVER, {"url.path": scope["path"]}):
+            await self.app(scope, receive, send)  # a request the sampler would drop: no span
             return
         method = scope["method"]
         with _tracer.start_as_current_span(

@@ -348,6 +348,12 @@ class RecordPublisher:
         the rest is published. Raises when a retry may succeed: the record is tried again as a
         whole, its pieces already stored de-duplicated by their Nats-Msg-Id."""
         limit = self.bus.nc.max_payload - HEADER_ROOM
+        if len(payload) <= limit:  # the usual record, one message: no pieces to gather
+            try:
+                await self.bus.publish_raw(subject, payload, msg_id=msg_id)
+            except PERMANENT as exc:
+                await self._dead_letter(subject, msg_id, payload, exc)
+            return
         try:
             pieces = split_record(msg_id, payload, limit)
         except UnsplittableError as exc:
