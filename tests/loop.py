@@ -37,13 +37,9 @@ async def bus(settings: Settings) -> AsyncIterator[Bus]:
 @pytest.fixture
 async def gateway(settings: Settings, running: Any) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    cfg = uvicorn.Config(
-        create_app(GatewaySettings(**settings.model_dump() | {"gateway_port": port})),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-    )
-    server = uvicorn.Server(cfg)
+    app = create_app(GatewaySettings(**settings.model_dump() | {"gateway_port": port}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    app.state.occupancy.watch(server)  # as main.serve does
     running(server.serve())
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
 

@@ -102,6 +102,7 @@ async def start_gateway(settings: Settings, running: Any, **update: Any) -> Gate
     own = GatewaySettings(**settings.model_dump() | {"gateway_port": port} | update)
     app = create_app(own)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    app.state.occupancy.watch(server)  # as main.serve does
     running(server.serve())
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
 

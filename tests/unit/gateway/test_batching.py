@@ -135,3 +135,8 @@ def test_finite_refuses_nan_and_infinity(
 def test_bounds_refuse_negative_or_infinite_values(rows: int, wait: float) -> None:
     with pytest.raises(ValueError, match="batch bounds"):
         BatchBounds(max_rows=rows, max_wait_s=wait)
+
+
+def test_a_forming_batch_goes_at_once_when_nobody_can_come() -> None:
+    assert keep_gathering([1], quiet=0, waited_s=0.0, bounds=BOUNDS)
+    assert not keep_gathering([1], quiet=0, waited_s=0.0, bounds=BOUNDS, nobody_coming=True)

@@ -56,6 +56,7 @@ from driftloop.gateway.limits import (
     is_loopback,
     limited_route,
 )
+from driftloop.gateway.occupancy import Occupancy, Occupied
 from driftloop.gateway.oip import binary_to_json, register_oip
 from driftloop.gateway.spools import WorkerSlot, adopt_orphans, lock_wait, spool_paths
 from driftloop.shared.auth import TokenSet
@@ -326,8 +327,11 @@ def create_app(
         model_cpu.labels(model, version).inc(cpu)
 
     own = settings if isinstance(settings, GatewaySettings) else GatewaySettings.model_construct()
+    occupancy = Occupancy()  # main.py has it watch the server's connections
     batcher = Batcher(
-        BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000), observe=observe
+        BatchBounds(own.batch_max_rows, own.batch_max_wait_ms / 1000),
+        observe=observe,
+        nobody_coming=occupancy.all_busy,
     )
     table = RouteTable(compile_trees=own.compiled_trees)
     state: dict[str, Any] = {}
@@ -712,4 +716,6 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if is_loopback(settings.gateway_host):  # elsewhere its public names are not known here
         app.add_middleware(HostCheck, bound=settings.gateway_host)
+    app.add_middleware(Occupied, occupancy=occupancy)
+    app.state.occupancy = occupancy
     return app

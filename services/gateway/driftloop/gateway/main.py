@@ -30,13 +30,15 @@ async def serve(settings: Settings, worker: WorkerSlot | None = None) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    app.state.occupancy.watch(server)  # a lone request's batch need not wait (occupancy.py)
     if worker is None or not worker.multiprocess:
-        await uvicorn.Server(config).serve()
+        await server.serve()
         return
     from driftloop.gateway.workers import reuseport_socket
 
     sock = reuseport_socket(settings.gateway_host, settings.gateway_port)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await server.serve(sockets=[sock])
 
 
 def main() -> None:

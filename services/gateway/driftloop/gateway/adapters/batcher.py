@@ -50,13 +50,19 @@ class Batcher:
     or bounds.max_wait_s at once), predicts it in one call and hands each request its share.
     A failed or non-finite batch is predicted again request by request, so only a bad request
     fails. Bounds off: each request is predicted at once, alone. `observe(model, version,
-    rows, seconds, cpu_seconds)` is told of every predict call."""
+    rows, seconds, cpu_seconds)` is told of every predict call; `nobody_coming()` says when no
+    other request can join a forming batch (occupancy.py), which then goes at once."""
 
     def __init__(
-        self, bounds: BatchBounds, *, observe: Callable[[str, str, int, float, float], None]
+        self,
+        bounds: BatchBounds,
+        *,
+        observe: Callable[[str, str, int, float, float], None],
+        nobody_coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self.bounds = bounds
         self.observe = observe
+        self.nobody_coming = nobody_coming
         self._queues: dict[tuple[str, str], _Queue] = {}
 
     async def predict(self, chosen: LoadedModel, instances: list[dict[str, Any]]) -> Answer:
@@ -98,6 +104,7 @@ class Batcher:
             quiet=quiet,
             waited_s=loop.time() - start,
             bounds=self.bounds,
+            nobody_coming=self.nobody_coming(),
         ):
             before = len(queue.waiting)
             await asyncio.sleep(0)

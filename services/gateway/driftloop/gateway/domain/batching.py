@@ -51,14 +51,21 @@ def full(sizes: Sequence[int], max_rows: int) -> bool:
 
 
 def keep_gathering(
-    sizes: Sequence[int], *, quiet: int, waited_s: float, bounds: BatchBounds, patience: int = 3
+    sizes: Sequence[int],
+    *,
+    quiet: int,
+    waited_s: float,
+    bounds: BatchBounds,
+    patience: int = 3,
+    nobody_coming: bool = False,
 ) -> bool:
     """Whether the batch forming at the front of the queue (`sizes`) waits one more turn of
     the event loop for requests already received but not queued yet (a request reaches the
     queue a few turns after its bytes arrive). No when it is full, when it has waited
-    `bounds.max_wait_s`, or after `patience` turns in a row that queued nothing (`quiet`): a
-    lone request is not held for requests that are not there."""
-    if not bounds.enabled or full(sizes, bounds.max_rows):
+    `bounds.max_wait_s`, after `patience` turns in a row that queued nothing (`quiet`): a
+    lone request is not held for requests that are not there; nor when `nobody_coming` (every
+    open connection already has its request inside: occupancy.py)."""
+    if not bounds.enabled or nobody_coming or full(sizes, bounds.max_rows):
         return False
     return waited_s < bounds.max_wait_s and quiet < patience
 

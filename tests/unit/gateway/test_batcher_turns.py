@@ -1,0 +1,52 @@
+"""The batcher's event-loop side: a request arriving a turn after another joins its batch,
+unless nobody could have come (occupancy.py), when the first goes at once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from driftloop.gateway.adapters.batcher import Batcher
+from driftloop.gateway.domain.batching import BatchBounds
+
+
+@dataclass
+class Recording:
+    """A model version that answers each row's `x` and notes every call's rows."""
+
+    model: str = "churn"
+    version: str = "1"
+    calls: list[list[Any]] = field(default_factory=list)
+
+    def predict(self, rows: list[dict[str, Any]]) -> tuple[list[Any], None]:
+        self.calls.append([r["x"] for r in rows])
+        return [r["x"] for r in rows], None
+
+
+async def two_requests_a_turn_apart(nobody_coming: bool) -> tuple[Recording, list[Any]]:
+    chosen = Recording()
+    batcher = Batcher(
+        BatchBounds(max_rows=32, max_wait_s=1.0),
+        observe=lambda *_: None,
+        nobody_coming=lambda: nobody_coming,
+    )
+    first = asyncio.ensure_future(batcher.predict(chosen, [{"x": 1}]))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the first is queued and its batch is forming
+    second = asyncio.ensure_future(batcher.predict(chosen, [{"x": 2}]))  # type: ignore[arg-type]
+    answers = await asyncio.gather(first, second)
+    return chosen, [a[0] for a in answers]
+
+
+async def test_a_request_a_turn_later_joins_the_forming_batch() -> None:
+    chosen, answers = await two_requests_a_turn_apart(nobody_coming=False)
+
+    assert chosen.calls == [[1, 2]]
+    assert answers == [[1], [2]]
+
+
+async def test_a_lone_request_goes_at_once_when_nobody_can_come() -> None:
+    chosen, answers = await two_requests_a_turn_apart(nobody_coming=True)
+
+    assert chosen.calls == [[1], [2]]
+    assert answers == [[1], [2]]
