@@ -234,8 +234,8 @@ def dropped_root(kind: SpanKind, attributes: Attributes, *, provider: Any = None
     """Whether a span started now, with no current span, would be a root of per-request
     traffic that the loop's sampler drops (its rate spent): the caller may then make no span
     at all. A dropped span still costs its ids, the sampler, its context and its end: about a
-    tenth of the gateway's CPU for a one-row request, as much again for its record's publish
-    (docs/benchmarks.md). False under a current span (a child follows its parent's choice)
+    tenth of the gateway's CPU for a one-row request's, about half as much again for its
+    record's (docs/benchmarks.md). False under a current span (a child follows its parent's choice)
     and under any other sampler (OTEL_TRACES_SAMPLER). `provider`: the process's by default."""
     if trace.get_current_span().get_span_context().is_valid:
         return False
