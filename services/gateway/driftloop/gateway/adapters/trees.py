@@ -47,7 +47,7 @@ class CompiledTrees:
         if not self.missing and np.isnan(x).any():  # refused as scikit-learn refuses it
             raise ValueError(f"Input X contains NaN; {type(self).__name__} does not accept it")
         rows = x.astype(np.float32) if self.float32 else x
-        out = np.asarray(_gtil_predict(self.model, rows), dtype=np.float64)
+        out = np.asarray(_gtil()(self.model, rows), dtype=np.float64)
         proba = out.reshape(len(x), -1)
         if proba.shape[1] == 1 and self.n_classes == 2:  # binary boosting: P(second class)
             proba = np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
@@ -69,10 +69,6 @@ def _gtil() -> Callable[[Any, npt.NDArray[Any]], Any]:
     except (ImportError, TypeError):  # pragma: no cover - another treelite version
         return partial(gtil.predict, nthread=1)
     return partial(_predict_impl, config=config)
-
-
-def _gtil_predict(model: Any, rows: npt.NDArray[Any]) -> Any:
-    return _gtil()(model, rows)
 
 
 def compile_trees(estimator: Any, width: int) -> CompiledTrees | None:
