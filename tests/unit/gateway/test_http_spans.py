@@ -4,6 +4,7 @@ method and route template, `http.request.method`, `http.route`, `url.path`,
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from driftloop.gateway import app as gateway_app
 from driftloop.gateway.app import Traced
 from driftloop.shared.telemetry import loop_sampler
 
@@ -104,8 +106,14 @@ async def test_no_span_is_made_for_a_request_the_loop_sampler_would_drop(
     spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, rate: float, made: int
 ) -> None:
     """The process's sampler is the loop's (telemetry.configure_tracing): a predict request
-    past its rate is served without a span; another path is traced whatever the rate."""
-    monkeypatch.setattr(trace.get_tracer_provider(), "sampler", loop_sampler(rate))
+    past its rate is served without a span; another path is traced whatever the rate. The
+    gateway's tracer is made after the sampler is set, as in the process: a tracer keeps the
+    sampler it was made with, and the provider keeps a tracer per name, so the module's would
+    carry whichever sampler it was first made under (a new name each time)."""
+    provider = trace.get_tracer_provider()
+    monkeypatch.setattr(provider, "sampler", loop_sampler(rate))
+    tracer = provider.get_tracer(f"{gateway_app.__name__}.{uuid.uuid4().hex}")
+    monkeypatch.setattr(gateway_app, "_tracer", tracer)
 
     answered = await get("/v1/models/churn/predict", "POST")
     await get("/v1/models/churn")
