@@ -50,3 +50,37 @@ async def test_a_lone_request_goes_at_once_when_nobody_can_come() -> None:
 
     assert chosen.calls == [[1], [2]]
     assert answers == [[1], [2]]
+
+
+async def test_a_lone_request_on_an_idle_queue_is_predicted_on_its_own_turn() -> None:
+    chosen = Recording()
+    batcher = Batcher(
+        BatchBounds(max_rows=32, max_wait_s=1.0),
+        observe=lambda *_: None,
+        nobody_coming=lambda: True,
+    )
+    ran: list[str] = []
+    asyncio.get_running_loop().call_soon(ran.append, "other work")
+
+    answer = await batcher.predict(chosen, [{"x": 7}])  # type: ignore[arg-type]
+
+    assert answer == ([7], None)
+    assert ran == []  # nothing queued on the loop ran ahead of this request's answer
+
+
+async def test_a_request_when_nobody_can_come_still_joins_a_batch_already_queued() -> None:
+    chosen = Recording()
+    asked: list[bool] = []
+    batcher = Batcher(
+        BatchBounds(max_rows=32, max_wait_s=1.0),
+        observe=lambda *_: None,
+        nobody_coming=lambda: (asked.append(bool(asked)), asked[-1])[1],  # no, then yes
+    )
+    first = asyncio.ensure_future(batcher.predict(chosen, [{"x": 1}]))  # type: ignore[arg-type]
+    second = asyncio.ensure_future(batcher.predict(chosen, [{"x": 2}]))  # type: ignore[arg-type]
+
+    answers = await asyncio.gather(first, second)
+
+    assert asked[:2] == [False, True]  # the second came when nobody else could
+    assert chosen.calls == [[1, 2]]  # it joined the first's batch, not went ahead of it
+    assert [a[0] for a in answers] == [[1], [2]]

@@ -164,3 +164,28 @@ def count_rows(path: Path) -> int:
 
     with sqlite3.connect(path) as db:
         return int(db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+
+async def test_a_request_is_answered_before_its_record_is_read_back_to_publish(
+    tmp_path: Path,
+) -> None:
+    bus = FlakyBus()
+    spool = RecordPublisher(bus, capacity=10, spool=tmp_path / "spool.sqlite")  # type: ignore[arg-type]
+    assert spool.spool is not None
+    answered: list[bool] = []
+    reads: list[bool] = []  # at each read of the spool by the publisher: answered yet?
+    oldest = spool.spool.oldest
+    spool.spool.oldest = lambda n: (reads.append(bool(answered)), oldest(n))[1]  # type: ignore[method-assign]
+    running = asyncio.create_task(spool.run())
+    await asyncio.sleep(0)  # the publisher has read the empty spool and waits for records
+
+    kept = await spool.keep(record(0))
+    answered.append(True)  # the request's next step: its answer
+    await spool.flush(timeout=10)
+
+    running.cancel()
+    assert kept
+    assert reads[0] is False  # the empty spool, before the request
+    assert reads[1] is True  # the record was on disk and its request answered first
+    assert bus.published == ["id-0"]
+    spool.close()

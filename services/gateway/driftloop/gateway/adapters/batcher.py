@@ -51,7 +51,8 @@ class Batcher:
     A failed or non-finite batch is predicted again request by request, so only a bad request
     fails. Bounds off: each request is predicted at once, alone. `observe(model, version,
     rows, seconds, cpu_seconds)` is told of every predict call; `nobody_coming()` says when no
-    other request can join a forming batch (occupancy.py), which then goes at once."""
+    other request can join a forming batch (occupancy.py), which then goes at once: a request
+    that finds its queue idle then is predicted within its own call, on its own turn."""
 
     def __init__(
         self,
@@ -70,8 +71,13 @@ class Batcher:
         when it answered NaN or Infinity)."""
         if not self.bounds.enabled:
             return _checked(self._call(chosen, instances))
-        loop = asyncio.get_running_loop()
         queue = self._queues.setdefault((chosen.model, chosen.version), _Queue())
+        if queue.task is None and self.nobody_coming():
+            # Nothing is forming and nobody can join: predict now, on this turn, rather than
+            # through a drain task and the turns it waits (in which other work, such as the
+            # record publisher's, would run ahead of this request).
+            return _checked(self._call(chosen, instances))
+        loop = asyncio.get_running_loop()
         waiting = _Waiting(chosen, instances, loop.create_future())
         queue.waiting.append(waiting)
         if queue.task is None:

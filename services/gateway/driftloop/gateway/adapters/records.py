@@ -238,7 +238,10 @@ class RecordPublisher:
             return
         written.set_result(None)
         self._idle.clear()
-        self._waiting.set()
+        # The group's requests answer before the publisher reads their records back to publish
+        # them (they are on disk): on the next turn each request's wake-up is queued (through
+        # its shield), and only then, behind them, the publisher's.
+        asyncio.get_running_loop().call_soon(self._waiting.set)
 
     def offer(self, batch: PredictionBatch) -> bool:
         """Keep a record without waiting for the bus; False (and counted) when full."""
