@@ -167,3 +167,45 @@ def test_issue_19_goals_are_the_rate_the_p99_from_due_and_a_deployed_cycle(
     assert not missed["p99 from due < 100 ms"]
     assert not missed["the cycle Deployed"]
     assert missed["the cycle ends under load (Deployed, RolledBack, ...)"]
+
+
+def test_the_bench_spec_keeps_every_answer_it_counts_as_stored(load: ModuleType) -> None:
+    from driftloop.shared.spec import parse_spec
+
+    spec = parse_spec(load.bench_spec())
+
+    assert spec.monitor.keep_samples >= 10 * 3600 * 1000  # ten hours at 1,000 req/s
+    assert spec.monitor.window == 500  # the rest of the demo's monitor as it was
+    assert spec.deployer.canary.max_metric_drop == 0.05
+    assert spec.evaluator.non_inferiority == 0.05
+
+
+def test_nats_is_judged_flat_by_its_level_after_the_warm_up(load: ModuleType) -> None:
+    # rises in its first minutes, then a sawtooth around one level (as session 19's 30 minutes)
+    level = [101, 109, 130, 148, 120, 136, 150, 145, 143, 148, 132, 144, 147, 129, 139, 158]
+    rising = [100 + 8 * m for m in range(len(level))]  # a leak: 8 MiB a minute, all along
+    samples = [
+        sample(60 * m, nats=(1, a * 1024, 0), gateway=(2, b * 1024, 0))
+        for m, (a, b) in enumerate(zip(level, rising, strict=True))
+    ]
+
+    rss = load.rss_summary(samples)
+
+    assert rss["nats"]["flat"] is False  # start -> end it grew
+    assert rss["nats"]["settled"] is True
+    assert rss["gateway"]["settled"] is False  # a steady rise is no warm-up
+    assert rss_goal(load, rss) == ("grew: gateway", False)
+
+
+def test_a_nats_rising_after_its_warm_up_is_not_flat(load: ModuleType) -> None:
+    samples = [sample(60 * m, nats=(1, (100 + 6 * m) * 1024, 0)) for m in range(12)]
+
+    rss = load.rss_summary(samples)
+
+    assert rss["nats"]["settled"] is False
+    assert rss_goal(load, rss) == ("grew: nats", False)
+
+
+def rss_goal(load: ModuleType, rss: dict[str, Any]) -> tuple[str, bool]:
+    figures = figures_of(sent=600_000, duration=600, p99=50.0, ended="Deployed") | {"rss": rss}
+    return next((m, ok) for g, m, ok in load.goals(figures) if g.startswith("RSS flat"))
