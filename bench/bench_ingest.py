@@ -21,11 +21,12 @@ What runs (all real, nothing mocked):
 
 Traffic: `--rows` rows in PredictionBatch records of `--batch` rows (a busy gateway's
 requests) on `driftloop.predictions.churn`, route champion, `--features` features (numeric and
-categorical). Ids (`--ids`): random uuid4 strings, what the gateway generates today when the
-client sends none, or time-ordered uuid7 ones; the samples table's primary key takes them, and
-random keys cost SQLite a page write per row. The inputs follow the reference's distribution
-(no drift), so every `monitor.window` rows a window is judged and nothing fires. The spec keeps
-`--keep` samples (`monitor.keep_samples`), so the retention runs during the measurement.
+categorical). Ids (`--ids`): random uuid4 strings (as a client's own ids may be), or
+time-ordered uuid7 ones, what the gateway makes when the client sends none (`ordered_id`); the
+samples table's primary key takes them, and random keys cost SQLite a page write per row. The
+inputs follow the reference's distribution (no drift), so every `monitor.window` rows a window
+is judged and nothing fires. The spec keeps `--keep` samples (`monitor.keep_samples`), so the
+retention runs during the measurement.
 
 Modes: `before` publishes every record first (the monitor stopped), then starts the monitor
 on the backlog: the consumer's rate alone. `concurrent` publishes while the monitor consumes,

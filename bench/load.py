@@ -121,7 +121,8 @@ def records_lost(accepted: int, counted_before: int, counted_after: int) -> int:
 def rss_summary(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per process, from RSS samples [{"t": s, "rss": {name: {"pid", "kib", "children_kib"}}}]:
     start, end and peak MiB (the process and its children), growth, restarts (pid changes),
-    and whether it stayed flat (growth within FLAT_MIB or FLAT_PCT)."""
+    whether it stayed flat (growth within FLAT_MIB or FLAT_PCT), and its level's growth from
+    WARMUP_S on (`settled_growth`: flat by the same bounds is "settled")."""
     out: dict[str, dict[str, Any]] = {}
     names = dict.fromkeys(n for s in samples for n in s["rss"])
     for name in names:
