@@ -4,6 +4,7 @@ unless nobody could have come (occupancy.py), when the first goes at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +25,17 @@ class Recording:
         return [r["x"] for r in rows], None
 
 
-async def two_requests_a_turn_apart(nobody_coming: bool) -> tuple[Recording, list[Any]]:
-    chosen = Recording()
-    batcher = Batcher(
+def batcher_where(nobody_coming: Callable[[], bool]) -> Batcher:
+    return Batcher(
         BatchBounds(max_rows=32, max_wait_s=1.0),
         observe=lambda *_: None,
-        nobody_coming=lambda: nobody_coming,
+        nobody_coming=nobody_coming,
     )
+
+
+async def two_requests_a_turn_apart(nobody_coming: bool) -> tuple[Recording, list[Any]]:
+    chosen = Recording()
+    batcher = batcher_where(lambda: nobody_coming)
     first = asyncio.ensure_future(batcher.predict(chosen, [{"x": 1}]))  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the first is queued and its batch is forming
     second = asyncio.ensure_future(batcher.predict(chosen, [{"x": 2}]))  # type: ignore[arg-type]
@@ -54,11 +59,7 @@ async def test_a_lone_request_goes_at_once_when_nobody_can_come() -> None:
 
 async def test_a_lone_request_on_an_idle_queue_is_predicted_on_its_own_turn() -> None:
     chosen = Recording()
-    batcher = Batcher(
-        BatchBounds(max_rows=32, max_wait_s=1.0),
-        observe=lambda *_: None,
-        nobody_coming=lambda: True,
-    )
+    batcher = batcher_where(lambda: True)
     ran: list[str] = []
     asyncio.get_running_loop().call_soon(ran.append, "other work")
 
@@ -71,11 +72,7 @@ async def test_a_lone_request_on_an_idle_queue_is_predicted_on_its_own_turn() ->
 async def test_a_request_when_nobody_can_come_still_joins_a_batch_already_queued() -> None:
     chosen = Recording()
     asked: list[bool] = []
-    batcher = Batcher(
-        BatchBounds(max_rows=32, max_wait_s=1.0),
-        observe=lambda *_: None,
-        nobody_coming=lambda: (asked.append(bool(asked)), asked[-1])[1],  # no, then yes
-    )
+    batcher = batcher_where(lambda: (asked.append(bool(asked)), asked[-1])[1])  # no, then yes
     first = asyncio.ensure_future(batcher.predict(chosen, [{"x": 1}]))  # type: ignore[arg-type]
     second = asyncio.ensure_future(batcher.predict(chosen, [{"x": 2}]))  # type: ignore[arg-type]
 

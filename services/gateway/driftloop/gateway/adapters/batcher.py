@@ -69,13 +69,11 @@ class Batcher:
     async def predict(self, chosen: LoadedModel, instances: list[dict[str, Any]]) -> Answer:
         """The model's answers for these rows (raises what the model raised, or ValueError
         when it answered NaN or Infinity)."""
-        if not self.bounds.enabled:
-            return _checked(self._call(chosen, instances))
         queue = self._queues.setdefault((chosen.model, chosen.version), _Queue())
-        if queue.task is None and self.nobody_coming():
-            # Nothing is forming and nobody can join: predict now, on this turn, rather than
-            # through a drain task and the turns it waits (in which other work, such as the
-            # record publisher's, would run ahead of this request).
+        if not self.bounds.enabled or (queue.task is None and self.nobody_coming()):
+            # Batching off, or nothing forming and nobody can join: predict now, on this turn,
+            # rather than through a drain task and the turns it waits (in which other work,
+            # such as the record publisher's, would run ahead of this request).
             return _checked(self._call(chosen, instances))
         loop = asyncio.get_running_loop()
         waiting = _Waiting(chosen, instances, loop.create_future())
