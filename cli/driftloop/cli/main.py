@@ -626,13 +626,9 @@ def _nats_url_or_none(s: Settings) -> str | None:
 
 
 async def _spec_names(bus: Any) -> list[str]:
-    from nats.js.errors import NoKeysError
+    from driftloop.shared.buckets import live_keys
 
-    kv = await bus.kv(SPECS_BUCKET)
-    try:
-        return list(await kv.keys())
-    except NoKeysError:
-        return []
+    return await live_keys(bus.js, await bus.kv(SPECS_BUCKET), SPECS_BUCKET)
 
 
 @app.command()

@@ -60,6 +60,7 @@ from driftloop.gateway.occupancy import Occupancy, Occupied
 from driftloop.gateway.oip import binary_to_json, register_oip
 from driftloop.gateway.spools import WorkerSlot, adopt_orphans, lock_wait, spool_paths
 from driftloop.shared.auth import TokenSet
+from driftloop.shared.buckets import live_keys
 from driftloop.shared.bus import Bus, connect_bus
 from driftloop.shared.config import Settings
 from driftloop.shared.db import ordered_id
@@ -368,8 +369,10 @@ def create_app(
             this.state.shadow = mirror  # for tests and operators: its worker's pid
             this.state.records = publisher  # for tests and operators: the spool's depth
             state["bus"], state["publisher"], state["mirror"] = bus, publisher, mirror
+            routes = await bus.kv(ROUTES_BUCKET)
+            models = await live_keys(bus.js, routes, ROUTES_BUCKET)  # before the watch starts
             tasks = [
-                asyncio.create_task(table.watch_routes(await bus.kv(ROUTES_BUCKET))),
+                asyncio.create_task(table.watch_routes(routes, models)),
                 asyncio.create_task(table.watch_specs(await bus.kv(SPECS_BUCKET))),
                 asyncio.create_task(publisher.run()),
                 asyncio.create_task(mirror.run()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -336,21 +336,30 @@ class RouteTable:
             },
         )
 
-    async def watch_routes(self, kv: KeyValue) -> None:
+    async def watch_routes(self, kv: KeyValue, initial: Collection[str]) -> None:
+        """Apply every change of the routes bucket; ready once each of `initial` (the keys
+        the bucket held before the watch began: shared/buckets.py) is applied. The watcher's
+        own "initial values delivered" marker can come before them (nats-io/nats.py#842)."""
+        waiting = set(initial)
+        if not waiting:
+            self.ready.set()
         watcher = await kv.watchall()
         async for entry in watcher:
-            if entry is None:  # the initial values are all delivered
-                self.ready.set()
+            if entry is None:
                 continue
             if entry.value is None or entry.operation in ("DEL", "PURGE"):
                 self.serving.pop(entry.key, None)
                 if self.on_shadow is not None:
                     self.on_shadow(entry.key, None)
-                continue
-            try:
-                await self.apply(Routes.model_validate_json(entry.value))
-            except Exception:
-                logger.exception("cannot apply routes", extra={"model": entry.key})
+            else:
+                try:
+                    await self.apply(Routes.model_validate_json(entry.value))
+                except Exception:
+                    logger.exception("cannot apply routes", extra={"model": entry.key})
+            if waiting:
+                waiting.discard(entry.key)
+                if not waiting:
+                    self.ready.set()
 
     async def watch_specs(self, kv: KeyValue) -> None:
         watcher = await kv.watchall()
