@@ -32,7 +32,14 @@ from helpers import (
 )
 
 from driftloop.cli.supervisor import free_port
-from driftloop.shared.events import DEPLOYER_CONTROL, DEPLOYER_STATUS, EVENTS_STREAM
+from driftloop.shared.bus import connect_bus
+from driftloop.shared.config import Settings
+from driftloop.shared.events import (
+    DEPLOYER_CONTROL,
+    DEPLOYER_STATUS,
+    EVENTS_STREAM,
+    PREDICTIONS_STREAM,
+)
 from driftloop.shared.permissions import ACCOUNTS, MONITOR_STATUS, MONITOR_VERSION, TRAINER_STATUS
 
 pytestmark = pytest.mark.e2e
@@ -293,6 +300,41 @@ async def test_no_service_changes_a_stream_or_uses_another_services_consumer(
     finally:
         await nc.close()
     assert not info.config.max_age  # the audit log is kept
+
+
+async def test_a_bound_set_by_the_administrator_is_kept_by_whoever_names_none(
+    embedded: Embedded,
+) -> None:
+    """DRIFTLOOP_PREDICTIONS_MAX_BYTES given to one `driftloop` command (as to `up`) holds:
+    a command from a shell without it leaves it, and a service started without it starts
+    (before, the command put the default back, and the service stopped on its refused
+    update)."""
+
+    async def bound() -> int:
+        nc = await connect_nats(embedded.url("cli"))
+        try:
+            return (await nc.jetstream().stream_info(PREDICTIONS_STREAM)).config.max_bytes
+        finally:
+            await nc.close()
+
+    def status(**extra: str) -> None:
+        done = run_cli(embedded.env | extra, "status", "--json")
+        assert done.returncode == 0, done.stderr
+
+    default = Settings().predictions_max_bytes
+    status(DRIFTLOOP_PREDICTIONS_MAX_BYTES=str(64 * 2**20))
+    try:
+        assert await bound() == 64 * 2**20
+        status()
+        assert await bound() == 64 * 2**20
+        for account in ("gateway", "evaluator"):  # one that reads no record stream
+            plain = Settings(home=embedded.home, nats_url=embedded.url(account))
+            async with connect_bus(plain, service=account):  # creates the topology: no error
+                pass
+        assert await bound() == 64 * 2**20
+    finally:
+        status(DRIFTLOOP_PREDICTIONS_MAX_BYTES=str(default))
+    assert await bound() == default
 
 
 async def test_the_whole_loop_runs_with_each_service_held_to_its_subjects(

@@ -164,13 +164,25 @@ CONSUMER_INFO_SECONDS = 5.0
 GAP_CHECK_SECONDS = 1.0
 
 
+# The record streams' bounds and the settings that give them (docs/reliability.md, "Records
+# discarded").
+BOUNDS = {PREDICTIONS_STREAM: "predictions_max_bytes", FEEDBACK_STREAM: "feedback_max_bytes"}
+
+
 def stream_configs(settings: Settings) -> tuple[StreamConfig, ...]:
     """STREAMS with the bounds the settings give the record streams."""
-    bounds = {
-        PREDICTIONS_STREAM: settings.predictions_max_bytes,
-        FEEDBACK_STREAM: settings.feedback_max_bytes,
-    }
-    return tuple(replace(c, max_bytes=bounds[c.name]) if c.name in bounds else c for c in STREAMS)
+    return tuple(
+        replace(c, max_bytes=getattr(settings, BOUNDS[c.name])) if c.name in BOUNDS else c
+        for c in STREAMS
+    )
+
+
+def unnamed_bounds(settings: Settings) -> frozenset[str]:
+    """The record streams whose bound these settings do not name (neither the environment nor
+    the caller set it): an existing stream keeps its own. Only a process told a bound changes
+    one; before, any `driftloop` command run from a shell without the variable put a bound set
+    at `driftloop up` back to its default."""
+    return frozenset(s for s, name in BOUNDS.items() if name not in settings.model_fields_set)
 
 
 class RetryLaterError(Exception):
@@ -192,6 +204,7 @@ class Bus:
     js: JetStreamContext
     service: str
     streams: tuple[StreamConfig, ...] = STREAMS
+    keep_bounds: frozenset[str] = frozenset()  # streams whose existing bound is kept
     metrics_port: int | None = None  # serve `metrics` there (run_until_stopped)
     metrics_host: str = "127.0.0.1"
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -254,11 +267,25 @@ class Bus:
         """Create (or update) the streams and the KV buckets; idempotent."""
         for config in self.streams:
             try:
-                await self.js.add_stream(config)
-            except BadRequestError:
-                await self.js.update_stream(config)
+                await self.js.add_stream(config)  # exists as configured here: no change
+            except BadRequestError:  # exists, configured otherwise
+                await self._upgrade_stream(config)
         for bucket in (ROUTES_BUCKET, SPECS_BUCKET):
             await self.kv(bucket)
+
+    async def _upgrade_stream(self, config: StreamConfig) -> None:
+        """Bring an existing stream to `config`, keeping its bound when `keep_bounds` says
+        so: a stream that differs in its bound alone is left as it is. Updating is the CLI's
+        right alone (permissions.py): a service refused here stops, as before."""
+        if config.name in self.keep_bounds:
+            existing = (await self.js.stream_info(config.name)).config
+            config = replace(config, max_bytes=existing.max_bytes)
+            try:
+                await self.js.add_stream(config)
+                return  # the same but for the bound it keeps
+            except BadRequestError:
+                pass
+        await self.js.update_stream(config)
 
     async def kv(self, bucket: str) -> KeyValue:
         """The bucket's handle, looked up once per connection (a lookup is a JetStream API
@@ -1074,6 +1101,7 @@ async def connect_bus(
         nc.jetstream(),
         service,
         streams=stream_configs(settings),
+        keep_bounds=unnamed_bounds(settings),
         metrics_port=settings.metrics_port,
         metrics_host=settings.metrics_host,
         record_fetch=settings.record_fetch,

@@ -176,6 +176,12 @@ def allowed(account: str) -> list[str]:
         common = [
             *(f"$JS.API.STREAM.CREATE.{stream}" for stream in topology),
             *(f"$JS.API.STREAM.INFO.{stream}" for stream in consumed),  # where it stands
+            # a record stream's bound, kept when the service's settings name none (bus.py)
+            *(
+                f"$JS.API.STREAM.INFO.{stream}"
+                for stream in (PREDICTIONS_STREAM, FEEDBACK_STREAM)
+                if stream not in consumed
+            ),
             *(f"$JS.API.STREAM.INFO.KV_{bucket}" for bucket in BUCKETS),
             *(api for pair in durables(account) for api in _consumer_api(*pair)),
             *(api for bucket in READS.get(account, ()) for api in _bucket_api(bucket)),
